@@ -1,0 +1,87 @@
+"""``python -m appliance``: parse flags, load the config, run until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from appliance import __version__
+from appliance.config import AppConfig, ConfigError, load_config
+
+log = logging.getLogger("appliance")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m appliance", description="Raspberry Pi camera appliance")
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (env: APPLIANCE_CONFIG)")
+    parser.add_argument("--camera", choices=["auto", "synthetic", "opencv", "picamera2"],
+                        help="camera backend (default: auto)")
+    parser.add_argument("--device", help="opencv: index, /dev/videoN, file or URL; picamera2: camera number")
+    parser.add_argument("--size", metavar="WxH", help="frame size, e.g. 1280x720")
+    parser.add_argument("--fps", type=float, help="frames per second")
+    parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    return parser.parse_args(argv)
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Turn the flags that were given into a config tree that beats file and environment."""
+    camera = {key: value for key, value in (("backend", args.camera), ("device", args.device),
+                                            ("size", args.size), ("fps", args.fps)) if value is not None}
+    server = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    return {key: value for key, value in (("camera", camera), ("server", server)) if value}
+
+
+def configure(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, AppConfig]:
+    args = parse_args(argv)
+    path = args.config or os.environ.get("APPLIANCE_CONFIG")
+    return args, load_config(path, overrides=flag_overrides(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args, config = configure(argv)
+    except ConfigError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print("configuration is valid")
+        print(config.model_dump_json(indent=2, exclude={"mqtt": {"password"}}))
+        return 0
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from appliance.runtime import Appliance  # heavy imports (OpenCV) only when really running
+
+    stopping = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stopping.set()
+
+    # The WSGI server would exit through the default handlers without releasing the camera.
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        appliance = Appliance(config)
+        appliance.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        stopping.wait()
+    finally:
+        appliance.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The capture thread: read → detect motion → draw overlay → encode once → broadcast.
+
+One ``CapturePipeline`` serves the appliance's whole life; each ``start()`` runs one thread until
+``stop()``. The thread opens the backend itself and, when the camera fails, reports ``error``,
+closes it, waits with exponential backoff and reopens, reporting ``on`` again once frames flow.
+Frames are only drawn and encoded while someone watches or a snapshot is wanted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from appliance.broadcaster import FrameBroadcaster
+from appliance.camera_backends.base import CameraBackend, CameraError
+from appliance.config import AppConfig
+from appliance.motion import EventChange, MotionDetector, MotionEventTracker, MotionResult
+from appliance.overlay import draw_overlay
+
+log = logging.getLogger(__name__)
+
+StateReport = Callable[[str, "str | None"], None]
+"""Called with ``("on", None)`` when frames flow and ``("error", reason)`` when the camera fails."""
+
+MotionReport = Callable[[EventChange, "bytes | None"], None]
+"""Called on each event start (with the JPEG of the frame that started it) and end (with None)."""
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """Counters for ``/api/status`` and the MQTT sensors."""
+
+    frames_captured: int
+    frames_encoded: int
+    fps: float
+    frame_size: tuple[int, int] | None
+    last_frame_age: float | None
+    motion_active: bool
+    last_event: dict[str, object] | None
+
+
+class _Run:
+    """State of one start()..stop(): the stop flag and the callbacks of its owner."""
+
+    def __init__(self, report_state: StateReport, report_motion: MotionReport) -> None:
+        self.stop = threading.Event()
+        self.report_state = report_state
+        self.report_motion = report_motion
+        self.thread: threading.Thread | None = None
+
+
+class CapturePipeline:
+    """Owns the capture thread and the per-frame work; the controller decides when it runs."""
+
+    def __init__(self, backend: CameraBackend, config: AppConfig, broadcaster: FrameBroadcaster,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._backend = backend
+        self._config = config
+        self._broadcaster = broadcaster
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._frame_cond = threading.Condition()
+        self._run: _Run | None = None
+        self._frame_times: deque[float] = deque(maxlen=30)
+        self._frames_captured = 0
+        self._frames_encoded = 0
+        self._frame_size: tuple[int, int] | None = None
+        self._last_frame_at: float | None = None
+        self._tracker = MotionEventTracker.from_settings(config.motion)
+        self._last_event: dict[str, object] | None = None
+
+    @property
+    def backend(self) -> CameraBackend:
+        return self._backend
+
+    # --- lifecycle (called by the controller) --------------------------------------------------
+
+    def start(self, report_state: StateReport, report_motion: MotionReport) -> None:
+        """Start a capture thread; it reports through the given callbacks until stopped."""
+        with self._lock:
+            if self._run is not None:
+                raise RuntimeError("capture pipeline already running")
+            run = _Run(report_state, report_motion)
+            run.thread = threading.Thread(target=self._loop, args=(run,), name="capture", daemon=True)
+            self._run = run
+        self._broadcaster.start()
+        run.thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the capture thread and release the camera; True if the thread ended in time."""
+        with self._lock:
+            run, self._run = self._run, None
+        if run is None:
+            return True
+        run.stop.set()
+        self._broadcaster.stop()  # streams end now, not when the backend lets go
+        assert run.thread is not None
+        run.thread.join(min(timeout, 2.0 / self._config.camera.fps + 0.5))
+        if run.thread.is_alive():
+            # Blocked in read(): closing the backend is its documented way to interrupt that.
+            self._backend.close()
+            run.thread.join(timeout)
+        return not run.thread.is_alive()
+
+    def is_alive(self) -> bool:
+        """Whether a capture thread is running (healthz, watchdog)."""
+        run = self._run
+        return run is not None and run.thread is not None and run.thread.is_alive()
+
+    def wait_for_frames(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` frames have been captured in all (or ``timeout``): for tests and benches."""
+        with self._frame_cond:
+            return self._frame_cond.wait_for(lambda: self._frames_captured >= count, timeout)
+
+    def stats(self) -> PipelineStats:
+        times = list(self._frame_times)
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        age = None if self._last_frame_at is None else self._monotonic() - self._last_frame_at
+        return PipelineStats(self._frames_captured, self._frames_encoded, round(fps, 2), self._frame_size,
+                             age, self._tracker.current is not None, self._last_event)
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def _loop(self, run: _Run) -> None:
+        retry = self._config.retry
+        delay = retry.initial
+        detector = MotionDetector(self._config.motion)
+        self._frame_times.clear()
+        while not run.stop.is_set():
+            try:
+                self._backend.open()
+            except CameraError as exc:
+                log.warning("camera open failed: %s; retrying in %.1f s", exc, delay)
+                run.report_state("error", str(exc))
+                run.stop.wait(delay)
+                delay = min(delay * 2, retry.maximum)
+                continue
+            captured_before = self._frames_captured
+            try:
+                self._stream(run, detector, lambda: run.report_state("on", None))
+            except CameraError as exc:
+                if not run.stop.is_set():
+                    log.warning("camera failed: %s; reopening in %.1f s", exc, delay)
+                    run.report_state("error", str(exc))
+            except Exception as exc:  # a bug must not kill the loop silently
+                log.exception("capture loop failed")
+                run.report_state("error", f"internal error: {exc}")
+            finally:
+                self._backend.close()
+                detector.reset()
+                self._end_event(run)
+            if self._frames_captured > captured_before:
+                delay = retry.initial  # the camera worked: a new failure starts the backoff anew
+            if not run.stop.is_set():
+                run.stop.wait(delay)
+                delay = min(delay * 2, retry.maximum)
+
+    def _stream(self, run: _Run, detector: MotionDetector, on_first_frame: Callable[[], None]) -> None:
+        camera = self._config.camera
+        first = True
+        while not run.stop.is_set():
+            frame = self._backend.read(camera.read_timeout)
+            if run.stop.is_set():
+                return
+            now = self._monotonic()
+            self._frame_times.append(now)
+            self._last_frame_at = now
+            with self._frame_cond:
+                self._frames_captured += 1
+                self._frame_cond.notify_all()
+            image = frame.image
+            self._frame_size = (image.shape[1], image.shape[0])
+            if first:
+                on_first_frame()
+                first = False
+            result: MotionResult | None = None
+            change: EventChange | None = None
+            if self._config.motion.enabled:
+                result = detector.detect(image, frame.gray)
+                change = self._tracker.update(result, frame.timestamp)
+            starting = change is not None and change.kind == "start"
+            jpeg = None
+            if starting or self._broadcaster.wants_frames():
+                draw_overlay(image, frame.timestamp, result, self._config.overlay)
+                jpeg = self._encode(image)
+                self._broadcaster.publish(jpeg)
+            if change is not None:
+                self._report_event(run, change, jpeg if starting else None)
+
+    def _encode(self, image: np.ndarray) -> bytes:
+        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._config.camera.jpeg_quality])
+        if not ok:
+            raise CameraError("JPEG encoding failed")
+        self._frames_encoded += 1
+        return buffer.tobytes()
+
+    def _report_event(self, run: _Run, change: EventChange, jpeg: bytes | None) -> None:
+        self._last_event = change.event.as_dict()
+        try:
+            run.report_motion(change, jpeg)
+        except Exception:  # a listener's bug must not stop the camera
+            log.exception("motion listener failed")
+
+    def _end_event(self, run: _Run) -> None:
+        change = self._tracker.finish(time.time())
+        if change is not None:
+            self._report_event(run, change, None)

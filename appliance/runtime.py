@@ -1,0 +1,80 @@
+"""Wires the parts together: the only place that creates hardware objects and threads of the app.
+
+``Appliance`` is what ``python -m appliance`` runs and what end-to-end tests start in-process, with a
+backend of their choosing when they need one (a failing camera, a fake Pi camera).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.app import create_app
+from appliance.broadcaster import FrameBroadcaster
+from appliance.camera_backends import CameraBackend, choose_backend
+from appliance.config import AppConfig
+from appliance.controller import CameraController, StateFile
+from appliance.health import capture_health
+from appliance.pipeline import CapturePipeline
+from appliance.server import HttpServer
+
+log = logging.getLogger(__name__)
+
+
+class Appliance:
+    """All running parts of one appliance; ``start()``/``stop()`` own every thread they create."""
+
+    def __init__(self, config: AppConfig, backend: CameraBackend | None = None,
+                 backend_name: str | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        if backend is None:
+            backend_name, backend = choose_backend(config.camera)
+        self.backend_name = backend_name or backend.name
+        self.backend = backend
+        self.state_dir: Path = config.resolved_state_dir()
+        self.broadcaster = FrameBroadcaster(config.stream.max_viewers)
+        self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic)
+        self.controller = CameraController(
+            self.pipeline, StateFile(self.state_dir / "state.json"),
+            start_timeout=config.camera.read_timeout + 10.0)
+        self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe())
+        self.server = HttpServer(self.app, config.server.host, config.server.port,
+                                 threads=config.stream.max_viewers + config.server.extra_threads,
+                                 socket_timeout=config.server.socket_timeout)
+        self._stoppers: list[Callable[[], Any]] = []
+
+    @property
+    def url(self) -> str:
+        host = self.config.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.server.port}"
+
+    def start(self) -> None:
+        """Serve first (so the page answers at once), then restore the saved camera state."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.server.start()
+        self._stoppers.append(self.server.stop)
+        self._stoppers.append(self.controller.shutdown)
+        self.controller.restore()
+
+    def stop(self) -> None:
+        """Release the camera, end streams, stop the server; in reverse order of start."""
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            try:
+                stopper()
+            except Exception:
+                log.exception("error while stopping %r", stopper)
+
+    def healthy(self) -> bool:
+        return capture_health(self.controller, self.config.camera.read_timeout)[0]
+
+    def __enter__(self) -> Appliance:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

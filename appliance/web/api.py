@@ -1,0 +1,83 @@
+"""The JSON API: camera switch, status and health."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from appliance.controller import CameraState
+from appliance.health import capture_health
+from appliance.web.services import Services, json_error
+
+bp = Blueprint("api", __name__)
+
+
+def _camera_body(services: Services) -> dict[str, Any]:
+    return {**services.controller.status(), "backend": services.backend_name,
+            "camera": services.backend_description}
+
+
+@bp.get("/api/camera")
+def get_camera() -> Response:
+    return jsonify(_camera_body(Services.of()))
+
+
+@bp.put("/api/camera")
+def put_camera() -> Response:
+    """``{"on": true|false}``; answers once the camera has started (or failed) or stopped."""
+    services = Services.of()
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        return json_error(400, 'body must be a JSON object such as {"on": true}')
+    if not isinstance(body, dict):
+        return json_error(400, f'body must be a JSON object, not {type(body).__name__}')
+    unknown = sorted(set(body) - {"on"})
+    if unknown:
+        return json_error(400, f"unknown key(s): {', '.join(unknown)}; only 'on' is accepted")
+    if "on" not in body:
+        return json_error(400, "missing key 'on'")
+    if not isinstance(body["on"], bool):
+        return json_error(400, f"'on' must be true or false, not {body['on']!r}")
+    controller = services.controller
+    controller.on(source="api") if body["on"] else controller.off(source="api")
+    return jsonify(_camera_body(services))
+
+
+@bp.post("/api/camera/toggle")
+def toggle_camera() -> Response:
+    services = Services.of()
+    services.controller.toggle(source="api")
+    return jsonify(_camera_body(services))
+
+
+@bp.get("/api/status")
+def status() -> Response:
+    services = Services.of()
+    stats = services.controller.pipeline.stats()
+    body: dict[str, Any] = {
+        "camera": _camera_body(services),
+        "frame_size": list(stats.frame_size) if stats.frame_size else None,
+        "fps": stats.fps if services.controller.state == CameraState.ON else 0.0,
+        "viewers": services.broadcaster.viewers,
+        "max_viewers": services.config.stream.max_viewers,
+        "frames_captured": stats.frames_captured,
+        "frames_encoded": stats.frames_encoded,
+        "motion": {"active": stats.motion_active, "last_event": stats.last_event},
+        "uptime": round(time.monotonic() - services.started_at, 1),
+        "version": services.version,
+        "name": services.config.name,
+    }
+    for extra in services.status_extras:
+        body.update(extra())
+    return jsonify(body)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    services = Services.of()
+    healthy, reason = capture_health(services.controller, services.config.camera.read_timeout)
+    if not healthy:
+        return json_error(503, reason, state=services.controller.state.value)
+    return jsonify({"status": "ok", "state": services.controller.state.value})

@@ -1,0 +1,41 @@
+"""The running parts the web layer uses, stored on the app so no module needs a global."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, current_app, jsonify
+from werkzeug.wrappers import Response
+
+from appliance import __version__
+from appliance.broadcaster import FrameBroadcaster
+from appliance.config import AppConfig
+from appliance.controller import CameraController
+
+
+@dataclass
+class Services:
+    """What ``create_app`` was given; ``extras`` lets later features (events, MQTT) add status."""
+
+    controller: CameraController
+    broadcaster: FrameBroadcaster
+    config: AppConfig
+    backend_name: str
+    backend_description: str
+    started_at: float = field(default_factory=time.monotonic)
+    version: str = __version__
+    status_extras: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, app: Flask | None = None) -> Services:
+        return (app or current_app).extensions["appliance"]
+
+
+def json_error(status: int, message: str, **extra: Any) -> Response:
+    """Every error the appliance answers is JSON with an ``error`` key saying what was wrong."""
+    response = jsonify({"error": message, **extra})
+    response.status_code = status
+    return response

@@ -1,0 +1,190 @@
+"""The three backends and the registry: synthetic directly, OpenCV on a real video file, picamera2 on
+its faithful fake."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.camera_backends import backend_class, choose_backend
+from appliance.camera_backends.base import CameraError
+from appliance.camera_backends.opencv import OpenCVCamera
+from appliance.camera_backends.pi_camera import PiCamera, lores_size
+from appliance.camera_backends.synthetic import SyntheticCamera
+from appliance.config import CameraSettings
+from tests.fake_picamera2 import FakePicamera2
+
+
+def settings(**values: object) -> CameraSettings:
+    return CameraSettings.model_validate({"size": "320x240", "fps": 30, **values})
+
+
+# --- synthetic --------------------------------------------------------------------------------
+
+def test_synthetic_frames_are_bgr_of_the_configured_size() -> None:
+    with SyntheticCamera(settings(), paced=False) as camera:
+        frame = camera.read(1.0)
+    assert frame.image.shape == (240, 320, 3) and frame.image.dtype == np.uint8
+    assert frame.gray is None
+
+
+def test_synthetic_is_deterministic_when_seeded() -> None:
+    a = SyntheticCamera(settings(synthetic={"seed": 7}), paced=False)
+    b = SyntheticCamera(settings(synthetic={"seed": 7}), paced=False)
+    c = SyntheticCamera(settings(synthetic={"seed": 8}), paced=False)
+    assert np.array_equal(a.render(42), b.render(42))
+    assert not np.array_equal(a.render(42), c.render(42))
+
+
+def test_synthetic_objects_move_then_rest() -> None:
+    camera = SyntheticCamera(settings(synthetic={"motion_period": 2, "motion_duration": 1}), paced=False)
+    assert camera.is_moving(0) and not camera.is_moving(45)
+    assert not np.array_equal(camera.render(0), camera.render(10))  # moving part of the period
+    assert np.array_equal(camera.render(40), camera.render(55))  # still part
+
+
+def test_synthetic_is_paced_and_interrupted_by_close() -> None:
+    camera = SyntheticCamera(settings(fps=2))
+    camera.open()
+    camera.read(1.0)
+    with pytest.raises(CameraError, match="no frame within"):
+        camera.read(0.01)  # the next frame is due in 0.5 s
+    camera.close()
+    with pytest.raises(CameraError):
+        camera.read(1.0)
+
+
+# --- OpenCV on a real video file ---------------------------------------------------------------
+
+@pytest.fixture
+def video_file(tmp_path: Path) -> Path:
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 120))
+    assert writer.isOpened()
+    for i in range(10):
+        image = np.zeros((120, 160, 3), np.uint8)
+        image[:, :, 0] = 255  # pure blue in BGR
+        cv2.putText(image, str(i), (60, 80), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def test_opencv_reads_a_video_file(video_file: Path) -> None:
+    camera = OpenCVCamera(settings(device=str(video_file), loop_file=False))
+    with camera:
+        frames = [camera.read(1.0) for _ in range(10)]
+        with pytest.raises(CameraError, match="end of stream"):
+            camera.read(1.0)
+    assert frames[0].image.shape == (120, 160, 3)
+    blue, green, red = frames[0].image[5, 5]
+    assert blue > 200 and green < 60 and red < 60  # BGR order survived the round trip
+    assert not np.array_equal(frames[0].image, frames[5].image)
+    assert "video file" in camera.describe()
+
+
+def test_opencv_loops_a_file_and_paces_it(video_file: Path) -> None:
+    camera = OpenCVCamera(settings(device=str(video_file), loop_file=True))
+    with camera:
+        frames = [camera.read(1.0) for _ in range(15)]
+        with pytest.raises(CameraError, match="no frame within"):
+            camera.read(0.001)  # 25 fps file: the next frame is not due yet
+    assert len(frames) == 15
+
+
+def test_opencv_missing_source_is_a_camera_error(tmp_path: Path) -> None:
+    with pytest.raises(CameraError, match="does not exist"):
+        OpenCVCamera(settings(device=str(tmp_path / "none.avi"))).open()
+    with pytest.raises(CameraError, match="cannot open"):
+        OpenCVCamera(settings(device="/dev/video99")).open()
+
+
+# --- picamera2 on the faithful fake -------------------------------------------------------------
+
+@pytest.fixture
+def fake_picamera2() -> type[FakePicamera2]:
+    FakePicamera2.instances.clear()
+    FakePicamera2.stall.clear()
+    FakePicamera2.cameras = [{"Model": "imx708", "Id": "/base/imx708@1a", "Num": 0}]
+    return FakePicamera2
+
+
+def test_picamera2_main_is_bgr_and_gray_is_the_lores_y_plane(fake_picamera2: type[FakePicamera2]) -> None:
+    camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2)
+    with camera:
+        frame = camera.read(1.0)
+        second = camera.read(1.0)
+    instance = fake_picamera2.instances[0]
+    config = instance.configuration
+    assert config["main"] == {"size": (640, 480), "format": "RGB888"}
+    assert config["lores"]["format"] == "YUV420"
+    assert frame.image.shape == (480, 640, 3)
+    assert list(frame.image[-1, -1]) == [0, 0, 255]  # red, in BGR memory order, no conversion
+    lw, lh = config["lores"]["size"]
+    assert frame.gray is not None and frame.gray.shape == (lh, lw)
+    assert (frame.gray == 76).all()  # neither stride padding nor chroma leaked in
+    assert not np.array_equal(frame.image, second.image)
+    assert instance.outstanding == 0  # every request released
+    assert instance.closed and not instance.started
+
+
+def test_picamera2_timeout_is_a_camera_error(fake_picamera2: type[FakePicamera2]) -> None:
+    camera = PiCamera(settings(), camera_factory=lambda: fake_picamera2)
+    with camera:
+        fake_picamera2.stall.set()
+        with pytest.raises(CameraError, match="no frame from the Pi camera"):
+            camera.read(0.1)
+
+
+def test_picamera2_absent_camera(fake_picamera2: type[FakePicamera2]) -> None:
+    fake_picamera2.cameras = []
+    assert not PiCamera.detect(settings(), camera_factory=lambda: fake_picamera2)
+    with pytest.raises(CameraError, match="not found"):
+        PiCamera(settings(), camera_factory=lambda: fake_picamera2).open()
+
+
+def test_lores_keeps_aspect_and_never_exceeds_main() -> None:
+    assert lores_size((1920, 1080)) == (400, 224)
+    assert lores_size((320, 240)) == (320, 240)
+    w, h = lores_size((640, 480))
+    assert w % 2 == 0 and h % 2 == 0 and w <= 640 and h <= 480
+
+
+def test_picamera2_not_importable_here_is_reported_not_raised() -> None:
+    if "picamera2" in sys.modules or _importable("picamera2"):
+        pytest.fail("this test expects a machine without picamera2; run it where libcamera is absent")
+    assert PiCamera.detect(settings()) is False
+    with pytest.raises(CameraError, match="picamera2 is not installed"):
+        PiCamera(settings()).open()
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+# --- registry ----------------------------------------------------------------------------------
+
+def test_registry_imports_only_on_demand() -> None:
+    assert backend_class("synthetic") is SyntheticCamera
+    with pytest.raises(ValueError, match="unknown camera backend"):
+        backend_class("webcam9000")
+    assert "picamera2" not in sys.modules
+
+
+def test_auto_prefers_pi_camera_then_v4l2_then_synthetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    auto = settings(backend="auto")
+    monkeypatch.setattr(PiCamera, "detect", staticmethod(lambda s: False))
+    monkeypatch.setattr(OpenCVCamera, "detect", staticmethod(lambda s: False))
+    assert choose_backend(auto)[0] == "synthetic"
+    monkeypatch.setattr(OpenCVCamera, "detect", staticmethod(lambda s: True))
+    assert choose_backend(auto)[0] == "opencv"
+    monkeypatch.setattr(PiCamera, "detect", staticmethod(lambda s: True))
+    assert choose_backend(auto)[0] == "picamera2"
+    monkeypatch.setattr(PiCamera, "detect", staticmethod(lambda s: 1 / 0))  # a crashing probe is skipped
+    assert choose_backend(auto)[0] == "opencv"

@@ -1,0 +1,259 @@
+"""The HTTP surface over the real cheroot server on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from appliance.camera_backends.synthetic import SyntheticCamera
+from appliance.runtime import Appliance
+from tests.helpers import CountingCamera, decode_jpeg, iter_mjpeg, make_config
+
+Start = Callable[..., Appliance]
+
+
+def put(app: Appliance, on: bool) -> dict[str, Any]:
+    response = requests.put(f"{app.url}/api/camera", json={"on": on}, timeout=20)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_page_and_camera_api(start_appliance: Start) -> None:
+    app = start_appliance()
+    page = requests.get(app.url + "/", timeout=5)
+    assert page.status_code == 200 and 'id="camera-toggle"' in page.text and 'id="live"' in page.text
+    assert requests.get(app.url + "/api/camera", timeout=5).json()["on"] is False
+    body = put(app, True)
+    assert body["on"] is True and body["state"] == "on" and body["backend"] == "synthetic"
+    toggled = requests.post(app.url + "/api/camera/toggle", timeout=20).json()
+    assert toggled["on"] is False and toggled["state"] == "off"
+
+
+def test_every_streamed_part_is_a_valid_jpeg(start_appliance: Start) -> None:
+    app = start_appliance()
+    put(app, True)
+    with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+        parts = []
+        for headers, body in iter_mjpeg(response):
+            assert headers["content-type"] == "image/jpeg"
+            parts.append(decode_jpeg(body))
+            if len(parts) == 5:
+                break
+    assert all(part.shape == (240, 320, 3) for part in parts)
+
+
+def test_ten_viewers_all_receive_frames_from_one_encode_each(start_appliance: Start) -> None:
+    app = start_appliance()
+    put(app, True)
+    received = [0] * 10
+    barrier = threading.Barrier(11)
+    done = threading.Event()
+
+    def watch(i: int) -> None:
+        with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
+            assert response.status_code == 200
+            barrier.wait(10)
+            for _headers, body in iter_mjpeg(response):
+                decode_jpeg(body)
+                received[i] += 1
+                if received[i] >= 10 or done.is_set():
+                    return
+
+    threads = [threading.Thread(target=watch, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    barrier.wait(10)
+    assert app.broadcaster.viewers == 10
+    encoded_before = app.pipeline.stats().frames_encoded
+    for thread in threads:
+        thread.join(30)
+    done.set()
+    assert all(count >= 10 for count in received), received
+    stats = app.pipeline.stats()
+    # Ten viewers got ten frames each, but each frame was encoded once: far fewer than 100 encodes.
+    assert stats.frames_encoded - encoded_before < 40
+
+
+def test_no_encoding_while_nobody_watches(start_appliance: Start) -> None:
+    app = start_appliance()
+    put(app, True)
+    captured = app.pipeline.stats().frames_captured
+    assert app.pipeline.wait_for_frames(captured + 10, timeout=5)
+    stats = app.pipeline.stats()
+    assert stats.frames_encoded == 0
+    snapshot = requests.get(app.url + "/snapshot.jpg", timeout=10)
+    assert snapshot.status_code == 200 and snapshot.headers["Content-Type"] == "image/jpeg"
+    decode_jpeg(snapshot.content)
+    assert app.pipeline.stats().frames_encoded == 1
+
+
+def test_streams_end_when_the_camera_goes_off_and_503_follows(start_appliance: Start) -> None:
+    app = start_appliance()
+    put(app, True)
+    with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
+        parts = iter_mjpeg(response)
+        next(parts)
+        switched = time.monotonic()
+        threading.Thread(target=put, args=(app, False)).start()
+        for _ in parts:  # drains what was in flight, then the stream must end
+            pass
+        assert time.monotonic() - switched < 1.0
+    off = requests.get(app.url + "/stream.mjpg", timeout=5)
+    assert off.status_code == 503 and off.json()["error"] == "camera is off"
+    assert int(off.headers["Retry-After"]) > 0
+    assert requests.get(app.url + "/snapshot.jpg", timeout=5).status_code == 503
+
+
+def test_disconnected_viewers_free_their_threads(start_appliance: Start) -> None:
+    app = start_appliance(stream={"max_viewers": 3}, server={"extra_threads": 2})
+    put(app, True)
+    for _ in range(4):  # 12 streams in all, four times the pool: leaked threads would starve the server
+        sockets = [socket.create_connection(("127.0.0.1", app.server.port), timeout=5) for _ in range(3)]
+        for sock in sockets:
+            sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200 OK" in sock.recv(4096)
+        assert app.broadcaster.viewers == 3
+        for sock in sockets:
+            sock.close()
+        # The server notices on its next write to the closed socket, a frame or two later.
+        assert app.broadcaster.wait_for_viewers(0, timeout=5)
+    assert requests.get(app.url + "/api/status", timeout=5).status_code == 200
+
+
+def test_viewer_limit_answers_503(start_appliance: Start) -> None:
+    app = start_appliance(stream={"max_viewers": 2})
+    put(app, True)
+    first = requests.get(app.url + "/stream.mjpg", stream=True, timeout=10)
+    second = requests.get(app.url + "/stream.mjpg", stream=True, timeout=10)
+    third = requests.get(app.url + "/stream.mjpg", timeout=10)
+    assert third.status_code == 503 and "viewer limit" in third.json()["error"]
+    first.close()
+    second.close()
+
+
+def test_malformed_bodies_get_400_that_say_why(start_appliance: Start) -> None:
+    app = start_appliance()
+    url = app.url + "/api/camera"
+    cases = [
+        (b"not json", "JSON object"),
+        (b"[true]", "not list"),
+        (b"{}", "missing key 'on'"),
+        (b'{"on": "yes"}', "must be true or false"),
+        (b'{"on": 1}', "must be true or false"),
+        (b'{"on": true, "x": 1}', "unknown key"),
+    ]
+    for body, message in cases:
+        response = requests.put(url, data=body, headers={"Content-Type": "application/json"}, timeout=5)
+        assert response.status_code == 400, body
+        assert message in response.json()["error"], (body, response.json())
+    assert requests.get(app.url + "/api/camera", timeout=5).json()["state"] == "off"  # nothing changed
+    assert requests.get(app.url + "/nope", timeout=5).json()["error"]
+    wrong = requests.delete(url, timeout=5)
+    assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+def test_status_and_health(start_appliance: Start) -> None:
+    app = start_appliance()
+    put(app, True)
+    status = requests.get(app.url + "/api/status", timeout=5).json()
+    for key in ("camera", "frame_size", "fps", "viewers", "frames_captured", "frames_encoded", "motion",
+                "uptime", "version"):
+        assert key in status
+    assert status["frame_size"] == [320, 240]
+    assert requests.get(app.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_failing_backend_goes_to_error_and_recovers_over_http(start_appliance: Start, tmp_path: Path) -> None:
+    camera = CountingCamera(make_config(tmp_path).camera)
+    app = start_appliance(backend=camera)
+    put(app, True)
+    camera.broken.set()
+    assert app.controller.wait_for(lambda s: s.value == "error", 5)
+    body = requests.get(app.url + "/api/camera", timeout=5).json()
+    assert body["state"] == "error" and body["on"] is True and "unplugged" in body["error"]
+    assert requests.get(app.url + "/healthz", timeout=5).status_code == 200  # loop alive, retrying
+    camera.broken.clear()
+    assert app.controller.wait_for(lambda s: s.value == "on", 5)
+    assert requests.get(app.url + "/snapshot.jpg", timeout=5).status_code == 200
+
+
+def test_health_fails_when_the_capture_loop_hangs(start_appliance: Start, tmp_path: Path) -> None:
+    class Hanging(SyntheticCamera):
+        hang = threading.Event()
+        release = threading.Event()
+
+        def read(self, timeout: float) -> Any:
+            if self.hang.is_set():
+                self.release.wait(30)  # a driver stuck in the kernel ignores our timeout
+            return super().read(timeout)
+
+    clock = [1000.0]
+    config = make_config(tmp_path)
+    camera = Hanging(config.camera)
+    app = start_appliance(backend=camera, monotonic=lambda: clock[0])
+    put(app, True)
+    assert requests.get(app.url + "/healthz", timeout=5).status_code == 200
+    Hanging.hang.set()
+    try:
+        clock[0] += config.camera.read_timeout + 5  # time passes with the loop stuck in read()
+        response = requests.get(app.url + "/healthz", timeout=5)
+        assert response.status_code == 503 and "no frame for" in response.json()["error"]
+        assert not app.healthy()
+    finally:
+        Hanging.release.set()
+
+
+def test_sigterm_releases_everything_within_3_seconds(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "APPLIANCE_STATE_DIR": str(tmp_path), "APPLIANCE_CAMERA__SYNTHETIC__OBJECTS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "--camera", "synthetic", "--size", "320x240",
+                             "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_serving(base, proc)
+        assert requests.get(base + "/healthz", timeout=5).status_code == 200
+        assert requests.put(base + "/api/camera", json={"on": True}, timeout=20).json()["state"] == "on"
+        stream = requests.get(base + "/stream.mjpg", stream=True, timeout=10)
+        next(iter_mjpeg(stream))
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=5)
+        assert time.monotonic() - started < 3.0
+        assert proc.returncode == 0
+        output = proc.stdout.read() if proc.stdout else ""
+        assert "stopping -> off (shutdown)" in output
+        assert '"on": true' in (tmp_path / "state.json").read_text()  # comes back on after restart
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_until_serving(base: str, proc: subprocess.Popen[str]) -> None:
+    """Read the log until the server says it listens (the port is bound before that line)."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "serving on" in line:
+            return
+    raise AssertionError("appliance exited before serving:\n" + "".join(seen))
