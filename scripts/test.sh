@@ -8,5 +8,5 @@ need_apt python3 python3-venv python3-pip mosquitto mosquitto-clients chromium \
   debootstrap systemd-container ca-certificates
 make_venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-.venv/bin/ruff check appliance tests bench
+.venv/bin/python -m ruff check appliance tests bench
 exec .venv/bin/python -m pytest "$@"
