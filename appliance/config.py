@@ -80,6 +80,12 @@ class CameraSettings(Section):
     jpeg_quality: int = Field(80, ge=10, le=100)
     synthetic: SyntheticSettings = SyntheticSettings()
 
+    def snapshot_timing(self) -> tuple[float, float]:
+        """``(timeout, max_age)`` for a snapshot: a frame younger than two periods counts as current,
+        else wait for the next one as long as a read may take."""
+        period = 1.0 / self.fps
+        return self.read_timeout + period, 2 * period
+
 
 class MotionSettings(Section):
     """Parameters of the frame-differencing detector and of event hysteresis."""

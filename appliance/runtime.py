@@ -18,6 +18,7 @@ from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.config import AppConfig
 from appliance.controller import CameraController, StateFile
 from appliance.health import capture_health
+from appliance.mqtt.bridge import MqttBridge
 from appliance.pipeline import CapturePipeline
 from appliance.server import HttpServer
 
@@ -45,6 +46,11 @@ class Appliance:
                                  threads=config.stream.max_viewers + config.server.extra_threads,
                                  socket_timeout=config.server.socket_timeout)
         self._stoppers: list[Callable[[], Any]] = []
+        self.mqtt: MqttBridge | None = None
+        if config.mqtt.host:
+            self.mqtt = MqttBridge(config.mqtt, self.controller, self.broadcaster, name=config.name,
+                                   model=backend.describe(), page_port=lambda: self.server.port,
+                                   snapshot=self.snapshot, stats=self.stats)
 
     @property
     def url(self) -> str:
@@ -58,6 +64,9 @@ class Appliance:
         self.server.start()
         self._stoppers.append(self.server.stop)
         self._stoppers.append(self.controller.shutdown)
+        if self.mqtt is not None:
+            self.mqtt.start()
+            self._stoppers.append(self.mqtt.stop)  # stopped first: says offline before the camera goes
         self.controller.restore()
 
     def stop(self) -> None:
@@ -68,6 +77,17 @@ class Appliance:
                 stopper()
             except Exception:
                 log.exception("error while stopping %r", stopper)
+
+    def snapshot(self) -> bytes | None:
+        """A current JPEG for MQTT and the button; None while the camera is off or silent."""
+        timeout, max_age = self.config.camera.snapshot_timing()
+        return self.broadcaster.snapshot(timeout=timeout, max_age=max_age)
+
+    def stats(self) -> dict[str, Any]:
+        """The figures MQTT sensors publish periodically."""
+        on = self.controller.state.value == "on"
+        return {"fps": self.pipeline.stats().fps if on else 0.0, "viewers": self.broadcaster.viewers,
+                "state": self.controller.state.value}
 
     def healthy(self) -> bool:
         return capture_health(self.controller, self.config.camera.read_timeout)[0]

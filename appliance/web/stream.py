@@ -64,9 +64,8 @@ def stream() -> Response:
 def snapshot() -> Response:
     """One current JPEG; encodes a frame only if none fresh enough exists."""
     services = Services.of()
-    period = 1.0 / services.config.camera.fps
-    jpeg = services.broadcaster.snapshot(timeout=services.config.camera.read_timeout + period,
-                                         max_age=2 * period)
+    timeout, max_age = services.config.camera.snapshot_timing()
+    jpeg = services.broadcaster.snapshot(timeout=timeout, max_age=max_age)
     if jpeg is None:
         if not services.broadcaster.live:
             return _camera_off()

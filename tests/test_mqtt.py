@@ -1,0 +1,237 @@
+"""MQTT and Home Assistant discovery against a real mosquitto broker on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from appliance.runtime import Appliance
+from tests.broker import Broker, Recorder
+from tests.helpers import decode_jpeg
+
+Start = Callable[..., Appliance]
+PREFIX = "appliance/cam1"
+
+
+@pytest.fixture
+def broker_dir() -> Iterator[Path]:
+    """A folder mosquitto's own user can read: pytest's tmp_path sits under a 0700 folder of root's."""
+    folder = Path(tempfile.mkdtemp(prefix="mosquitto-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def broker(broker_dir: Path) -> Iterator[Broker]:
+    broker = Broker(broker_dir, extra="allow_anonymous true")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def mqtt_section(broker: Broker, **extra: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": broker.port, "device_id": "cam1", "reconnect_min": 1,
+            "reconnect_max": 2, "stats_interval": 1, **extra}
+
+
+def start_with_mqtt(start: Start, broker: Broker, **sections: Any) -> Appliance:
+    app = start(mqtt=mqtt_section(broker), **sections)
+    assert app.mqtt is not None and app.mqtt.wait_connected(10)
+    return app
+
+
+def test_discovery_and_retained_states_reach_a_late_subscriber(broker: Broker, start_appliance: Start) -> None:
+    with Recorder(broker.port, [f"{PREFIX}/stats"]) as early:
+        app = start_with_mqtt(start_appliance, broker)
+        early.wait_for(f"{PREFIX}/stats")  # published last on connect: everything is at the broker
+    with Recorder(broker.port, ["homeassistant/#", f"{PREFIX}/#"]) as late:
+        assert late.wait_for(f"{PREFIX}/availability").payload == b"online"
+        assert late.wait_for(f"{PREFIX}/camera/state").payload == b"OFF"
+        assert late.wait_for(f"{PREFIX}/camera/status").payload == b"off"
+        assert late.wait_for(f"{PREFIX}/camera/problem").payload == b"OFF"
+        assert late.wait_for(f"{PREFIX}/motion/state").payload == b"OFF"
+        stats = json.loads(late.wait_for(f"{PREFIX}/stats").payload)
+        assert set(stats) >= {"fps", "viewers"}
+        configs = {}
+        for component, object_id in [("switch", "camera"), ("binary_sensor", "motion"),
+                                     ("binary_sensor", "camera_problem"), ("sensor", "camera_state"),
+                                     ("camera", "snapshot"), ("button", "take_snapshot"),
+                                     ("sensor", "fps"), ("sensor", "viewers")]:
+            message = late.wait_for(f"homeassistant/{component}/cam1/{object_id}/config")
+            assert message.retain
+            configs[(component, object_id)] = json.loads(message.payload)
+    unique_ids = [c["unique_id"] for c in configs.values()]
+    assert len(set(unique_ids)) == len(unique_ids)
+    devices = [c["device"] for c in configs.values()]
+    assert all(d == devices[0] for d in devices)
+    device = devices[0]
+    assert device["identifiers"] == ["camera_appliance_cam1"]
+    assert device["configuration_url"] == f"http://127.0.0.1:{app.server.port}/"
+    assert {"name", "manufacturer", "model", "sw_version"} <= set(device)
+    for config in configs.values():
+        assert config["availability_topic"] == f"{PREFIX}/availability"
+    switch = configs[("switch", "camera")]
+    assert switch["command_topic"] == f"{PREFIX}/camera/set" and switch["state_topic"] == f"{PREFIX}/camera/state"
+    motion = configs[("binary_sensor", "motion")]
+    assert motion["device_class"] == "motion" and motion["state_topic"] == f"{PREFIX}/motion/state"
+    assert configs[("camera", "snapshot")]["topic"] == f"{PREFIX}/snapshot"
+    assert configs[("button", "take_snapshot")]["command_topic"] == f"{PREFIX}/snapshot/set"
+    assert configs[("sensor", "camera_state")]["options"] == ["off", "starting", "on", "stopping", "error"]
+
+
+def test_ha_birth_message_republishes_discovery(broker: Broker, start_appliance: Start) -> None:
+    start_with_mqtt(start_appliance, broker)
+    with Recorder(broker.port, ["homeassistant/switch/#"]) as ha:
+        ha.wait_for("homeassistant/switch/cam1/camera/config")  # the retained copy
+        ha.publish("homeassistant/status", "online")
+        fresh = ha.wait_for("homeassistant/switch/cam1/camera/config")
+        assert not fresh.retain  # delivered live: it was published again
+
+
+def test_camera_set_commands_and_garbage(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker)
+    with Recorder(broker.port, [f"{PREFIX}/camera/status"]) as ha:
+        ha.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"off")  # the retained one
+        ha.publish(f"{PREFIX}/camera/set", "ON")
+        ha.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"on")
+        assert app.controller.state.value == "on"
+        ha.publish(f"{PREFIX}/camera/set", "off")  # any case
+        ha.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"stopping")
+        ha.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"off")
+        ha.seen.clear()
+        for garbage in [b"", b"bogus", b"\xff\xfe\x00", b"ON ON", b'{"on": true}', b"1" * 5000]:
+            ha.publish(f"{PREFIX}/camera/set", garbage)
+        ha.publish(f"{PREFIX}/camera/set", "Toggle")  # commands run in order: garbage first
+        ha.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"on")
+        statuses = [m.payload for m in ha.seen if m.topic == f"{PREFIX}/camera/status"]
+        # The garbage changed nothing: the only transitions after OFF are the toggle's.
+        assert statuses == [b"starting"]
+        assert app.controller.status()["on"] is True
+
+
+def test_rest_toggle_shows_up_on_mqtt(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker)
+    with Recorder(broker.port, [f"{PREFIX}/camera/state"]) as ha:
+        ha.wait_for(f"{PREFIX}/camera/state", lambda p: p == b"OFF")
+        requests.post(app.url + "/api/camera/toggle", timeout=20).raise_for_status()
+        ha.wait_for(f"{PREFIX}/camera/state", lambda p: p == b"ON")
+
+
+def test_motion_publishes_state_events_and_snapshot(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(
+        start_appliance, broker,
+        camera={"synthetic": {"objects": 3, "motion_period": 4, "motion_duration": 1.5}},
+        motion={"warmup_frames": 5, "event_gap": 0.5})
+    with Recorder(broker.port, [f"{PREFIX}/motion/#", f"{PREFIX}/snapshot"]) as ha:
+        ha.wait_for(f"{PREFIX}/motion/state", lambda p: p == b"OFF")
+        requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+        ha.wait_for(f"{PREFIX}/motion/state", lambda p: p == b"ON", timeout=15)
+        start = json.loads(ha.wait_for(f"{PREFIX}/motion/event", lambda p: b'"start"' in p).payload)
+        snapshot = ha.wait_for(f"{PREFIX}/snapshot")
+        assert decode_jpeg(snapshot.payload).shape == (240, 320, 3)
+        ha.wait_for(f"{PREFIX}/motion/state", lambda p: p == b"OFF", timeout=15)
+        end = json.loads(ha.wait_for(f"{PREFIX}/motion/event", lambda p: b'"end"' in p).payload)
+    assert start["id"] == end["id"]
+    assert start["type"] == "start" and end["type"] == "end"
+    assert start["time"].endswith("+00:00") and end["ended_at"]
+    assert end["box"]["w"] > 0 and 0 < end["area"] <= 1 and 0 < end["score"] <= 1
+
+
+def test_snapshot_on_request(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker)
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    with Recorder(broker.port, [f"{PREFIX}/snapshot"]) as ha:
+        ha.publish(f"{PREFIX}/snapshot/set", "PRESS")
+        decode_jpeg(ha.wait_for(f"{PREFIX}/snapshot").payload)
+
+
+def test_clean_stop_says_offline(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker)
+    with Recorder(broker.port, [f"{PREFIX}/availability"]) as ha:
+        ha.wait_for(f"{PREFIX}/availability", lambda p: p == b"online")
+        app.stop()
+        ha.wait_for(f"{PREFIX}/availability", lambda p: p == b"offline")
+
+
+def test_sigkill_makes_the_broker_publish_offline(broker: Broker, tmp_path: Path) -> None:
+    env = {**os.environ, "APPLIANCE_STATE_DIR": str(tmp_path / "state"), "APPLIANCE_MQTT__HOST": "127.0.0.1",
+           "APPLIANCE_MQTT__PORT": str(broker.port), "APPLIANCE_MQTT__DEVICE_ID": "cam1"}
+    with Recorder(broker.port, [f"{PREFIX}/availability"]) as ha:
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", "--camera", "synthetic", "--host",
+                                 "127.0.0.1", "--port", "0"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ha.wait_for(f"{PREFIX}/availability", lambda p: p == b"online", timeout=30)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            ha.wait_for(f"{PREFIX}/availability", lambda p: p == b"offline", timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_broker_restart_reconnects_and_republishes(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker)
+    bridge = app.mqtt
+    assert bridge is not None
+    broker.stop()  # no persistence: every retained message is gone with it
+    # While the broker is away the appliance keeps working.
+    assert requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).json()["state"] == "on"
+    broker.start()
+    assert bridge.wait_connected(15) or bridge.wait_connected(15)
+    with Recorder(broker.port, [f"{PREFIX}/#", "homeassistant/#"]) as ha:
+        assert ha.wait_for(f"{PREFIX}/availability", timeout=15).payload == b"online"
+        assert ha.wait_for(f"{PREFIX}/camera/state", timeout=15).payload == b"ON"
+        ha.wait_for("homeassistant/switch/cam1/camera/config", timeout=15)
+
+
+def _make_certs(folder: Path) -> None:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Test CA",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+        "-out", "server.csr")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    for path in folder.iterdir():
+        path.chmod(0o644)
+
+
+def test_tls_with_username_and_password(broker_dir: Path, start_appliance: Start, tmp_path: Path) -> None:
+    folder = broker_dir
+    _make_certs(folder)
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(folder / "passwd"), "camera", "s3cret"], check=True)
+    (folder / "passwd").chmod(0o644)
+    broker = Broker(folder, extra=(
+        f"per_listener_settings false\nallow_anonymous false\npassword_file {folder / 'passwd'}\n"
+        f"cafile {folder / 'ca.crt'}\ncertfile {folder / 'server.crt'}\nkeyfile {folder / 'server.key'}"))
+    broker.start()
+    try:
+        secret = tmp_path / "mqtt-password"
+        secret.write_text("s3cret\n")
+        app = start_appliance(mqtt=mqtt_section(broker, username="camera", password_file=str(secret),
+                                                tls={"enabled": True, "ca_file": str(folder / "ca.crt")}))
+        assert app.mqtt is not None and app.mqtt.wait_connected(15)
+        auth = {"tls": str(folder / "ca.crt"), "username": "camera", "password": "s3cret"}
+        with Recorder(broker.port, [f"{PREFIX}/#"], client_kwargs=auth) as ha:
+            assert ha.wait_for(f"{PREFIX}/availability").payload == b"online"
+            ha.publish(f"{PREFIX}/camera/set", "ON")
+            ha.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"on")
+    finally:
+        broker.stop()
