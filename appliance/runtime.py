@@ -17,6 +17,7 @@ from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.config import AppConfig
 from appliance.controller import CameraController, StateFile
+from appliance.gpio import FrontPanel
 from appliance.health import capture_health
 from appliance.mqtt.bridge import MqttBridge
 from appliance.pipeline import CapturePipeline
@@ -29,7 +30,8 @@ class Appliance:
     """All running parts of one appliance; ``start()``/``stop()`` own every thread they create."""
 
     def __init__(self, config: AppConfig, backend: CameraBackend | None = None,
-                 backend_name: str | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 backend_name: str | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 pin_factory: Any = None, button_clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         if backend is None:
             backend_name, backend = choose_backend(config.camera)
@@ -51,6 +53,11 @@ class Appliance:
             self.mqtt = MqttBridge(config.mqtt, self.controller, self.broadcaster, name=config.name,
                                    model=backend.describe(), page_port=lambda: self.server.port,
                                    snapshot=self.snapshot, stats=self.stats)
+        self.panel = FrontPanel(config.gpio, self.controller, pin_factory=pin_factory, clock=button_clock, actions={
+            "none": lambda: None,
+            "snapshot": self.take_snapshot,
+            "off": lambda: self.controller.off(source="button"),
+        })
 
     @property
     def url(self) -> str:
@@ -67,6 +74,8 @@ class Appliance:
         if self.mqtt is not None:
             self.mqtt.start()
             self._stoppers.append(self.mqtt.stop)  # stopped first: says offline before the camera goes
+        if self.panel.start():
+            self._stoppers.append(self.panel.close)
         self.controller.restore()
 
     def stop(self) -> None:
@@ -82,6 +91,16 @@ class Appliance:
         """A current JPEG for MQTT and the button; None while the camera is off or silent."""
         timeout, max_age = self.config.camera.snapshot_timing()
         return self.broadcaster.snapshot(timeout=timeout, max_age=max_age)
+
+    def take_snapshot(self) -> bytes | None:
+        """Snapshot on demand (the button's long press): published to MQTT when connected."""
+        jpeg = self.snapshot()
+        if jpeg is None:
+            log.warning("snapshot requested but the camera is %s", self.controller.state.value)
+            return None
+        if self.mqtt is not None:
+            self.mqtt.publish_snapshot(jpeg)
+        return jpeg
 
     def stats(self) -> dict[str, Any]:
         """The figures MQTT sensors publish periodically."""

@@ -16,9 +16,10 @@ def start_appliance(tmp_path: Any) -> Iterator[Callable[..., Appliance]]:
     """Start an in-process appliance (real cheroot server on 127.0.0.1, free port); stopped after."""
     started: list[Appliance] = []
 
-    def start(backend: Any = None, monotonic: Any = None, **sections: Any) -> Appliance:
+    def start(backend: Any = None, parts: dict[str, Any] | None = None, **sections: Any) -> Appliance:
+        """``parts`` go to Appliance as keywords: monotonic, pin_factory, button_clock."""
         config = make_config(tmp_path, **sections)
-        appliance = Appliance(config, backend=backend, **({"monotonic": monotonic} if monotonic else {}))
+        appliance = Appliance(config, backend=backend, **(parts or {}))
         appliance.start()
         started.append(appliance)
         return appliance

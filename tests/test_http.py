@@ -202,7 +202,7 @@ def test_health_fails_when_the_capture_loop_hangs(start_appliance: Start, tmp_pa
     clock = [1000.0]
     config = make_config(tmp_path)
     camera = Hanging(config.camera)
-    app = start_appliance(backend=camera, monotonic=lambda: clock[0])
+    app = start_appliance(backend=camera, parts={"monotonic": lambda: clock[0]})
     put(app, True)
     assert requests.get(app.url + "/healthz", timeout=5).status_code == 200
     Hanging.hang.set()

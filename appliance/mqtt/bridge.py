@@ -255,7 +255,12 @@ class MqttBridge:
         if jpeg is None:
             log.warning("MQTT: snapshot requested but the camera is %s", self._controller.state.value)
             return
-        self._publish(self.topics.snapshot, jpeg, retain=True)
+        self.publish_snapshot(jpeg)
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        """Send a JPEG to the snapshot topic (HA's camera entity); dropped while disconnected."""
+        if self._connected.is_set():
+            self._publish(self.topics.snapshot, jpeg, retain=True)
 
     def _on_ha_status(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.payload.strip().lower() == b"online":

@@ -1,0 +1,174 @@
+"""The button and LED through gpiozero's MockFactory, wired into a running appliance."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from gpiozero.pins.mock import MockFactory
+
+from appliance.controller import StateChange
+from appliance.gpio import StatusLed
+from appliance.motion import EventChange, MotionEvent
+from appliance.runtime import Appliance
+from tests.helpers import CountingCamera, make_config
+
+BUTTON, LED_PIN = 17, 27
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def factory() -> Any:
+    factory = MockFactory()
+    yield factory
+    factory.reset()
+
+
+def start_panel(start_appliance: Any, factory: MockFactory, clock: FakeClock, **gpio: Any) -> Appliance:
+    settings = {"button_pin": BUTTON, "led_pin": LED_PIN, "blink_interval": 0.05, **gpio}
+    app = start_appliance(gpio=settings, parts={"pin_factory": factory, "button_clock": clock})
+    assert app.panel.button is not None and app.panel.led is not None
+    return app
+
+
+def press(factory: MockFactory, clock: FakeClock, duration: float, app: Appliance) -> None:
+    pin = factory.pin(BUTTON)
+    pin.drive_low()  # pull-up, button to ground: low is pressed
+    clock.now += duration
+    pin.drive_high()
+    clock.now += 0.1  # past the debounce window
+    assert app.panel.button is not None
+    app.panel.button.wake()
+    assert app.panel.button.wait_idle(20)
+
+
+def starts(app: Appliance) -> list[str]:
+    heard: list[str] = []
+    app.controller.add_listener(lambda c: heard.append(c.source) if c.state.value == "starting" else None)
+    return heard
+
+
+def test_a_press_toggles_and_the_led_follows(start_appliance: Any, factory: MockFactory) -> None:
+    clock = FakeClock()
+    app = start_panel(start_appliance, factory, clock)
+    led = app.panel.led
+    assert led is not None and led.wait_until(lambda lit, mode: not lit and mode == "off", 5)
+    press(factory, clock, 0.2, app)
+    assert app.controller.state.value == "on"
+    assert led.wait_until(lambda lit, mode: lit and mode == "on", 5)
+    assert factory.pin(LED_PIN).state
+    press(factory, clock, 0.2, app)
+    assert app.controller.state.value == "off"
+    assert led.wait_until(lambda lit, mode: not lit, 5)
+
+
+def test_a_bouncing_press_is_one_toggle(start_appliance: Any, factory: MockFactory) -> None:
+    clock = FakeClock()
+    app = start_panel(start_appliance, factory, clock)
+    heard = starts(app)
+    pin = factory.pin(BUTTON)
+    for _ in range(6):  # contact bounce: 12 edges within 36 ms, ending pressed
+        pin.drive_low()
+        clock.now += 0.003
+        pin.drive_high()
+        clock.now += 0.003
+    pin.drive_low()
+    clock.now += 0.3
+    for _ in range(5):  # and on release
+        pin.drive_high()
+        clock.now += 0.002
+        pin.drive_low()
+        clock.now += 0.002
+    pin.drive_high()
+    clock.now += 0.1
+    assert app.panel.button is not None
+    app.panel.button.wake()
+    assert app.panel.button.wait_idle(20)
+    assert heard == ["button"]
+    assert app.controller.state.value == "on"
+
+
+def test_a_long_press_takes_a_snapshot_and_does_not_toggle(start_appliance: Any, factory: MockFactory) -> None:
+    clock = FakeClock()
+    app = start_panel(start_appliance, factory, clock, hold_action="snapshot", hold_time=3.0)
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    taken = threading.Event()
+    original = app.panel.actions["snapshot"]
+    app.panel.actions["snapshot"] = lambda: (original(), taken.set())
+    heard = starts(app)
+    pin = factory.pin(BUTTON)
+    pin.drive_low()
+    clock.now += 3.5  # held past the hold time: fires while still held
+    assert app.panel.button is not None
+    app.panel.button.wake()
+    assert app.panel.button.wait_idle(20)
+    assert taken.is_set()
+    pin.drive_high()
+    clock.now += 0.1
+    app.panel.button.wake()
+    assert app.panel.button.wait_idle(20)
+    assert heard == [] and app.controller.state.value == "on"
+
+
+def test_led_follows_rest_and_blinks_in_error(start_appliance: Any, factory: MockFactory, tmp_path: Path) -> None:
+    camera = CountingCamera(make_config(tmp_path).camera)
+    app = start_appliance(backend=camera, gpio={"led_pin": LED_PIN, "blink_interval": 0.05},
+                          parts={"pin_factory": factory})
+    led = app.panel.led
+    assert led is not None and app.panel.button is None
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    assert led.wait_until(lambda lit, mode: lit and mode == "on", 5)
+    camera.broken.set()
+    assert led.wait_until(lambda lit, mode: mode == "blink" and not lit, 5)
+    assert led.wait_until(lambda lit, mode: mode == "blink" and lit, 5)  # it really blinks
+    assert led.wait_until(lambda lit, mode: mode == "blink" and not lit, 5)
+    camera.broken.clear()
+    assert led.wait_until(lambda lit, mode: lit and mode == "on", 5)
+    requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
+    assert led.wait_until(lambda lit, mode: not lit and mode == "off", 5)
+    assert not factory.pin(LED_PIN).state
+
+
+def test_led_flashes_dark_on_motion_start(factory: MockFactory) -> None:
+    from gpiozero import LED
+
+    from appliance.controller import CameraState
+
+    led_device = LED(LED_PIN, pin_factory=factory)
+    led = StatusLed(led_device, blink_interval=0.5, motion_flash=0.05)
+    led.start()
+    try:
+        led.on_state(StateChange(CameraState.ON, CameraState.STARTING, True, None, "test", 0.0))
+        assert led.wait_until(lambda lit, mode: lit, 5)
+        led.on_motion(EventChange("start", MotionEvent(id="x", started_at=0.0)), None)
+        assert led.wait_until(lambda lit, mode: not lit, 5)
+        assert led.wait_until(lambda lit, mode: lit, 5)  # back on after the flash
+    finally:
+        led.close()
+        led_device.close()
+
+
+def test_starts_cleanly_where_there_is_no_gpio(start_appliance: Any, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    caplog.set_level(logging.WARNING)
+    app = start_appliance(gpio={"button_pin": BUTTON, "led_pin": LED_PIN})  # no pin factory on x86
+    assert app.panel.button is None and app.panel.led is None
+    assert [r for r in caplog.records if "GPIO unavailable" in r.getMessage()]
+    assert requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).json()["state"] == "on"
+
+
+def test_gpio_stays_off_without_pins(start_appliance: Any) -> None:
+    app = start_appliance()
+    assert not app.panel.configured and app.panel.button is None
