@@ -11,20 +11,23 @@ from werkzeug.wrappers import Response
 from appliance.broadcaster import FrameBroadcaster
 from appliance.config import AppConfig
 from appliance.controller import CameraController
-from appliance.web import api, pages, stream
+from appliance.events import EventStore
+from appliance.live import LiveFeed
+from appliance.web import api, history, pages, stream
 from appliance.web.services import Services, json_error
 
 log = logging.getLogger(__name__)
 
 
 def create_app(controller: CameraController, broadcaster: FrameBroadcaster, config: AppConfig,
-               backend_name: str, backend_description: str) -> Flask:
+               backend_name: str, backend_description: str, events: EventStore, live: LiveFeed) -> Flask:
     """Build the web app around parts the entry point (or a test) created."""
     app = Flask(__name__, template_folder="templates", static_folder="static")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # the API takes tiny JSON bodies only
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["appliance"] = Services(controller, broadcaster, config, backend_name, backend_description)
-    for blueprint in (pages.bp, stream.bp, api.bp):
+    app.extensions["appliance"] = Services(controller, broadcaster, config, backend_name, backend_description,
+                                           events, live)
+    for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 
     @app.errorhandler(HTTPException)

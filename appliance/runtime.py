@@ -17,8 +17,10 @@ from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.config import AppConfig
 from appliance.controller import CameraController, StateFile
+from appliance.events import EventRecorder, EventStore
 from appliance.gpio import FrontPanel
 from appliance.health import capture_health
+from appliance.live import LiveFeed
 from appliance.mqtt.bridge import MqttBridge
 from appliance.pipeline import CapturePipeline
 from appliance.server import HttpServer
@@ -38,14 +40,20 @@ class Appliance:
         self.backend_name = backend_name or backend.name
         self.backend = backend
         self.state_dir: Path = config.resolved_state_dir()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.broadcaster = FrameBroadcaster(config.stream.max_viewers)
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic)
         self.controller = CameraController(
             self.pipeline, StateFile(self.state_dir / "state.json"),
             start_timeout=config.camera.read_timeout + 10.0)
-        self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe())
-        self.server = HttpServer(self.app, config.server.host, config.server.port,
-                                 threads=config.stream.max_viewers + config.server.extra_threads,
+        self.events = EventStore(self.state_dir / "events", config.events.max_count, config.events.max_bytes)
+        self.live = LiveFeed(config.stream.max_live_clients)
+        self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved)
+        self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
+                              self.events, self.live)
+        # Every viewer and every open page holds a server thread; API calls get their own spares.
+        threads = config.stream.max_viewers + config.stream.max_live_clients + config.server.extra_threads
+        self.server = HttpServer(self.app, config.server.host, config.server.port, threads=threads,
                                  socket_timeout=config.server.socket_timeout)
         self._stoppers: list[Callable[[], Any]] = []
         self.mqtt: MqttBridge | None = None
@@ -67,9 +75,12 @@ class Appliance:
 
     def start(self) -> None:
         """Serve first (so the page answers at once), then restore the saved camera state."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.controller.add_listener(self.live.on_state)
+        self.controller.add_motion_listener(self.recorder.on_motion)
+        self._stoppers.append(self.recorder.close)
         self.server.start()
         self._stoppers.append(self.server.stop)
+        self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
         self._stoppers.append(self.controller.shutdown)
         if self.mqtt is not None:
             self.mqtt.start()

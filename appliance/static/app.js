@@ -87,6 +87,7 @@ function eventItem(ev) {
   const when = document.createElement("time");
   when.dateTime = new Date(ev.started_at * 1000).toISOString();
   when.textContent = formatTime(ev.started_at);
+  if (ev.ended_at) when.textContent += " · " + Math.max(1, Math.round(ev.ended_at - ev.started_at)) + " s";
   const del = document.createElement("button");
   del.type = "button";
   del.textContent = "✕";

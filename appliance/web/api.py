@@ -14,14 +14,14 @@ from appliance.web.services import Services, json_error
 bp = Blueprint("api", __name__)
 
 
-def _camera_body(services: Services) -> dict[str, Any]:
+def camera_body(services: Services) -> dict[str, Any]:
     return {**services.controller.status(), "backend": services.backend_name,
             "camera": services.backend_description}
 
 
 @bp.get("/api/camera")
 def get_camera() -> Response:
-    return jsonify(_camera_body(Services.of()))
+    return jsonify(camera_body(Services.of()))
 
 
 @bp.put("/api/camera")
@@ -42,22 +42,26 @@ def put_camera() -> Response:
         return json_error(400, f"'on' must be true or false, not {body['on']!r}")
     controller = services.controller
     controller.on(source="api") if body["on"] else controller.off(source="api")
-    return jsonify(_camera_body(services))
+    return jsonify(camera_body(services))
 
 
 @bp.post("/api/camera/toggle")
 def toggle_camera() -> Response:
     services = Services.of()
     services.controller.toggle(source="api")
-    return jsonify(_camera_body(services))
+    return jsonify(camera_body(services))
 
 
 @bp.get("/api/status")
 def status() -> Response:
-    services = Services.of()
+    return jsonify(status_body(Services.of()))
+
+
+def status_body(services: Services) -> dict[str, Any]:
+    """Everything /api/status reports; the live feed sends it periodically too."""
     stats = services.controller.pipeline.stats()
     body: dict[str, Any] = {
-        "camera": _camera_body(services),
+        "camera": camera_body(services),
         "frame_size": list(stats.frame_size) if stats.frame_size else None,
         "fps": stats.fps if services.controller.state == CameraState.ON else 0.0,
         "viewers": services.broadcaster.viewers,
@@ -68,10 +72,10 @@ def status() -> Response:
         "uptime": round(time.monotonic() - services.started_at, 1),
         "version": services.version,
         "name": services.config.name,
+        "live_clients": services.live.clients,
+        "events_stored": services.events.list(0, 0)[1],
     }
-    for extra in services.status_extras:
-        body.update(extra())
-    return jsonify(body)
+    return body
 
 
 @bp.get("/healthz")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,20 +13,25 @@ from appliance import __version__
 from appliance.broadcaster import FrameBroadcaster
 from appliance.config import AppConfig
 from appliance.controller import CameraController
+from appliance.events import EventStore
+from appliance.live import LiveFeed
+
+NO_CACHE = {"Cache-Control": "no-cache, no-store, private", "Pragma": "no-cache"}
 
 
 @dataclass
 class Services:
-    """What ``create_app`` was given; ``extras`` lets later features (events, MQTT) add status."""
+    """What ``create_app`` was given."""
 
     controller: CameraController
     broadcaster: FrameBroadcaster
     config: AppConfig
     backend_name: str
     backend_description: str
+    events: EventStore
+    live: LiveFeed
     started_at: float = field(default_factory=time.monotonic)
     version: str = __version__
-    status_extras: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
 
     @classmethod
     def of(cls, app: Flask | None = None) -> Services:

@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from flask import Blueprint, Response
 
 from appliance.broadcaster import TooManyViewers
-from appliance.web.services import Services, json_error
+from appliance.web.services import NO_CACHE, Services, json_error
 
 bp = Blueprint("stream", __name__)
 
 BOUNDARY = "frame"
-NO_CACHE = {"Cache-Control": "no-cache, no-store, private", "Pragma": "no-cache"}
 
 
 def _camera_off() -> Response:

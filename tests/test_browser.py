@@ -1,0 +1,108 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright against the real server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def live_pixels(page: Page) -> np.ndarray:
+    png = page.locator("#live").screenshot()
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def test_click_turns_the_camera_on_and_shows_a_real_picture(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(camera={"size": "640x360", "synthetic": {"objects": 3}})
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("#camera-state")).to_have_text("off")
+    expect(page.locator("#live")).to_be_hidden()
+    page.click("#camera-toggle")
+    expect(page.locator("#camera-state")).to_have_text("on")
+    expect(page.locator("#camera-toggle")).to_have_text("Turn off")
+    # An MJPEG <img> counts as loaded after its first frame.
+    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    assert page.evaluate("document.getElementById('live').naturalWidth") == 640
+    pixels = live_pixels(page)
+    assert pixels.std() > 10, "the live view is blank"
+    assert app.controller.state.value == "on"
+
+
+def test_a_rest_switch_off_shows_without_reload(start_appliance: Any, page: Page) -> None:
+    app = start_appliance()
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    page.evaluate("window.__marker = 'same page'")
+    requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
+    expect(page.locator("#camera-state")).to_have_text("off", timeout=2_000)
+    expect(page.locator("#live")).to_be_hidden()
+    expect(page.locator("#offline-text")).to_have_text("The camera is off.")
+    assert page.evaluate("window.__marker") == "same page"  # no reload happened
+
+
+def test_motion_lights_the_indicator_and_adds_an_event(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(camera={"size": "640x360", "synthetic": {"objects": 3, "motion_period": 6,
+                                                                    "motion_duration": 2}},
+                          motion={"warmup_frames": 5, "event_gap": 1.0})
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("#events li")).to_have_count(0)
+    page.click("#camera-toggle")
+    expect(page.locator("#motion-indicator")).to_have_attribute("data-active", "true", timeout=15_000)
+    expect(page.locator("#events li")).to_have_count(1, timeout=15_000)
+    thumbnail = page.locator("#events li img").first
+    page.wait_for_function("document.querySelector('#events li img').naturalWidth > 0")
+    expect(page.locator("#motion-indicator")).to_have_attribute("data-active", "false", timeout=15_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+    assert (ARTIFACTS / "page.png").stat().st_size > 10_000
+    assert thumbnail.get_attribute("src", timeout=1_000)
+
+
+def test_page_works_on_a_phone_and_needs_nothing_external(start_appliance: Any, browser: Browser) -> None:
+    app = start_appliance()
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(app.url) else outside.append(r.url))
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    page.tap("#camera-toggle")
+    expect(page.locator("#camera-state")).to_have_text("on")
+    box = page.locator("#camera-toggle").bounding_box()
+    assert box is not None and box["height"] >= 40  # a comfortable touch target
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, "the page scrolls sideways on a phone"
+    context.close()
+    assert outside == []
