@@ -8,8 +8,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from sdnotify import SystemdNotifier
 
 from appliance import __version__
 from appliance.config import AppConfig, ConfigError, load_config
@@ -72,15 +74,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         appliance = Appliance(config)
         appliance.start()
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         return 1
+    systemd = SystemdNotifier()
+    systemd.notify(f"READY=1\nSTATUS=serving on port {appliance.server.port}")
+    interval = watchdog_interval(os.environ)
     try:
-        stopping.wait()
+        # The watchdog is pinged only while the capture loop is healthy, so systemd restarts a hung one.
+        while not stopping.wait(interval):
+            if appliance.healthy():
+                systemd.notify("WATCHDOG=1")
+            else:
+                log.warning("capture loop unhealthy; not pinging the systemd watchdog")
     finally:
+        systemd.notify("STOPPING=1")
         appliance.stop()
     log.info("stopped")
     return 0
+
+
+def watchdog_interval(environ: Mapping[str, str]) -> float | None:
+    """Half of systemd's WatchdogSec for this process, or None when no watchdog is set."""
+    usec = environ.get("WATCHDOG_USEC")
+    pid = environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2_000_000
 
 
 if __name__ == "__main__":

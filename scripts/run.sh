@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_apt python3 python3-venv python3-pip
+if [ -e /etc/rpi-issue ]; then
+  # Raspberry Pi OS: the camera stack, GPIO and a matching OpenCV/numpy come from apt.
+  need_apt python3-picamera2 python3-lgpio python3-opencv python3-numpy
+  requirements=requirements-base.txt
+else
+  requirements=requirements.txt
+fi
 make_venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
 exec .venv/bin/python -m appliance "$@"

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_apt python3 python3-venv python3-pip mosquitto mosquitto-clients chromium \
-  debootstrap systemd-container ca-certificates
+  debootstrap systemd-container ca-certificates openssl
 make_venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 .venv/bin/python -m ruff check appliance tests bench

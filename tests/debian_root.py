@@ -1,0 +1,87 @@
+"""A Debian 12 root folder for deployment tests: built with debootstrap, booted with systemd-nspawn.
+
+The root is built once per machine and cached as a tarball (~75 s to build, a few seconds to unpack);
+the mirror is read from this machine's own apt sources, never written into the code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", Path.home() / ".cache" / "appliance-tests"))
+PACKAGES = "python3,python3-apt,python3-venv,python3-packaging,systemd,systemd-sysv,dbus,sudo,ca-certificates"
+
+
+def apt_mirror() -> str:
+    """The first Debian mirror this machine's apt uses."""
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        match = re.search(r"^URIs:\s*(\S+)", sources.read_text(), re.MULTILINE)
+        if match:
+            return match.group(1)
+    listing = Path("/etc/apt/sources.list")
+    if listing.exists():
+        match = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm", listing.read_text(), re.MULTILINE)
+        if match:
+            return match.group(1)
+    raise RuntimeError("no Debian mirror found in this machine's apt sources")
+
+
+def build_root(dest: Path) -> None:
+    """Unpack the cached minimal bookworm root into ``dest`` (building the cache first if needed)."""
+    tarball = CACHE / "bookworm-minbase.tar"
+    if not tarball.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        build = CACHE / "root-build"
+        shutil.rmtree(build, ignore_errors=True)
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(build),
+                        apt_mirror()], check=True, capture_output=True, timeout=900)
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(partial), "."], check=True)
+        partial.rename(tarball)
+        shutil.rmtree(build, ignore_errors=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-C", str(dest), "--numeric-owner", "-xf", str(tarball)], check=True)
+    prepare_network(dest)
+
+
+def prepare_network(root: Path) -> None:
+    """Let pip and apt inside the root reach the registries as this machine does (DNS, extra CAs)."""
+    shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
+    extra = root / "usr" / "local" / "share" / "ca-certificates"
+    extra.mkdir(parents=True, exist_ok=True)
+    for cert in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+        shutil.copyfile(cert, extra / cert.name)
+    subprocess.run(["chroot", str(root), "update-ca-certificates"], check=True, capture_output=True)
+    (root / "etc" / "hostname").write_text("testcam\n")
+
+
+def community_general() -> Path:
+    """A collections folder holding community.general (for its chroot connection).
+
+    ansible-galaxy cannot reach its server here, so the collection is taken from the ``ansible``
+    package on PyPI, unpacking only that one collection.
+    """
+    folder = CACHE / "collections"
+    marker = folder / "ansible_collections" / "community" / "general" / "MANIFEST.json"
+    if marker.exists():
+        return folder
+    download = CACHE / "ansible-wheel"
+    subprocess.run(["python3", "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d",
+                    str(download), "ansible>=12,<13"], check=True, timeout=600)
+    wheel = next(download.glob("ansible-*.whl"))
+    prefix = "ansible_collections/community/general/"
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if name.startswith(prefix):
+                archive.extract(name, folder)
+    shutil.rmtree(download, ignore_errors=True)
+    assert marker.exists(), "community.general was not in the ansible wheel"
+    return folder
+
+

@@ -1,0 +1,227 @@
+"""Deployment for real: lint the role and unit, run the playbook twice against a Debian 12 root
+(chroot connection), boot that root with systemd-nspawn, and check the service as systemd runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.broker import free_port
+from tests.debian_root import build_root, community_general
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSIBLE = ROOT / "ansible"
+ARTIFACTS = ROOT / "test-artifacts"
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap, chroot and systemd-nspawn need root")
+
+
+def tool(name: str) -> str:
+    """A tool from this virtualenv if it has it (ansible-playbook, ansible-lint), else from PATH."""
+    local = BIN / name
+    found = str(local) if local.exists() else shutil.which(name)
+    assert found, f"{name} is not installed"
+    return found
+
+
+def test_ansible_lint_production_profile_is_clean() -> None:
+    result = subprocess.run([tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor"],
+                            cwd=ANSIBLE, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failure(s), 0 warning(s)" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A Debian 12 root with the playbook applied twice; yields the two recaps and the settings."""
+    base = tmp_path_factory.mktemp("deploy")
+    base.chmod(0o755)
+    root = base / "root"
+    build_root(root)
+    port, broker_port = free_port(), free_port()
+    inventory = base / "inventory.yml"
+    host = {
+        "ansible_connection": "community.general.chroot",
+        "ansible_host": str(root),
+        "ansible_python_interpreter": "/usr/bin/python3",
+    }
+    inventory.write_text(yaml.safe_dump({"all": {"children": {
+        "cameras": {"hosts": {"testcam": {
+            **host,
+            "appliance_name": "Test camera",
+            "appliance_camera_backend": "synthetic",
+            "appliance_camera_size": "640x360",
+            "appliance_port": port,
+            "appliance_mqtt_host": "127.0.0.1",
+            "appliance_mqtt_port": broker_port,
+            "appliance_mqtt_username": "camera",
+            "appliance_mqtt_password": "not-a-real-secret",
+            "appliance_settings": {"mqtt": {"reconnect_max": 5}},
+            "appliance_pip_environment": {"PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
+        }}},
+        "brokers": {"hosts": {"testcam": {
+            **host,
+            "appliance_mosquitto_port": broker_port,
+            "appliance_mosquitto_bind_address": "127.0.0.1",
+            "appliance_mosquitto_allow_anonymous": True,
+        }}},
+    }}}))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_COLLECTIONS_PATH": str(community_general()), "ANSIBLE_FORCE_COLOR": "0",
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+    def play() -> str:
+        result = subprocess.run([tool("ansible-playbook"), "-i", str(inventory), str(ANSIBLE / "site.yml")],
+                                cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=1200)
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+        return result.stdout
+
+    first, second = play(), play()
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "ansible-second-run.txt").write_text(second)
+    yield {"root": root, "port": port, "broker_port": broker_port, "first": first, "second": second}
+
+
+def recap(output: str) -> dict[str, int]:
+    line = next(line for line in output.splitlines() if line.startswith("testcam"))
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def test_playbook_installs_and_a_second_run_changes_nothing(deployed: dict[str, object]) -> None:
+    root = deployed["root"]
+    assert isinstance(root, Path)
+    assert recap(str(deployed["first"]))["changed"] > 0
+    second = recap(str(deployed["second"]))
+    assert second["changed"] == 0 and second["failed"] == 0, deployed["second"]
+    config = root / "etc" / "appliance" / "config.yaml"
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    settings = yaml.safe_load(config.read_text())
+    assert settings["camera"]["backend"] == "synthetic" and settings["camera"]["device"] is None
+    assert settings["mqtt"]["password"] == "not-a-real-secret" and settings["mqtt"]["reconnect_max"] == 5
+    assert (root / "etc/systemd/system/multi-user.target.wants/appliance.service").is_symlink()
+    assert (root / "opt/appliance/venv/bin/python").exists()
+
+
+class Container:
+    """The root booted with systemd-nspawn; commands run in it with nsenter."""
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(["systemd-nspawn", "-b", "-D", str(root), "--register=no", "--keep-unit",
+                                      "--console=passive"], stdout=self.log, stderr=subprocess.STDOUT)
+        self.init_pid = self._find_init()
+
+    def _find_init(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for _ in range(100):  # nspawn forks the container's init right after it starts
+            pids = children.read_text().split() if children.exists() else []
+            if pids:
+                return int(pids[0])
+            with pytest.raises(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=0.1)  # waits on nspawn itself: fails at once if it exited
+        raise AssertionError("systemd-nspawn started no init")
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nsenter", "-t", str(self.init_pid), "-a", *args], capture_output=True,
+                              text=True, check=check, timeout=timeout)
+
+    def wait_booted(self) -> str:
+        """``systemctl is-system-running --wait`` blocks until boot is done; the bus comes up first."""
+        for _ in range(100):
+            result = self.run("systemctl", "is-system-running", "--wait", check=False)
+            state = result.stdout.strip()
+            if state in ("running", "degraded"):
+                return state
+            with pytest.raises(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=0.2)  # the container's bus is not up yet
+        raise AssertionError(f"container did not boot: {state} {result.stderr}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # nspawn asks the container's init to power off
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def container(deployed: dict[str, object]) -> Iterator[Container]:
+    root = deployed["root"]
+    assert isinstance(root, Path)
+    ARTIFACTS.mkdir(exist_ok=True)
+    booted = Container(root, ARTIFACTS / "nspawn.log")
+    try:
+        state = booted.wait_booted()
+        if state != "running":
+            failed = booted.run("systemctl", "--failed", "--no-legend", check=False).stdout
+            print(f"container booted {state}; failed units:\n{failed}")
+        yield booted
+    finally:
+        booted.stop()
+
+
+def test_service_runs_under_systemd_and_answers(deployed: dict[str, object], container: Container) -> None:
+    assert container.run("systemctl", "is-active", "appliance.service", check=False).stdout.strip() == "active", \
+        container.run("journalctl", "-u", "appliance", "--no-pager", "-n", "50", check=False).stdout
+    show = container.run("systemctl", "show", "appliance.service", "-p", "User,Type,NRestarts").stdout
+    assert "User=appliance" in show and "Type=notify" in show
+    base = f"http://127.0.0.1:{deployed['port']}"
+    page = requests.get(base + "/", timeout=10)
+    assert page.status_code == 200 and "Test camera" in page.text
+    camera = requests.get(base + "/api/camera", timeout=10).json()
+    assert camera["backend"] == "synthetic" and camera["state"] == "off"
+    assert requests.put(base + "/api/camera", json={"on": True}, timeout=30).json()["state"] == "on"
+    assert requests.get(base + "/snapshot.jpg", timeout=10).headers["Content-Type"] == "image/jpeg"
+    # The optional broker was deployed too, and the appliance is connected to it.
+    available = container.run("mosquitto_sub", "-p", str(deployed["broker_port"]), "-C", "1", "-W", "20",
+                              "-t", "appliance/testcam/availability", check=False)
+    assert available.stdout.strip() == "online", available.stderr
+
+
+def test_systemd_restarts_the_service_after_it_is_killed(deployed: dict[str, object], container: Container) -> None:
+    main_pid = container.run("systemctl", "show", "-p", "MainPID", "--value", "appliance.service").stdout.strip()
+    assert main_pid not in ("", "0")
+    journal = subprocess.Popen(["nsenter", "-t", str(container.init_pid), "-a", "journalctl", "-f", "-n", "0",
+                                "-o", "cat", "-u", "appliance.service"], stdout=subprocess.PIPE, text=True)
+    try:
+        container.run("kill", "-KILL", main_pid)
+        assert journal.stdout is not None
+        for line in journal.stdout:  # systemd logs "Started ..." once the new process says READY=1
+            if line.startswith("Started appliance.service"):
+                break
+    finally:
+        journal.terminate()
+        journal.wait(10)
+    show = container.run("systemctl", "show", "appliance.service", "-p", "MainPID,NRestarts,ActiveState").stdout
+    assert "ActiveState=active" in show and f"MainPID={main_pid}\n" not in show
+    assert int(re.search(r"NRestarts=(\d+)", show).group(1)) >= 1
+    # It came back as it was: the camera was on before the kill.
+    camera = requests.get(f"http://127.0.0.1:{deployed['port']}/api/camera", timeout=10).json()
+    assert camera["on"] is True
+
+
+def test_unit_verifies_clean_and_security_is_reported(container: Container) -> None:
+    verify = container.run("systemd-analyze", "verify", "/etc/systemd/system/appliance.service", check=False)
+    assert verify.returncode == 0 and verify.stdout.strip() == "" and verify.stderr.strip() == "", \
+        verify.stdout + verify.stderr
+    security = container.run("systemd-analyze", "security", "--no-pager", "appliance.service", check=False)
+    (ARTIFACTS / "systemd-analyze-security.txt").write_text(security.stdout)
+    match = re.search(r"Overall exposure level for appliance.service: ([\d.]+)", security.stdout)
+    assert match, security.stdout[-2000:]
+    print(json.dumps({"exposure": float(match.group(1))}))
+    assert float(match.group(1)) <= 4.0

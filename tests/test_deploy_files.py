@@ -1,0 +1,45 @@
+"""The shipped config example and unit file stay true to the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from appliance.config import AppConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    found = set()
+    for name, field in model.model_fields.items():
+        found.add(prefix + name)
+        annotation: Any = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found |= keys(annotation, f"{prefix}{name}.")
+    return found
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    found = set()
+    for name, value in tree.items():
+        found.add(prefix + name)
+        if isinstance(value, dict):
+            found |= flatten(value, f"{prefix}{name}.")
+    return found
+
+
+def test_config_example_lists_every_setting_with_its_default() -> None:
+    path = ROOT / "deploy" / "config.example.yaml"
+    assert flatten(yaml.safe_load(path.read_text())) == keys(AppConfig)
+    assert load_config(path, environ={}) == AppConfig()
+
+
+def test_unit_runs_what_the_role_installs() -> None:
+    unit = (ROOT / "deploy" / "appliance.service").read_text()
+    assert "Type=notify" in unit and "WatchdogSec=" in unit and "Restart=on-failure" in unit
+    assert "ExecStart=/opt/appliance/venv/bin/python -m appliance --config /etc/appliance/config.yaml" in unit
+    assert "StateDirectory=appliance" in unit
