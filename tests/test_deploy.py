@@ -25,7 +25,10 @@ ANSIBLE = ROOT / "ansible"
 ARTIFACTS = ROOT / "test-artifacts"
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap, chroot and systemd-nspawn need root")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap, chroot and systemd-nspawn need root"),
+    pytest.mark.timeout(1500),  # a first run builds the Debian root (~1 min) and pip-installs in it
+]
 
 
 def tool(name: str) -> str:
@@ -188,7 +191,7 @@ def test_service_runs_under_systemd_and_answers(deployed: dict[str, object], con
     assert requests.put(base + "/api/camera", json={"on": True}, timeout=30).json()["state"] == "on"
     assert requests.get(base + "/snapshot.jpg", timeout=10).headers["Content-Type"] == "image/jpeg"
     # The optional broker was deployed too, and the appliance is connected to it.
-    available = container.run("mosquitto_sub", "-p", str(deployed["broker_port"]), "-C", "1", "-W", "20",
+    available = container.run("mosquitto_sub", "-h", "127.0.0.1", "-p", str(deployed["broker_port"]), "-C", "1", "-W", "20",
                               "-t", "appliance/testcam/availability", check=False)
     assert available.stdout.strip() == "online", available.stderr
 
@@ -199,7 +202,7 @@ def test_systemd_restarts_the_service_after_it_is_killed(deployed: dict[str, obj
     journal = subprocess.Popen(["nsenter", "-t", str(container.init_pid), "-a", "journalctl", "-f", "-n", "0",
                                 "-o", "cat", "-u", "appliance.service"], stdout=subprocess.PIPE, text=True)
     try:
-        container.run("kill", "-KILL", main_pid)
+        container.run("sh", "-c", f"kill -KILL {main_pid}")  # as a crash or the OOM killer would
         assert journal.stdout is not None
         for line in journal.stdout:  # systemd logs "Started ..." once the new process says READY=1
             if line.startswith("Started appliance.service"):
@@ -224,4 +227,4 @@ def test_unit_verifies_clean_and_security_is_reported(container: Container) -> N
     match = re.search(r"Overall exposure level for appliance.service: ([\d.]+)", security.stdout)
     assert match, security.stdout[-2000:]
     print(json.dumps({"exposure": float(match.group(1))}))
-    assert float(match.group(1)) <= 4.0
+    assert float(match.group(1)) <= 2.0  # 1.5 when written: a regression in hardening fails here

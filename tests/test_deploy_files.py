@@ -43,3 +43,14 @@ def test_unit_runs_what_the_role_installs() -> None:
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "Restart=on-failure" in unit
     assert "ExecStart=/opt/appliance/venv/bin/python -m appliance --config /etc/appliance/config.yaml" in unit
     assert "StateDirectory=appliance" in unit
+
+
+def test_the_role_copies_every_file_of_the_package() -> None:
+    role_vars = yaml.safe_load((ROOT / "ansible/roles/appliance/vars/main.yml").read_text())
+    copied = {path for pattern in role_vars["appliance_package_globs"] for path in ROOT.glob(pattern)
+              if path.is_file()}
+    shipped = {path for path in (ROOT / "appliance").rglob("*")
+               if path.is_file() and "__pycache__" not in path.parts}
+    assert shipped - copied == set()
+    # Each pattern globs one folder only, as Ansible's fileglob lookup does.
+    assert all("*" not in pattern.rsplit("/", 1)[0] for pattern in role_vars["appliance_package_globs"])
