@@ -191,8 +191,8 @@ def test_service_runs_under_systemd_and_answers(deployed: dict[str, object], con
     assert requests.put(base + "/api/camera", json={"on": True}, timeout=30).json()["state"] == "on"
     assert requests.get(base + "/snapshot.jpg", timeout=10).headers["Content-Type"] == "image/jpeg"
     # The optional broker was deployed too, and the appliance is connected to it.
-    available = container.run("mosquitto_sub", "-h", "127.0.0.1", "-p", str(deployed["broker_port"]), "-C", "1", "-W", "20",
-                              "-t", "appliance/testcam/availability", check=False)
+    available = container.run("mosquitto_sub", "-h", "127.0.0.1", "-p", str(deployed["broker_port"]),
+                              "-C", "1", "-W", "20", "-t", "appliance/testcam/availability", check=False)
     assert available.stdout.strip() == "online", available.stderr
 
 
