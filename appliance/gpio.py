@@ -24,25 +24,43 @@ from appliance.motion import EventChange
 log = logging.getLogger(__name__)
 
 
-class ButtonWatcher:
+class _OwnedThread:
+    """A thread its object owns: it waits on ``_cond`` and ends when ``close()`` sets ``_stop``."""
+
+    def __init__(self, name: str) -> None:
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop and join the thread; safe to call twice or before ``start``."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
+class ButtonWatcher(_OwnedThread):
     """Turns a gpiozero Button's edges into short/long presses on its own thread."""
 
     def __init__(self, button: Any, logic: ButtonLogic, on_action: Callable[[ButtonAction], None],
                  clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__("gpio-button")
         self._button = button
         self._logic = logic
         self._on_action = on_action
         self._clock = clock
-        self._cond = threading.Condition()
         self._edges: deque[tuple[bool, float]] = deque()
         self._busy = False
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="gpio-button", daemon=True)
         button.when_pressed = lambda: self._queue(True)
         button.when_released = lambda: self._queue(False)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def _queue(self, level: bool) -> None:
         """Runs in gpiozero's callback thread: timestamp, queue, return."""
@@ -90,16 +108,12 @@ class ButtonWatcher:
                 self._cond.notify_all()
 
     def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(5)
+        super().close()
         self._button.when_pressed = None
         self._button.when_released = None
 
 
-class StatusLed:
+class StatusLed(_OwnedThread):
     """Steady on while the camera is on, off while off, blinking in error, a short dark flash on motion.
 
     It follows the controller's state changes, so it is right whatever switched the camera.
@@ -107,24 +121,19 @@ class StatusLed:
 
     def __init__(self, led: Any, blink_interval: float, motion_flash: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__("gpio-led")
         self._led = led
         self._interval = blink_interval
         self._flash = motion_flash
         self._clock = clock
-        self._cond = threading.Condition()
         self._mode = "off"
         self._flash_until = 0.0
         self._lit = False
         self._changes = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="gpio-led", daemon=True)
 
     @property
     def mode(self) -> str:
         return self._mode
-
-    def start(self) -> None:
-        self._thread.start()
 
     def on_state(self, change: StateChange) -> None:
         mode = {CameraState.ON: "on", CameraState.ERROR: "blink", CameraState.STARTING: "blink"}.get(
@@ -166,13 +175,6 @@ class StatusLed:
                     self._changes += 1
                     self._cond.notify_all()
                 self._cond.wait(holds)
-
-    def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(5)
 
 
 class FrontPanel:
