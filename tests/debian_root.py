@@ -13,7 +13,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", Path.home() / ".cache" / "appliance-tests"))
+CACHE = Path(os.environ.get("DEPLOY_TEST_CACHE", Path.home() / ".cache" / "appliance-tests"))
 PACKAGES = "python3,python3-apt,python3-venv,python3-packaging,systemd,systemd-sysv,dbus,sudo,ca-certificates"
 
 
