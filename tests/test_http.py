@@ -132,6 +132,24 @@ def test_disconnected_viewers_free_their_threads(start_appliance: Start) -> None
     assert requests.get(app.url + "/api/status", timeout=5).status_code == 200
 
 
+def test_a_viewer_that_stops_reading_is_dropped(start_appliance: Start) -> None:
+    app = start_appliance(camera={"size": "1280x720", "fps": 30, "synthetic": {"objects": 3}},
+                          server={"socket_timeout": 1})
+    put(app, True)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # tiny window: the server blocks soon
+    try:
+        stalled.connect(("127.0.0.1", app.server.port))
+        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read a byte
+        assert app.broadcaster.wait_for_viewers(1, timeout=5)
+        # Once the buffers are full, the send times out after socket_timeout and the thread is freed.
+        assert app.broadcaster.wait_for_viewers(0, timeout=60)
+        with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as fresh:
+            next(iter_mjpeg(fresh))  # everyone else is still served
+    finally:
+        stalled.close()
+
+
 def test_viewer_limit_answers_503(start_appliance: Start) -> None:
     app = start_appliance(stream={"max_viewers": 2})
     put(app, True)
