@@ -16,7 +16,7 @@ from appliance.app import create_app
 from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.config import AppConfig
-from appliance.controller import CameraController, StateFile
+from appliance.controller import CameraController, CameraState, StateFile
 from appliance.events import EventRecorder, EventStore
 from appliance.gpio import FrontPanel
 from appliance.health import capture_health
@@ -58,14 +58,16 @@ class Appliance:
         self._stoppers: list[Callable[[], Any]] = []
         self.mqtt: MqttBridge | None = None
         if config.mqtt.host:
-            self.mqtt = MqttBridge(config.mqtt, self.controller, self.broadcaster, name=config.name,
+            self.mqtt = MqttBridge(config.mqtt, self.controller, name=config.name,
                                    model=backend.describe(), page_port=lambda: self.server.port,
                                    snapshot=self.snapshot, stats=self.stats)
-        self.panel = FrontPanel(config.gpio, self.controller, pin_factory=pin_factory, clock=button_clock, actions={
+        hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,
             "off": lambda: self.controller.off(source="button"),
-        })
+        }
+        self.panel = FrontPanel(config.gpio, self.controller, hold_actions, pin_factory=pin_factory,
+                                clock=button_clock)
 
     @property
     def url(self) -> str:
@@ -115,7 +117,7 @@ class Appliance:
 
     def stats(self) -> dict[str, Any]:
         """The figures MQTT sensors publish periodically."""
-        on = self.controller.state.value == "on"
+        on = self.controller.state == CameraState.ON
         return {"fps": self.pipeline.stats().fps if on else 0.0, "viewers": self.broadcaster.viewers,
                 "state": self.controller.state.value}
 

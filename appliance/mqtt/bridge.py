@@ -28,7 +28,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from appliance.broadcaster import FrameBroadcaster
 from appliance.config import ConfigError, MqttSettings
 from appliance.controller import CameraController, CameraState, StateChange
 from appliance.motion import EventChange
@@ -58,14 +57,13 @@ def iso(epoch: float) -> str:
 class MqttBridge:
     """Connects the controller to a broker and to Home Assistant."""
 
-    def __init__(self, settings: MqttSettings, controller: CameraController, broadcaster: FrameBroadcaster,
+    def __init__(self, settings: MqttSettings, controller: CameraController,
                  name: str, model: str, page_port: Callable[[], int], snapshot: Callable[[], bytes | None],
                  stats: Callable[[], dict[str, Any]], hostname: str | None = None) -> None:
         if not settings.host:
             raise ValueError("mqtt.host is not set")
         self._settings = settings
         self._controller = controller
-        self._broadcaster = broadcaster
         self._snapshot = snapshot
         self._stats = stats
         self._name = name
