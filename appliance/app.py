@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
-from flask import Flask
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -29,6 +30,21 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
                                            events, live)
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
+
+    @app.before_request
+    def refuse_cross_site_changes() -> Response | None:
+        """A page on another site must not switch the camera through a visitor's browser.
+
+        ``POST /api/camera/toggle`` without a body is a CORS "simple request" that browsers send
+        cross-site without asking; browsers always attach ``Origin`` to such requests, while curl,
+        Home Assistant and scripts send none, so only a foreign ``Origin`` is refused.
+        """
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return None
+        origin = request.headers.get("Origin")
+        if origin is None or urlsplit(origin).netloc == request.host:
+            return None
+        return json_error(403, f"cross-site request from {origin} refused")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

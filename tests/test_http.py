@@ -182,6 +182,16 @@ def test_malformed_bodies_get_400_that_say_why(start_appliance: Start) -> None:
     assert wrong.status_code == 405 and "error" in wrong.json()
 
 
+def test_cross_site_changes_are_refused(start_appliance: Start) -> None:
+    app = start_appliance()
+    evil = requests.post(app.url + "/api/camera/toggle", headers={"Origin": "http://evil.example"}, timeout=5)
+    assert evil.status_code == 403 and "cross-site" in evil.json()["error"]
+    assert app.controller.state.value == "off"
+    same = requests.post(app.url + "/api/camera/toggle", headers={"Origin": app.url}, timeout=20)
+    assert same.status_code == 200 and same.json()["state"] == "on"
+    assert requests.post(app.url + "/api/camera/toggle", timeout=20).json()["state"] == "off"  # no Origin: curl
+
+
 def test_status_and_health(start_appliance: Start) -> None:
     app = start_appliance()
     put(app, True)
