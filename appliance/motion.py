@@ -105,19 +105,23 @@ class MotionDetector:
         if changed == 0 or area < self._settings.min_area:
             return MotionResult(motion=False, area=area)
         score = float(delta[mask > 0].mean()) / 255.0
-        scale = image.shape[1] / small.shape[1]
+        # Per axis: a lores grey image may not have exactly the main stream's aspect ratio.
+        sx, sy = image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         min_pixels = max(1.0, self._settings.min_area * mask.size / 4)
         boxes = []
         for contour in contours:
             if cv2.contourArea(contour) < min_pixels:
                 continue
-            x, y, w, h = cv2.boundingRect(contour)
-            boxes.append(Box(int(x * scale), int(y * scale), int(np.ceil(w * scale)), int(np.ceil(h * scale))))
+            boxes.append(_scaled(cv2.boundingRect(contour), sx, sy))
         if not boxes:  # many specks, none large: still counts as the changed area says
-            x, y, w, h = cv2.boundingRect(mask)
-            boxes.append(Box(int(x * scale), int(y * scale), int(np.ceil(w * scale)), int(np.ceil(h * scale))))
+            boxes.append(_scaled(cv2.boundingRect(mask), sx, sy))
         return MotionResult(motion=True, boxes=tuple(boxes), area=area, score=score)
+
+
+def _scaled(rect: tuple[int, int, int, int], sx: float, sy: float) -> Box:
+    x, y, w, h = rect
+    return Box(int(x * sx), int(y * sy), int(np.ceil(w * sx)), int(np.ceil(h * sy)))
 
 
 def new_event_id(started_at: float) -> str:

@@ -1,7 +1,8 @@
 """A stand-in for picamera2 that follows its documented API, for machines without libcamera.
 
 What it keeps faithful: ``Picamera2.global_camera_info()`` is static and ``[]`` without cameras;
-``create_video_configuration(main=..., lores=..., buffer_count=..., controls=...)``; ``configure``,
+``create_video_configuration(main=..., lores=..., buffer_count=..., controls=...)``;
+``align_configuration`` (YUV420 widths to 64 px) and ``stream_configuration(name)``; ``configure``,
 ``start``, ``stop``, ``close``; ``capture_request(wait=seconds)`` raising ``TimeoutError`` when no
 frame comes; a request's ``make_array("main")`` for RGB888 is **BGR** in memory with shape
 ``(h, w, 3)``; ``make_array("lores")`` for YUV420 has shape ``(h * 3 // 2, stride)`` with the Y plane
@@ -88,6 +89,20 @@ class FakePicamera2:
             assert lw <= main["size"][0] and lh <= main["size"][1], "lores may not exceed main"
         return {"use_case": "video", "main": main, "lores": lores, "buffer_count": buffer_count,
                 "controls": dict(controls or {})}
+
+    @staticmethod
+    def align_configuration(config: dict[str, Any], optimal: bool = True) -> None:
+        """As picamera2: widths to 32 px (RGB888) or 64 px (YUV420) when optimal, heights even."""
+        for name in ("main", "lores"):
+            stream = config.get(name)
+            if stream is None:
+                continue
+            align = (64 if stream["format"] in ("YUV420", "YVU420") else 32) if optimal else 2
+            w, h = stream["size"]
+            stream["size"] = (w - w % align, h - h % 2)
+
+    def stream_configuration(self, name: str = "main") -> dict[str, Any]:
+        return self.configuration[name]
 
     def configure(self, config: dict[str, Any]) -> None:
         assert not self.started, "configure while running"

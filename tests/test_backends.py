@@ -121,7 +121,7 @@ def test_picamera2_main_is_bgr_and_gray_is_the_lores_y_plane(fake_picamera2: typ
     instance = fake_picamera2.instances[0]
     config = instance.configuration
     assert config["main"] == {"size": (640, 480), "format": "RGB888"}
-    assert config["lores"]["format"] == "YUV420"
+    assert config["lores"] == {"size": (384, 288), "format": "YUV420"}  # 64-px aligned, aspect kept
     assert frame.image.shape == (480, 640, 3)
     assert list(frame.image[-1, -1]) == [0, 0, 255]  # red, in BGR memory order, no conversion
     lw, lh = config["lores"]["size"]
@@ -147,11 +147,18 @@ def test_picamera2_absent_camera(fake_picamera2: type[FakePicamera2]) -> None:
         PiCamera(settings(), camera_factory=lambda: fake_picamera2).open()
 
 
-def test_lores_keeps_aspect_and_never_exceeds_main() -> None:
-    assert lores_size((1920, 1080)) == (400, 224)
+def test_lores_keeps_aspect_survives_alignment_and_never_exceeds_main() -> None:
+    assert lores_size((1920, 1080)) == (384, 216)
+    assert lores_size((1280, 720)) == (384, 216)
+    assert lores_size((640, 480)) == (384, 288)
     assert lores_size((320, 240)) == (320, 240)
-    w, h = lores_size((640, 480))
-    assert w % 2 == 0 and h % 2 == 0 and w <= 640 and h <= 480
+    for main in [(1920, 1080), (1296, 972), (640, 480), (320, 240), (4056, 3040)]:
+        w, h = lores_size(main)
+        config = {"main": {"size": main, "format": "RGB888"}, "lores": {"size": (w, h), "format": "YUV420"}}
+        FakePicamera2.align_configuration(config)
+        assert config["lores"]["size"] == (w, h)  # alignment changes nothing
+        assert w <= main[0] and h <= main[1] and h % 2 == 0
+        assert abs(w / h - main[0] / main[1]) < 0.03
 
 
 def test_picamera2_not_importable_here_is_reported_not_raised() -> None:

@@ -31,10 +31,14 @@ def _load_picamera2() -> Any:
 
 
 def lores_size(main: tuple[int, int], target_width: int = 400) -> tuple[int, int]:
-    """A lores size of about ``target_width`` px keeping the main aspect ratio, even, never above main."""
-    width = min(main[0], target_width) & ~1
+    """A lores size near ``target_width`` px wide, keeping main's aspect ratio, never above main.
+
+    The width is a multiple of 64 px, as picamera2's ``align_configuration`` makes YUV420 widths, so
+    aligning it later does not change the aspect ratio; the height is even.
+    """
+    width = max(64, min(main[0], target_width) // 64 * 64)
     height = max(2, round(width * main[1] / main[0]) & ~1)
-    return width, min(height, main[1] & ~1)
+    return min(width, main[0]), min(height, main[1] & ~1)
 
 
 class PiCamera(CameraBackend):
@@ -47,7 +51,7 @@ class PiCamera(CameraBackend):
         self._settings = settings
         self._factory = camera_factory or _load_picamera2
         self._number = int(settings.device) if settings.device and settings.device.isdigit() else 0
-        self._lores = lores_size(settings.size, motion_width)
+        self._lores: tuple[int, int] = lores_size(settings.size, motion_width)
         self._camera: Any = None
 
     @staticmethod
@@ -80,7 +84,10 @@ class PiCamera(CameraBackend):
                 buffer_count=4,
                 controls={"FrameRate": float(self._settings.fps)},
             )
+            camera.align_configuration(config)  # sizes the ISP handles without copies (YUV420: 64 px)
             camera.configure(config)
+            # libcamera may adjust sizes: slice the Y plane with what was configured, not asked for.
+            self._lores = tuple(camera.stream_configuration("lores")["size"])
             camera.start()
         except Exception as exc:
             camera.close()
