@@ -155,6 +155,7 @@ class CapturePipeline:
             finally:
                 self._backend.close()
                 detector.reset()
+                self._frame_times.clear()  # the measured fps is of this session, not across an outage
                 self._end_event(run)
             if self._frames_captured > captured_before:
                 delay = retry.initial  # the camera worked: a new failure starts the backoff anew
