@@ -42,15 +42,27 @@ def start_panel(start_appliance: Any, factory: MockFactory, clock: FakeClock, **
     return app
 
 
-def press(factory: MockFactory, clock: FakeClock, duration: float, app: Appliance) -> None:
-    pin = factory.pin(BUTTON)
-    pin.drive_low()  # pull-up, button to ground: low is pressed
-    clock.now += duration
-    pin.drive_high()
-    clock.now += 0.1  # past the debounce window
+def settle(app: Appliance, clock: FakeClock, advance: float) -> None:
+    """Move the button's clock on and wait until the watcher has handled everything due."""
+    clock.now += advance
     assert app.panel.button is not None
     app.panel.button.wake()
     assert app.panel.button.wait_idle(20)
+
+
+def bounce(factory: MockFactory, clock: FakeClock, edges: int, step: float, pressed: bool) -> None:
+    """``edges`` alternating edges ``step`` s apart, the last one leaving the button ``pressed``."""
+    pin = factory.pin(BUTTON)
+    for i in range(edges):
+        level = pressed if (edges - 1 - i) % 2 == 0 else not pressed
+        pin.drive_low() if level else pin.drive_high()  # pull-up, button to ground: low is pressed
+        clock.now += step
+
+
+def press(factory: MockFactory, clock: FakeClock, duration: float, app: Appliance) -> None:
+    bounce(factory, clock, 1, duration, pressed=True)
+    bounce(factory, clock, 1, 0.0, pressed=False)
+    settle(app, clock, 0.1)  # past the debounce window
 
 
 def starts(app: Appliance) -> list[str]:
@@ -77,24 +89,10 @@ def test_a_bouncing_press_is_one_toggle(start_appliance: Any, factory: MockFacto
     clock = FakeClock()
     app = start_panel(start_appliance, factory, clock)
     heard = starts(app)
-    pin = factory.pin(BUTTON)
-    for _ in range(6):  # contact bounce: 12 edges within 36 ms, ending pressed
-        pin.drive_low()
-        clock.now += 0.003
-        pin.drive_high()
-        clock.now += 0.003
-    pin.drive_low()
+    bounce(factory, clock, 13, 0.003, pressed=True)  # contact bounce: 13 edges within 39 ms
     clock.now += 0.3
-    for _ in range(5):  # and on release
-        pin.drive_high()
-        clock.now += 0.002
-        pin.drive_low()
-        clock.now += 0.002
-    pin.drive_high()
-    clock.now += 0.1
-    assert app.panel.button is not None
-    app.panel.button.wake()
-    assert app.panel.button.wait_idle(20)
+    bounce(factory, clock, 11, 0.002, pressed=False)  # and on release
+    settle(app, clock, 0.1)
     assert heard == ["button"]
     assert app.controller.state.value == "on"
 
@@ -107,17 +105,11 @@ def test_a_long_press_takes_a_snapshot_and_does_not_toggle(start_appliance: Any,
     original = app.panel.actions["snapshot"]
     app.panel.actions["snapshot"] = lambda: (original(), taken.set())
     heard = starts(app)
-    pin = factory.pin(BUTTON)
-    pin.drive_low()
-    clock.now += 3.5  # held past the hold time: fires while still held
-    assert app.panel.button is not None
-    app.panel.button.wake()
-    assert app.panel.button.wait_idle(20)
+    bounce(factory, clock, 1, 0.0, pressed=True)
+    settle(app, clock, 3.5)  # held past the hold time: fires while still held
     assert taken.is_set()
-    pin.drive_high()
-    clock.now += 0.1
-    app.panel.button.wake()
-    assert app.panel.button.wait_idle(20)
+    bounce(factory, clock, 1, 0.0, pressed=False)
+    settle(app, clock, 0.1)
     assert heard == [] and app.controller.state.value == "on"
 
 
