@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, request
@@ -21,13 +23,14 @@ log = logging.getLogger(__name__)
 
 
 def create_app(controller: CameraController, broadcaster: FrameBroadcaster, config: AppConfig,
-               backend_name: str, backend_description: str, events: EventStore, live: LiveFeed) -> Flask:
+               backend_name: str, backend_description: str, events: EventStore, live: LiveFeed,
+               integrations: Callable[[], dict[str, Any]] = dict) -> Flask:
     """Build the web app around parts the entry point (or a test) created."""
     app = Flask(__name__, template_folder="templates", static_folder="static")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # the API takes tiny JSON bodies only
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["appliance"] = Services(controller, broadcaster, config, backend_name, backend_description,
-                                           events, live)
+                                           events, live, integrations)
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 

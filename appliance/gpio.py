@@ -114,7 +114,8 @@ class ButtonWatcher(_OwnedThread):
 
 
 class StatusLed(_OwnedThread):
-    """Steady on while the camera is on, off while off, blinking in error, a short dark flash on motion.
+    """Steady on while the camera is on, off while off, blinking in error, flickering while starting,
+    and a short dark flash on each motion event start.
 
     It follows the controller's state changes, so it is right whatever switched the camera.
     """
@@ -136,7 +137,7 @@ class StatusLed(_OwnedThread):
         return self._mode
 
     def on_state(self, change: StateChange) -> None:
-        mode = {CameraState.ON: "on", CameraState.ERROR: "blink", CameraState.STARTING: "blink"}.get(
+        mode = {CameraState.ON: "on", CameraState.ERROR: "blink", CameraState.STARTING: "flicker"}.get(
             change.state, "off")
         with self._cond:
             self._mode = mode
@@ -155,9 +156,10 @@ class StatusLed(_OwnedThread):
 
     def _level(self, now: float) -> tuple[bool, float | None]:
         """The LED level now and how long it holds."""
-        if self._mode == "blink":
-            phase, into = divmod(now, self._interval)
-            base, holds = int(phase) % 2 == 0, self._interval - into
+        if self._mode in ("blink", "flicker"):
+            interval = self._interval if self._mode == "blink" else self._interval / 4
+            phase, into = divmod(now, interval)
+            base, holds = int(phase) % 2 == 0, interval - into
         else:
             base, holds = self._mode == "on", None
         if now < self._flash_until:

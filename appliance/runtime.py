@@ -50,7 +50,7 @@ class Appliance:
         self.live = LiveFeed(config.stream.max_live_clients)
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved)
         self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
-                              self.events, self.live)
+                              self.events, self.live, integrations=self.integrations)
         # Every viewer and every open page holds a server thread; API calls get their own spares.
         threads = config.stream.max_viewers + config.stream.max_live_clients + config.server.extra_threads
         self.server = HttpServer(self.app, config.server.host, config.server.port, threads=threads,
@@ -120,6 +120,15 @@ class Appliance:
         on = self.controller.state == CameraState.ON
         return {"fps": self.pipeline.stats().fps if on else 0.0, "viewers": self.broadcaster.viewers,
                 "state": self.controller.state.value}
+
+    def integrations(self) -> dict[str, Any]:
+        """MQTT and GPIO as /api/status reports them: the first thing to check when HA shows nothing."""
+        mqtt = None if self.mqtt is None else {
+            "connected": self.mqtt.connected, "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+            "device_id": self.mqtt.topics.device_id, "topic_prefix": self.mqtt.topics.prefix}
+        gpio = {"configured": self.panel.configured, "button": self.panel.button is not None,
+                "led": self.panel.led is not None}
+        return {"mqtt": mqtt, "gpio": gpio}
 
     def healthy(self) -> bool:
         return capture_health(self.controller, self.config.camera.read_timeout)[0]

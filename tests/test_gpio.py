@@ -122,7 +122,7 @@ def test_led_follows_rest_and_blinks_in_error(start_appliance: Any, factory: Moc
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
     assert led.wait_until(lambda lit, mode: lit and mode == "on", 5)
     camera.broken.set()
-    assert led.wait_until(lambda lit, mode: mode == "blink" and not lit, 5)
+    assert led.wait_until(lambda lit, mode: mode == "blink" and not lit, 5)  # error: slow blink
     assert led.wait_until(lambda lit, mode: mode == "blink" and lit, 5)  # it really blinks
     assert led.wait_until(lambda lit, mode: mode == "blink" and not lit, 5)
     camera.broken.clear()
@@ -132,7 +132,7 @@ def test_led_follows_rest_and_blinks_in_error(start_appliance: Any, factory: Moc
     assert not factory.pin(LED_PIN).state
 
 
-def test_led_flashes_dark_on_motion_start(factory: MockFactory) -> None:
+def test_led_flickers_while_starting_and_flashes_dark_on_motion(factory: MockFactory) -> None:
     from gpiozero import LED
 
     from appliance.controller import CameraState
@@ -141,8 +141,11 @@ def test_led_flashes_dark_on_motion_start(factory: MockFactory) -> None:
     led = StatusLed(led_device, blink_interval=0.5, motion_flash=0.05)
     led.start()
     try:
+        led.on_state(StateChange(CameraState.STARTING, CameraState.OFF, True, None, "test", 0.0))
+        assert led.wait_until(lambda lit, mode: mode == "flicker" and lit, 5)
+        assert led.wait_until(lambda lit, mode: mode == "flicker" and not lit, 5)  # it flickers
         led.on_state(StateChange(CameraState.ON, CameraState.STARTING, True, None, "test", 0.0))
-        assert led.wait_until(lambda lit, mode: lit, 5)
+        assert led.wait_until(lambda lit, mode: lit and mode == "on", 5)
         led.on_motion(EventChange("start", MotionEvent(id="x", started_at=0.0)), None)
         assert led.wait_until(lambda lit, mode: not lit, 5)
         assert led.wait_until(lambda lit, mode: lit, 5)  # back on after the flash
@@ -158,6 +161,8 @@ def test_starts_cleanly_where_there_is_no_gpio(start_appliance: Any, monkeypatch
     app = start_appliance(gpio={"button_pin": BUTTON, "led_pin": LED_PIN})  # no pin factory on x86
     assert app.panel.button is None and app.panel.led is None
     assert [r for r in caplog.records if "GPIO unavailable" in r.getMessage()]
+    status = requests.get(app.url + "/api/status", timeout=5).json()
+    assert status["gpio"] == {"configured": True, "button": False, "led": False} and status["mqtt"] is None
     assert requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).json()["state"] == "on"
 
 

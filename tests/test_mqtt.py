@@ -91,6 +91,13 @@ def test_discovery_and_retained_states_reach_a_late_subscriber(broker: Broker, s
     assert configs[("sensor", "camera_state")]["options"] == ["off", "starting", "on", "stopping", "error"]
 
 
+def test_status_reports_the_mqtt_connection(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker)
+    mqtt = requests.get(app.url + "/api/status", timeout=5).json()["mqtt"]
+    assert mqtt == {"connected": True, "broker": f"127.0.0.1:{broker.port}", "device_id": "cam1",
+                    "topic_prefix": PREFIX}
+
+
 def test_ha_birth_message_republishes_discovery(broker: Broker, start_appliance: Start) -> None:
     start_with_mqtt(start_appliance, broker)
     with Recorder(broker.port, ["homeassistant/switch/#"]) as ha:

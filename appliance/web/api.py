@@ -74,6 +74,7 @@ def status_body(services: Services) -> dict[str, Any]:
         "name": services.config.name,
         "live_clients": services.live.clients,
         "events_stored": services.events.list(0, 0)[1],
+        **services.integrations(),
     }
     return body
 

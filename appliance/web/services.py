@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ NO_CACHE = {"Cache-Control": "no-cache, no-store, private", "Pragma": "no-cache"
 
 @dataclass
 class Services:
-    """What ``create_app`` was given."""
+    """What ``create_app`` was given; ``integrations`` reports MQTT and GPIO for /api/status."""
 
     controller: CameraController
     broadcaster: FrameBroadcaster
@@ -30,6 +31,7 @@ class Services:
     backend_description: str
     events: EventStore
     live: LiveFeed
+    integrations: Callable[[], dict[str, Any]] = dict
     started_at: float = field(default_factory=time.monotonic)
     version: str = __version__
 
