@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from appliance.motion import EventChange
+from appliance.motion import EventChange, new_event_id
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,8 @@ class EventStore:
 class EventRecorder:
     """A motion listener that saves events through the store on its own writer thread.
 
-    ``on_saved(kind, record)`` hears each event once it is on disk, so a page told about an event
-    can load its snapshot at once.
+    ``on_saved(kind, record)`` hears each event once it is on disk (``kind``: ``start``, ``end`` or
+    ``snapshot``), so a page told about an event can load its snapshot at once.
     """
 
     def __init__(self, store: EventStore, on_saved: Callable[[str, dict[str, Any]], None]) -> None:
@@ -164,6 +164,13 @@ class EventRecorder:
     def on_motion(self, change: EventChange, jpeg: bytes | None) -> None:
         with contextlib.suppress(RuntimeError):  # closed: the appliance is stopping
             self._writer.submit(self._save, change.kind, change.event.as_dict(), jpeg)
+
+    def save_snapshot(self, jpeg: bytes, taken_at: float) -> None:
+        """Keep a snapshot taken on request (the button's long press) in the history beside motion."""
+        record = {"id": new_event_id(taken_at), "kind": "snapshot", "started_at": taken_at, "ended_at": taken_at,
+                  "box": None, "peak_score": 0.0, "peak_area": 0.0, "frames": 1}
+        with contextlib.suppress(RuntimeError):
+            self._writer.submit(self._save, "snapshot", record, jpeg)
 
     def _save(self, kind: str, record: dict[str, Any], jpeg: bytes | None) -> None:
         try:

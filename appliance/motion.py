@@ -144,6 +144,7 @@ class MotionEvent:
     def as_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
+            "kind": "motion",
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "box": self.box.as_dict() if self.box else None,

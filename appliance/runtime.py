@@ -106,11 +106,12 @@ class Appliance:
         return self.broadcaster.snapshot(timeout=timeout, max_age=max_age)
 
     def take_snapshot(self) -> bytes | None:
-        """Snapshot on demand (the button's long press): published to MQTT when connected."""
+        """Snapshot on demand (the button's long press): kept in the history, published to MQTT."""
         jpeg = self.snapshot()
         if jpeg is None:
             log.warning("snapshot requested but the camera is %s", self.controller.state.value)
             return None
+        self.recorder.save_snapshot(jpeg, time.time())
         if self.mqtt is not None:
             self.mqtt.publish_snapshot(jpeg)
         return jpeg

@@ -110,7 +110,11 @@ def test_a_long_press_takes_a_snapshot_and_does_not_toggle(start_appliance: Any,
     assert taken.is_set()
     bounce(factory, clock, 1, 0.0, pressed=False)
     settle(app, clock, 0.1)
-    assert heard == [] and app.controller.state.value == "on"
+    assert heard == []
+    app.recorder.flush()
+    stored = requests.get(app.url + "/api/events", timeout=5).json()["events"]
+    assert [e["kind"] for e in stored] == ["snapshot"]
+    assert requests.get(f"{app.url}/api/events/{stored[0]['id']}/snapshot.jpg", timeout=5).status_code == 200 and app.controller.state.value == "on"
 
 
 def test_led_follows_rest_and_blinks_in_error(start_appliance: Any, factory: MockFactory, tmp_path: Path) -> None:
@@ -162,7 +166,8 @@ def test_starts_cleanly_where_there_is_no_gpio(start_appliance: Any, monkeypatch
     assert app.panel.button is None and app.panel.led is None
     assert [r for r in caplog.records if "GPIO unavailable" in r.getMessage()]
     status = requests.get(app.url + "/api/status", timeout=5).json()
-    assert status["gpio"] == {"configured": True, "button": False, "led": False} and status["mqtt"] is None
+    assert status["gpio"] == {"configured": True, "button": False, "led": False}
+    assert status["mqtt"] is None
     assert requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).json()["state"] == "on"
 
 

@@ -80,14 +80,14 @@ function eventItem(ev) {
   li.dataset.id = ev.id;
   const img = document.createElement("img");
   img.loading = "lazy";
-  img.alt = "Motion at " + formatTime(ev.started_at);
+  img.alt = (ev.kind === "snapshot" ? "Snapshot at " : "Motion at ") + formatTime(ev.started_at);
   if (ev.has_snapshot !== false) img.src = "/api/events/" + encodeURIComponent(ev.id) + "/snapshot.jpg";
   const meta = document.createElement("div");
   meta.className = "meta";
   const when = document.createElement("time");
   when.dateTime = new Date(ev.started_at * 1000).toISOString();
-  when.textContent = formatTime(ev.started_at);
-  if (ev.ended_at) when.textContent += " · " + Math.max(1, Math.round(ev.ended_at - ev.started_at)) + " s";
+  when.textContent = (ev.kind === "snapshot" ? "📷 " : "") + formatTime(ev.started_at);
+  if (ev.kind !== "snapshot" && ev.ended_at) when.textContent += " · " + Math.max(1, Math.round(ev.ended_at - ev.started_at)) + " s";
   const del = document.createElement("button");
   del.type = "button";
   del.textContent = "✕";
@@ -153,7 +153,7 @@ function connectEvents() {
   source.addEventListener("status", (e) => renderStats(JSON.parse(e.data)));
   source.addEventListener("motion", (e) => {
     const m = JSON.parse(e.data);
-    renderMotion(m.kind === "start");
+    if (m.kind === "start" || m.kind === "end") renderMotion(m.kind === "start");
     addEvent(m.event);
   });
   source.addEventListener("open", () => { clearInterval(pollTimer); pollTimer = null; refreshStatus(); });
