@@ -114,7 +114,8 @@ def test_a_long_press_takes_a_snapshot_and_does_not_toggle(start_appliance: Any,
     app.recorder.flush()
     stored = requests.get(app.url + "/api/events", timeout=5).json()["events"]
     assert [e["kind"] for e in stored] == ["snapshot"]
-    assert requests.get(f"{app.url}/api/events/{stored[0]['id']}/snapshot.jpg", timeout=5).status_code == 200 and app.controller.state.value == "on"
+    assert requests.get(f"{app.url}/api/events/{stored[0]['id']}/snapshot.jpg", timeout=5).status_code == 200
+    assert app.controller.state.value == "on"
 
 
 def test_led_follows_rest_and_blinks_in_error(start_appliance: Any, factory: MockFactory, tmp_path: Path) -> None:
