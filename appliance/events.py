@@ -126,6 +126,10 @@ class EventStore:
             ids = sorted(self._records, reverse=True)
             return [self._records[i] for i in ids[offset:offset + limit]], len(ids)
 
+    def count(self) -> int:
+        with self._lock:
+            return len(self._records)
+
     def get(self, event_id: str) -> dict[str, Any]:
         self._paths(event_id)
         with self._lock:

@@ -73,7 +73,7 @@ def status_body(services: Services) -> dict[str, Any]:
         "version": services.version,
         "name": services.config.name,
         "live_clients": services.live.clients,
-        "events_stored": services.events.list(0, 0)[1],
+        "events_stored": services.events.count(),
         **services.integrations(),
     }
     return body
