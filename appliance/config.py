@@ -173,8 +173,8 @@ class MqttSettings(Section):
     discovery_prefix: str = "homeassistant"
     discovery: bool = True
     keepalive: int = Field(30, ge=5, le=3600)
-    reconnect_min: float = Field(1.0, gt=0)
-    reconnect_max: float = Field(60.0, gt=0)
+    reconnect_min: int = Field(1, ge=1, description="s; paho's backoff takes whole seconds")
+    reconnect_max: int = Field(60, ge=1)
     stats_interval: float = Field(30.0, gt=0, description="seconds between fps/viewer sensor updates")
 
     @field_validator("device_id")

@@ -94,8 +94,8 @@ class MqttBridge:
                            cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(settings.tls.insecure)
         client.will_set(topics.availability, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=max(1, int(settings.reconnect_min)),
-                                   max_delay=max(1, int(settings.reconnect_max)))
+        client.reconnect_delay_set(min_delay=settings.reconnect_min,
+                                   max_delay=max(settings.reconnect_min, settings.reconnect_max))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.message_callback_add(topics.camera_set, self._on_camera_set)
