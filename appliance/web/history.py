@@ -84,9 +84,7 @@ def live() -> Response:
     try:
         client = services.live.subscribe()
     except TooManyClients as exc:
-        response = json_error(503, str(exc))
-        response.headers["Retry-After"] = "10"
-        return response
+        return json_error(503, str(exc), retry_after=10)
 
     def stream() -> Iterator[str]:
         yield f"retry: {int(STATUS_EVERY * 1000)}\n\n"

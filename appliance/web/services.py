@@ -40,8 +40,13 @@ class Services:
         return (app or current_app).extensions["appliance"]
 
 
-def json_error(status: int, message: str, **extra: Any) -> Response:
-    """Every error the appliance answers is JSON with an ``error`` key saying what was wrong."""
+def json_error(status: int, message: str, retry_after: int | None = None, **extra: Any) -> Response:
+    """Every error the appliance answers is JSON with an ``error`` key saying what was wrong.
+
+    ``retry_after`` (s) goes into the ``Retry-After`` header of a 503 that will pass by itself.
+    """
     response = jsonify({"error": message, **extra})
     response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response

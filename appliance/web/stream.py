@@ -15,9 +15,7 @@ BOUNDARY = "frame"
 
 
 def _camera_off() -> Response:
-    response = json_error(503, "camera is off", state=Services.of().controller.state.value)
-    response.headers["Retry-After"] = "5"
-    return response
+    return json_error(503, "camera is off", retry_after=5, state=Services.of().controller.state.value)
 
 
 def _part(jpeg: bytes) -> bytes:
@@ -35,9 +33,7 @@ def stream() -> Response:
     except LookupError:
         return _camera_off()
     except TooManyViewers as exc:
-        response = json_error(503, str(exc), max_viewers=services.config.stream.max_viewers)
-        response.headers["Retry-After"] = "10"
-        return response
+        return json_error(503, str(exc), retry_after=10, max_viewers=services.config.stream.max_viewers)
     keepalive = services.config.stream.keepalive
 
     def frames() -> Iterator[bytes]:
