@@ -120,7 +120,9 @@ class CapturePipeline:
             return self._frame_cond.wait_for(lambda: self._frames_captured >= count, timeout)
 
     def stats(self) -> PipelineStats:
-        times = list(self._frame_times)
+        """``fps`` is measured over the current session: 0 with no capture loop running (the window is
+        also emptied on every failure), so callers need no rule of their own."""
+        times = list(self._frame_times) if self.is_alive() else []
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
         age = None if self._last_frame_at is None else self._monotonic() - self._last_frame_at
         return PipelineStats(self._frames_captured, self._frames_encoded, round(fps, 2), self._frame_size,

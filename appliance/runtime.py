@@ -16,7 +16,7 @@ from appliance.app import create_app
 from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.config import AppConfig
-from appliance.controller import CameraController, CameraState, StateFile
+from appliance.controller import CameraController, StateFile
 from appliance.events import EventRecorder, EventStore
 from appliance.gpio import FrontPanel
 from appliance.health import capture_health
@@ -118,8 +118,7 @@ class Appliance:
 
     def stats(self) -> dict[str, Any]:
         """The figures MQTT sensors publish periodically."""
-        on = self.controller.state == CameraState.ON
-        return {"fps": self.pipeline.stats().fps if on else 0.0, "viewers": self.broadcaster.viewers,
+        return {"fps": self.pipeline.stats().fps, "viewers": self.broadcaster.viewers,
                 "state": self.controller.state.value}
 
     def integrations(self) -> dict[str, Any]:

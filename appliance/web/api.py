@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from appliance.controller import CameraState
 from appliance.health import capture_health
 from appliance.web.services import Services, json_error
 
@@ -63,7 +62,7 @@ def status_body(services: Services) -> dict[str, Any]:
     body: dict[str, Any] = {
         "camera": camera_body(services),
         "frame_size": list(stats.frame_size) if stats.frame_size else None,
-        "fps": stats.fps if services.controller.state == CameraState.ON else 0.0,
+        "fps": stats.fps,
         "viewers": services.broadcaster.viewers,
         "max_viewers": services.config.stream.max_viewers,
         "frames_captured": stats.frames_captured,
