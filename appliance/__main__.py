@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -14,13 +15,14 @@ from typing import Any
 from sdnotify import SystemdNotifier
 
 from appliance import __version__
-from appliance.config import AppConfig, ConfigError, load_config
+from appliance.config import AppConfig, ConfigError, load_config, redact
 
 log = logging.getLogger("appliance")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m appliance", description="Raspberry Pi camera appliance")
+    parser = argparse.ArgumentParser(prog="python -m appliance", description="Raspberry Pi camera appliance",
+                                     epilog="python -m appliance hash-password: print a hash for server.auth")
     parser.add_argument("--config", metavar="FILE", help="YAML config file (env: APPLIANCE_CONFIG)")
     parser.add_argument("--camera", choices=["auto", "synthetic", "opencv", "picamera2"],
                         help="camera backend (default: auto)")
@@ -48,7 +50,33 @@ def configure(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Ap
     return args, load_config(path, overrides=flag_overrides(args))
 
 
+def hash_password_command(argv: Sequence[str]) -> int:
+    """``python -m appliance hash-password``: read a password (twice on a terminal), print its hash."""
+    import getpass
+
+    from appliance.passwords import hash_password
+
+    parser = argparse.ArgumentParser(prog="python -m appliance hash-password",
+                                     description="print a hash for server.auth.password_hash")
+    parser.parse_args(argv)
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("appliance: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("appliance: an empty password is not a password", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["hash-password"]:
+        return hash_password_command(argv[1:])
     try:
         args, config = configure(argv)
     except ConfigError as exc:
@@ -56,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.check_config:
         print("configuration is valid")
-        print(config.model_dump_json(indent=2, exclude={"mqtt": {"password"}}))
+        print(json.dumps(redact(config.model_dump(mode="json")), indent=2))
         return 0
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -74,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         appliance = Appliance(config)
         appliance.start()
-    except (OSError, ConfigError) as exc:
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2  # systemd does not restart on 2: the configuration must be fixed first
+    except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
     systemd = SystemdNotifier()
@@ -83,10 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The watchdog is pinged only while the capture loop is healthy, so systemd restarts a hung one.
         while not stopping.wait(interval):
-            if appliance.healthy():
+            healthy, reason = appliance.health()
+            if healthy:
                 systemd.notify("WATCHDOG=1")
             else:
-                log.warning("capture loop unhealthy; not pinging the systemd watchdog")
+                log.warning("unhealthy (%s); not pinging the systemd watchdog", reason)
     finally:
         systemd.notify("STOPPING=1")
         appliance.stop()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import Flask, request
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -16,7 +15,7 @@ from appliance.config import AppConfig
 from appliance.controller import CameraController
 from appliance.events import EventStore
 from appliance.live import LiveFeed
-from appliance.web import api, history, pages, stream
+from appliance.web import api, history, pages, security, stream
 from appliance.web.services import Services, json_error
 
 log = logging.getLogger(__name__)
@@ -27,27 +26,14 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
                integrations: Callable[[], dict[str, Any]] = dict) -> Flask:
     """Build the web app around parts the entry point (or a test) created."""
     app = Flask(__name__, template_folder="templates", static_folder="static")
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # the API takes tiny JSON bodies only
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["appliance"] = Services(controller, broadcaster, config, backend_name, backend_description,
                                            events, live, integrations)
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 
-    @app.before_request
-    def refuse_cross_site_changes() -> Response | None:
-        """A page on another site must not switch the camera through a visitor's browser.
-
-        ``POST /api/camera/toggle`` without a body is a CORS "simple request" that browsers send
-        cross-site without asking; browsers always attach ``Origin`` to such requests, while curl,
-        Home Assistant and scripts send none, so only a foreign ``Origin`` is refused.
-        """
-        if request.method in ("GET", "HEAD", "OPTIONS"):
-            return None
-        origin = request.headers.get("Origin")
-        if origin is None or urlsplit(origin).netloc == request.host:
-            return None
-        return json_error(403, f"cross-site request from {origin} refused")
+    security.install(app, config.server)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

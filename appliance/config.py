@@ -11,7 +11,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -124,13 +125,91 @@ class StreamSettings(Section):
     keepalive: float = Field(2.0, gt=0, le=30, description="resend the last frame after this many s")
 
 
+class AuthSettings(Section):
+    """Optional HTTP Basic authentication: on when ``username`` is set.
+
+    The password is given either as ``password_hash`` (``python -m appliance hash-password`` prints
+    one) or as ``password_file``, a file holding the password itself.
+    """
+
+    username: str | None = Field(None, min_length=1, max_length=64)
+    password_hash: SecretStr | None = None
+    password_file: Path | None = None
+    realm: str = Field("Camera appliance", min_length=1, max_length=64)
+    max_failures: int = Field(5, ge=1, le=1000, description="wrong passwords per address per minute, then 429")
+
+    @field_validator("username", "realm")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and (":" in value or '"' in value or not value.isprintable()):
+            raise ValueError("may not contain ':', '\"' or control characters")
+        return value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _known_hash(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from appliance.passwords import check_hash_format  # no cycle: passwords imports nothing of ours
+
+            check_hash_format(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> AuthSettings:
+        given = (self.password_hash is not None) + (self.password_file is not None)
+        if self.username is not None and given != 1:
+            raise ValueError("with a username, set exactly one of password_hash and password_file")
+        if self.username is None and given:
+            raise ValueError("a password is set but no username: set username to turn authentication on")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.username is not None
+
+
+class HttpsSettings(Section):
+    """HTTPS with the server's own TLS support: on when both files are set."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both(self) -> HttpsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class ServerSettings(Section):
-    """Where the HTTP server listens."""
+    """Where the HTTP server listens, who may talk to it, and what one client may cost."""
 
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
     extra_threads: int = Field(8, ge=2, le=64, description="threads for API calls beyond the viewers")
     socket_timeout: float = Field(10.0, gt=0, description="a viewer that stops reading is dropped after")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names beyond IP literals, localhost and this machine's name; '*': any")
+    auth: AuthSettings = AuthSettings()
+    tls: HttpsSettings = HttpsSettings()
+    request_timeout: float = Field(10.0, gt=0, le=120, description="s to send a whole request (headers and body)")
+    max_header_bytes: int = Field(16384, ge=1024, le=1048576)
+    max_body_bytes: int = Field(65536, ge=1024, le=16777216)
+    max_connections: int = Field(512, ge=8, le=65536, description="open connections at once, all clients")
+    max_connections_per_client: int = Field(64, ge=2, le=4096, description="open connections from one address")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name != "*" and not re.fullmatch(r"(\*\.)?[A-Za-z0-9._-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?",
+                                               name):
+                raise ValueError(f"{name!r} is not a host name (optionally *.suffix or :port), nor '*'")
+        return [name.lower().rstrip(".") for name in value]
 
 
 class RetrySettings(Section):
@@ -248,15 +327,51 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
     tree[path[-1]] = value
 
 
+def _field_annotation(path: list[str]) -> Any:
+    """The type annotation of the config field at ``path``, or None when no such field exists."""
+    model: Any = AppConfig
+    annotation: Any = None
+    for key in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
+            return None
+        annotation = model.model_fields[key].annotation
+        model = _unwrap_optional(annotation)
+    return annotation
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _env_value(path: list[str], raw: str) -> Any:
+    """An environment value, typed by the field it sets.
+
+    Text fields (names, paths, passwords) take the string exactly as written: no YAML, so ``#abc``
+    stays ``#abc`` and ``0123`` stays ``0123``. Other fields get the raw string too and pydantic
+    parses and validates it ("10" → 10, "false" → False). ``null`` or an empty value unsets a
+    non-text field; lists take comma-separated items.
+    """
+    target = _unwrap_optional(_field_annotation(path))
+    if target in (str, SecretStr, Path):
+        return raw
+    if raw.strip().lower() in ("", "null", "none", "~"):
+        return None
+    if get_origin(target) is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``APPLIANCE_CAMERA__FPS=10`` becomes ``{"camera": {"fps": 10}}``; values are read as YAML scalars."""
+    """``APPLIANCE_CAMERA__FPS=10`` becomes ``{"camera": {"fps": "10"}}``, typed by the field it sets."""
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
-        value = yaml.safe_load(raw) if raw != "" else None
-        _set_path(tree, path, value)
+        _set_path(tree, path, _env_value(path, raw))
     return tree
 
 
@@ -270,17 +385,36 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+SECRET_KEYS = frozenset({"password", "password_hash", "token", "secret"})
+"""Keys whose values never appear in a message: a config error goes to the journal."""
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    """``value`` with every secret replaced by ``***``, for messages and dumps."""
+    if key in SECRET_KEYS and value is not None:
+        return "***"
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
 def _describe(error: ValidationError, tree: Mapping[str, Any]) -> str:
     lines = []
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
         # Drop pydantic's internal markers such as "function-after[...]" from the key path.
         key = ".".join(part for part in loc if not part.startswith(("function-", "tuple[")))
-        value = item.get("input")
+        named = [part for part in loc if not part.startswith(("function-", "tuple["))]
+        value = redact(item.get("input"), named[-1] if named else None)
         if item["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key (value {value!r})")
         else:
-            lines.append(f"{key or '(top level)'} = {value!r}: {item['msg']}")
+            message = item["msg"]
+            if any(part in SECRET_KEYS for part in named):
+                message = message.split(",")[0]  # pydantic may quote the input in its message
+            lines.append(f"{key or '(top level)'} = {value!r}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -311,6 +445,36 @@ def load_config(
     tree = _merge(tree, env_overrides(os.environ if environ is None else environ))
     tree = _merge(tree, overrides or {})
     try:
-        return AppConfig.model_validate(tree)
+        config = AppConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, tree)) from None
+    check_files(config)
+    return config
+
+
+def check_files(config: AppConfig) -> None:
+    """Every file the config names must be readable now, by this user: found at start-up and by
+    ``--check-config`` (which the Ansible role runs as the service user), not at the first login."""
+    files = {
+        "mqtt.password_file": config.mqtt.password_file,
+        "mqtt.tls.ca_file": config.mqtt.tls.ca_file,
+        "mqtt.tls.cert_file": config.mqtt.tls.cert_file,
+        "mqtt.tls.key_file": config.mqtt.tls.key_file,
+        "server.auth.password_file": config.server.auth.password_file,
+        "server.tls.cert_file": config.server.tls.cert_file,
+        "server.tls.key_file": config.server.tls.key_file,
+    }
+    problems = []
+    for key, path in files.items():
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                empty = handle.read(1) == b""
+        except OSError as exc:
+            problems.append(f"{key} = {str(path)!r}: cannot read it: {exc.strerror or exc}")
+            continue
+        if empty:
+            problems.append(f"{key} = {str(path)!r}: the file is empty")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

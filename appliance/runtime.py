@@ -53,8 +53,13 @@ class Appliance:
                               self.events, self.live, integrations=self.integrations)
         # Every viewer and every open page holds a server thread; API calls get their own spares.
         threads = config.stream.max_viewers + config.stream.max_live_clients + config.server.extra_threads
-        self.server = HttpServer(self.app, config.server.host, config.server.port, threads=threads,
-                                 socket_timeout=config.server.socket_timeout)
+        web = config.server
+        self.server = HttpServer(self.app, web.host, web.port, threads=threads, socket_timeout=web.socket_timeout,
+                                 request_timeout=web.request_timeout, max_header_bytes=web.max_header_bytes,
+                                 max_body_bytes=web.max_body_bytes, max_connections=web.max_connections,
+                                 max_connections_per_client=web.max_connections_per_client,
+                                 tls=(web.tls.cert_file, web.tls.key_file) if web.tls.cert_file and web.tls.key_file
+                                 else None)
         self._stoppers: list[Callable[[], Any]] = []
         self.mqtt: MqttBridge | None = None
         if config.mqtt.host:
@@ -73,7 +78,7 @@ class Appliance:
     def url(self) -> str:
         host = self.config.server.host
         host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.server.port}"
+        return f"{'https' if self.server.tls else 'http'}://{host}:{self.server.port}"
 
     def start(self) -> None:
         """Serve first (so the page answers at once), then restore the saved camera state."""
@@ -130,8 +135,17 @@ class Appliance:
                 "led": self.panel.led is not None}
         return {"mqtt": mqtt, "gpio": gpio}
 
+    def health(self) -> tuple[bool, str]:
+        """What the systemd watchdog is fed on: the capture loop, and the web server answering a request."""
+        healthy, reason = capture_health(self.controller, self.config.camera.read_timeout)
+        if not healthy:
+            return healthy, reason
+        if not self.server.answers():
+            return False, "the web server does not answer on loopback"
+        return True, "ok"
+
     def healthy(self) -> bool:
-        return capture_health(self.controller, self.config.camera.read_timeout)[0]
+        return self.health()[0]
 
     def __enter__(self) -> Appliance:
         self.start()

@@ -27,13 +27,31 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+def csp_violations(page: Page) -> list[str]:
+    """Collects what the page's Content-Security-Policy blocked: the page must need nothing it forbids."""
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    return blocked
+
+
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)
+    blocked = csp_violations(page)
     yield page
     context.close()
+    assert blocked == []
+
+
+def wait_for_live_picture(page: Page) -> None:
+    """The page marks the live view loaded at the stream's first frame (an MJPEG <img> fires load then).
+
+    Playwright's wait_for_function would evaluate a string in the page, which the CSP forbids.
+    """
+    expect(page.locator("#live")).to_have_attribute("data-loaded", "true")
 
 
 def live_pixels(page: Page) -> np.ndarray:
@@ -52,8 +70,8 @@ def test_click_turns_the_camera_on_and_shows_a_real_picture(start_appliance: Any
     expect(page.locator("#camera-state")).to_have_text("on")
     expect(page.locator("#camera-toggle")).to_have_text("Turn off")
     # An MJPEG <img> counts as loaded after its first frame.
-    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
-    assert page.evaluate("document.getElementById('live').naturalWidth") == 640
+    wait_for_live_picture(page)
+    assert page.locator("#live").evaluate("img => img.naturalWidth") == 640
     pixels = live_pixels(page)
     assert pixels.std() > 10, "the live view is blank"
     assert app.controller.state.value == "on"
@@ -63,7 +81,7 @@ def test_a_rest_switch_off_shows_without_reload(start_appliance: Any, page: Page
     app = start_appliance()
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
     page.goto(app.url + "/", wait_until="domcontentloaded")
-    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    wait_for_live_picture(page)
     page.evaluate("window.__marker = 'same page'")
     requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
     expect(page.locator("#camera-state")).to_have_text("off", timeout=2_000)
@@ -82,10 +100,11 @@ def test_motion_lights_the_indicator_and_adds_an_event(start_appliance: Any, pag
     expect(page.locator("#motion-indicator")).to_have_attribute("data-active", "true", timeout=15_000)
     expect(page.locator("#events li")).to_have_count(1, timeout=15_000)
     thumbnail = page.locator("#events li img").first
-    page.wait_for_function("document.querySelector('#events li img').naturalWidth > 0")
+    expect(thumbnail).to_have_js_property("complete", True)
+    assert thumbnail.evaluate("img => img.naturalWidth") > 0
     expect(page.locator("#motion-indicator")).to_have_attribute("data-active", "false", timeout=15_000)
     ARTIFACTS.mkdir(exist_ok=True)
-    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    wait_for_live_picture(page)
     page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
     assert (ARTIFACTS / "page.png").stat().st_size > 10_000
     assert thumbnail.get_attribute("src", timeout=1_000)
@@ -106,3 +125,24 @@ def test_page_works_on_a_phone_and_needs_nothing_external(start_appliance: Any, 
     assert width <= 390, "the page scrolls sideways on a phone"
     context.close()
     assert outside == []
+
+
+def test_with_login_the_page_stream_and_live_feed_work_after_credentials(start_appliance: Any,
+                                                                          browser: Browser) -> None:
+    from appliance.passwords import hash_password
+
+    app = start_appliance(server={"auth": {"username": "admin", "password_hash": hash_password("pw-for-test")}})
+    assert requests.get(app.url + "/", timeout=10).status_code == 401  # a browser asks for the password here
+    context = browser.new_context(http_credentials={"username": "admin", "password": "pw-for-test"})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    blocked = csp_violations(page)
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    page.click("#camera-toggle")
+    expect(page.locator("#camera-state")).to_have_text("on")
+    wait_for_live_picture(page)
+    # The live feed (server-sent events) carries a change made elsewhere.
+    requests.put(app.url + "/api/camera", json={"on": False}, auth=("admin", "pw-for-test"), timeout=20)
+    expect(page.locator("#camera-state")).to_have_text("off", timeout=3_000)
+    context.close()
+    assert blocked == []

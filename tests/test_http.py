@@ -125,7 +125,7 @@ def test_disconnected_viewers_free_their_threads(start_appliance: Start) -> None
     for _ in range(4):  # 12 streams in all, four times the pool: leaked threads would starve the server
         sockets = [socket.create_connection(("127.0.0.1", app.server.port), timeout=5) for _ in range(3)]
         for sock in sockets:
-            sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert b"200 OK" in sock.recv(4096)
         assert app.broadcaster.viewers == 3
         for sock in sockets:
@@ -143,7 +143,7 @@ def test_a_viewer_that_stops_reading_is_dropped(start_appliance: Start) -> None:
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # tiny window: the server blocks soon
     try:
         stalled.connect(("127.0.0.1", app.server.port))
-        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read a byte
+        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never read a byte
         assert app.broadcaster.wait_for_viewers(1, timeout=5)
         # Once the buffers are full, the send times out after socket_timeout and the thread is freed.
         assert app.broadcaster.wait_for_viewers(0, timeout=60)

@@ -23,21 +23,27 @@ function startStream() {
   streaming = true;
   live.hidden = false;
   offline.hidden = true;
+  live.dataset.loaded = "false";
   live.src = "/stream.mjpg?t=" + Date.now();
 }
 
 function stopStream(message) {
   streaming = false;
   clearTimeout(retryTimer);
+  live.dataset.loaded = "false";
   live.removeAttribute("src");
   live.hidden = true;
   offline.hidden = false;
   offlineText.textContent = message;
 }
 
+// An MJPEG <img> fires "load" with its first frame: from then on the picture is live.
+live.addEventListener("load", () => { if (streaming) live.dataset.loaded = "true"; });
+
 // The stream ends when the camera goes off or errors; if it should be on, reconnect shortly.
 live.addEventListener("error", () => {
   streaming = false;
+  live.dataset.loaded = "false";
   if (current.state === "on") {
     clearTimeout(retryTimer);
     retryTimer = setTimeout(() => current.state === "on" && startStream(), 1000);

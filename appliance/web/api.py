@@ -27,6 +27,9 @@ def get_camera() -> Response:
 def put_camera() -> Response:
     """``{"on": true|false}``; answers once the camera has started (or failed) or stopped."""
     services = Services.of()
+    if request.mimetype != "application/json":
+        # A browser can send a cross-site simple request only with a form or text type; JSON needs a preflight.
+        return json_error(415, f"Content-Type must be application/json, not {request.mimetype or 'none'!r}")
     body = request.get_json(force=True, silent=True)
     if body is None:
         return json_error(400, 'body must be a JSON object such as {"on": true}')
