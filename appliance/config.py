@@ -255,6 +255,8 @@ class MqttSettings(Section):
     reconnect_min: int = Field(1, ge=1, description="s; paho's backoff takes whole seconds")
     reconnect_max: int = Field(60, ge=1)
     stats_interval: float = Field(30.0, gt=0, description="seconds between fps/viewer sensor updates")
+    command_interval: float = Field(1.0, ge=0, le=60, description="s between two camera switches from MQTT")
+    snapshot_interval: float = Field(2.0, ge=0, le=3600, description="s between two snapshots on request")
 
     @field_validator("device_id")
     @classmethod

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,17 +30,25 @@ def free_port() -> int:
 class Broker:
     """mosquitto in the foreground; ``stop``/``start`` keep the port so clients can reconnect."""
 
-    def __init__(self, folder: Path, extra: str = "", port: int | None = None) -> None:
+    def __init__(self, folder: Path, extra: str = "", port: int | None = None, persistent: bool = False) -> None:
         self.folder = folder
         self.port = port or free_port()
         self.extra = extra
+        self.persistent = persistent  # retained messages survive a restart, as on a real broker
+        self.log: deque[str] = deque(maxlen=200)  # the broker's last words, for failure messages
         self.proc: subprocess.Popen[str] | None = None
         # Run as root, mosquitto drops to its own user after reading the config: let it read files.
         folder.chmod(0o755)
 
     def start(self) -> None:
         conf = self.folder / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\npersistence false\nlog_dest stderr\n"
+        persistence = "persistence false"
+        if self.persistent:
+            store = self.folder / "store"  # mosquitto writes it as its own user, after dropping root
+            store.mkdir(exist_ok=True)
+            store.chmod(0o777)
+            persistence = f"persistence true\npersistence_location {store}/"
+        conf.write_text(f"listener {self.port} 127.0.0.1\n{persistence}\nlog_dest stderr\n"
                         f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n{self.extra}\n")
         conf.chmod(0o644)
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
@@ -55,8 +64,8 @@ class Broker:
     def _drain(self) -> None:
         proc = self.proc
         if proc is not None and proc.stderr is not None:
-            for _ in proc.stderr:
-                pass
+            for line in proc.stderr:
+                self.log.append(line)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

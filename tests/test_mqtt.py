@@ -18,7 +18,7 @@ import requests
 
 from appliance.runtime import Appliance
 from tests.broker import Broker, Recorder
-from tests.helpers import decode_jpeg
+from tests.helpers import CountingCamera, decode_jpeg, make_config
 
 Start = Callable[..., Appliance]
 PREFIX = "appliance/cam1"
@@ -46,8 +46,8 @@ def mqtt_section(broker: Broker, **extra: Any) -> dict[str, Any]:
             "reconnect_max": 2, "stats_interval": 1, **extra}
 
 
-def start_with_mqtt(start: Start, broker: Broker, **sections: Any) -> Appliance:
-    app = start(mqtt=mqtt_section(broker), **sections)
+def start_with_mqtt(start: Start, broker: Broker, mqtt: dict[str, Any] | None = None, **sections: Any) -> Appliance:
+    app = start(mqtt={**mqtt_section(broker), **(mqtt or {})}, **sections)
     assert app.mqtt is not None and app.mqtt.wait_connected(10)
     return app
 
@@ -242,3 +242,60 @@ def test_tls_with_username_and_password(broker_dir: Path, start_appliance: Start
             ha.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"on")
     finally:
         broker.stop()
+
+
+# --- hostile or careless clients on the broker ---------------------------------------------------
+
+def test_a_retained_command_is_ignored_across_a_broker_restart(broker_dir: Path, start_appliance: Start) -> None:
+    broker = Broker(broker_dir, extra="allow_anonymous true", persistent=True)
+    broker.start()
+    try:
+        app = start_with_mqtt(start_appliance, broker, mqtt={"command_interval": 0})
+        bridge = app.mqtt
+        assert bridge is not None
+        with Recorder(broker.port, [f"{PREFIX}/camera/status"]) as ha:
+            ha.publish(f"{PREFIX}/camera/set", "OFF", retain=True)  # delivered live: an ordinary command
+            ha.publish(f"{PREFIX}/camera/set", "ON")
+            ha.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"on")
+        broker.stop()
+        broker.start()  # persistent: the retained OFF comes back to the appliance when it resubscribes
+        assert bridge.wait_retained_ignored(1, timeout=30)
+        assert bridge.commands.wait_idle(5)
+        assert app.controller.wanted_on and app.controller.state.value == "on"
+        assert bridge.commands.camera_switches == 1  # the one live ON
+    finally:
+        broker.stop()
+
+
+def test_ten_thousand_toggles_end_in_the_last_state_after_a_handful_of_starts(
+        broker_dir: Path, start_appliance: Start, tmp_path: Path) -> None:
+    broker = Broker(broker_dir, extra="allow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0")
+    broker.start()
+    try:
+        camera = CountingCamera(make_config(tmp_path).camera)
+        app = start_appliance(backend=camera, mqtt=mqtt_section(broker, command_interval=0.5))
+        assert app.mqtt is not None and app.mqtt.wait_connected(10)
+        with Recorder(broker.port, [f"{PREFIX}/camera/status"]) as flood:
+            for _ in range(10_000):
+                flood.client.publish(f"{PREFIX}/camera/set", "TOGGLE", qos=1)
+            flood.client.publish(f"{PREFIX}/camera/set", "ON", qos=1)  # the last word
+            flood.client.publish(f"{PREFIX}/snapshot/set", "PRESS", qos=1).wait_for_publish(60)
+            flood.wait_for(f"{PREFIX}/camera/status", lambda p: p == b"on", timeout=30)
+        assert app.mqtt.commands.wait_idle(30)
+        assert app.controller.wanted_on and app.controller.state.value == "on", "".join(broker.log)
+        assert 1 <= camera.opens <= 5, camera.opens
+    finally:
+        broker.stop()
+
+
+def test_snapshot_requests_are_rate_limited(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker, mqtt={"snapshot_interval": 60})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    with Recorder(broker.port, [f"{PREFIX}/snapshot"]) as ha:
+        for _ in range(200):
+            ha.publish(f"{PREFIX}/snapshot/set", "PRESS")
+        ha.wait_for(f"{PREFIX}/snapshot")
+        assert app.mqtt is not None
+        # Everything after the first waits for the interval, merged into one pending request.
+        assert app.mqtt.commands.wait_idle(0.5) is False
+        assert sum(1 for m in ha.seen if m.topic == f"{PREFIX}/snapshot") == 0

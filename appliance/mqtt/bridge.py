@@ -7,21 +7,23 @@
 - Subscriptions, discovery and every retained state are (re)published in ``on_connect``, so a
   reconnect or a broker restart restores everything; likewise when HA announces ``online``.
   Retained state is QoS 0 so nothing stale is re-sent after a reconnect.
-- Commands go to a one-thread executor: switching the camera takes a moment and must not stall
-  paho's network loop.
+- Commands go to a ``CommandMailbox`` that coalesces them (the last wanted camera state wins; one
+  snapshot, one republish at a time) and carries them out on its own thread: switching the camera
+  takes a moment and must not stall paho's network loop, and no flood can queue work without bound.
+- Retained messages on command topics are ignored: a command is obeyed when it is sent, never again
+  when the broker replays it on every reconnect.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import secrets
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from appliance.config import ConfigError, MqttSettings
 from appliance.controller import CameraController, CameraState, StateChange
 from appliance.motion import EventChange
+from appliance.mqtt.commands import CommandMailbox
 from appliance.mqtt.discovery import device_block, discovery_configs
 from appliance.mqtt.topics import Topics
 
@@ -70,10 +73,15 @@ class MqttBridge:
         self._model = model
         self._page_port = page_port
         self.topics = Topics.from_settings(settings, hostname)
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=settings.client_id or f"camera-appliance-{self.topics.device_id}",
-                                   protocol=mqtt.MQTTv311)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-command")
+        # Unique per process: two Pis that share a host name must not throw each other off the broker.
+        client_id = settings.client_id or f"camera-appliance-{self.topics.device_id}-{secrets.token_hex(4)}"
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        self.commands = CommandMailbox(
+            switch=lambda on: controller.on(source="mqtt") if on else controller.off(source="mqtt"),
+            wanted_on=lambda: controller.wanted_on, snapshot=self._take_snapshot, republish=self.publish_all,
+            camera_interval=settings.command_interval, snapshot_interval=settings.snapshot_interval)
+        self._retained_cond = threading.Condition()
+        self.retained_ignored = 0
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self._connected = threading.Event()
@@ -115,6 +123,7 @@ class MqttBridge:
         self._controller.add_motion_listener(self._on_motion)
         self._client.connect_async(self._settings.host, self._settings.port, keepalive=self._settings.keepalive)
         self._client.loop_start()
+        self.commands.start()
         self._stats_thread = threading.Thread(target=self._stats_loop, name="mqtt-stats", daemon=True)
         self._stats_thread.start()
         log.info("MQTT: connecting to %s:%d as %s (topics under %s)", self._settings.host, self._settings.port,
@@ -125,7 +134,7 @@ class MqttBridge:
         self._stop.set()
         self._controller.remove_listener(self._on_state)
         self._controller.remove_motion_listener(self._on_motion)
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.commands.close()
         if self._connected.is_set():
             info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
             try:
@@ -232,21 +241,40 @@ class MqttBridge:
 
     # --- incoming: commands --------------------------------------------------------------------
 
+    def _ignore_retained(self, message: mqtt.MQTTMessage) -> bool:
+        """A retained command is the broker replaying an old one: never obey it (logged once per topic)."""
+        if not message.retain:
+            return False
+        with self._retained_cond:
+            self.retained_ignored += 1
+            first = self.retained_ignored == 1
+            self._retained_cond.notify_all()
+        (log.warning if first else log.debug)(
+            "MQTT: ignoring a retained message on %s: commands are obeyed when sent, not replayed; "
+            "clear it with: mosquitto_pub -r -n -t %s", message.topic, message.topic)
+        return True
+
+    def wait_retained_ignored(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` retained commands have been ignored (tests)."""
+        with self._retained_cond:
+            return self._retained_cond.wait_for(lambda: self.retained_ignored >= count, timeout)
+
     def _on_camera_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._ignore_retained(message):
+            return
         try:
             command = message.payload.decode("utf-8").strip().upper()
         except UnicodeDecodeError:
             command = ""
-        actions = {"ON": self._controller.on, "OFF": self._controller.off, "TOGGLE": self._controller.toggle}
-        action = actions.get(command)
-        if action is None:
+        if command not in ("ON", "OFF", "TOGGLE"):
             log.warning("MQTT: ignoring %s payload %r: expected ON, OFF or TOGGLE", message.topic,
                         message.payload[:64])
             return
-        self._submit(lambda: action(source="mqtt"))
+        self.commands.camera(command)
 
     def _on_snapshot_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._submit(self._take_snapshot)
+        if not self._ignore_retained(message):
+            self.commands.snapshot()
 
     def _take_snapshot(self) -> None:
         jpeg = self._snapshot()
@@ -263,17 +291,4 @@ class MqttBridge:
     def _on_ha_status(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.payload.strip().lower() == b"online":
             log.info("MQTT: Home Assistant came online; republishing discovery and states")
-            self._submit(self.publish_all)
-
-    def _submit(self, work: Callable[[], Any]) -> None:
-        if self._stop.is_set():
-            return
-        with contextlib.suppress(RuntimeError):  # shut down between the check and the submit
-            self._executor.submit(self._guarded, work)
-
-    @staticmethod
-    def _guarded(work: Callable[[], Any]) -> None:
-        try:
-            work()
-        except Exception:
-            log.exception("MQTT: command failed")
+            self.commands.republish()
