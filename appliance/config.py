@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
@@ -425,14 +426,14 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> AppConfig:
-    """Build the configuration from a YAML file, the environment and flag overrides.
+    """Build the configuration from a YAML file (``-``: standard input), the environment and flag overrides.
 
     Raises ConfigError with every offending key, its value and the reason.
     """
     tree: dict[str, Any] = {}
     if path is not None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
         try:

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from tests.broker import free_port
+from tests.broker import free_port, make_certs
 from tests.debian_root import build_root, community_general
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     base.chmod(0o755)
     root = base / "root"
     build_root(root)
-    port, broker_port = free_port(), free_port()
+    port, broker_port, tls_port = free_port(), free_port(), free_port()
+    certs = base / "certs"
+    certs.mkdir()
+    make_certs(certs)
     inventory = base / "inventory.yml"
     host = {
         "ansible_connection": "community.general.chroot",
@@ -70,7 +73,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
             "appliance_camera_size": "640x360",
             "appliance_port": port,
             "appliance_mqtt_host": "127.0.0.1",
-            "appliance_mqtt_port": broker_port,
+            "appliance_mqtt_port": tls_port,
+            "appliance_mqtt_tls": True,
+            "appliance_mqtt_tls_ca_file": str(certs / "ca.crt"),
             "appliance_mqtt_username": "camera",
             "appliance_mqtt_password": "not-a-real-secret",
             "appliance_settings": {"mqtt": {"reconnect_max": 5}},
@@ -80,7 +85,13 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
             **host,
             "appliance_mosquitto_port": broker_port,
             "appliance_mosquitto_bind_address": "127.0.0.1",
-            "appliance_mosquitto_allow_anonymous": True,
+            "appliance_mosquitto_tls_port": tls_port,
+            "appliance_mosquitto_tls_cert_file": str(certs / "server.crt"),
+            "appliance_mosquitto_tls_key_file": str(certs / "server.key"),
+            "appliance_mosquitto_accounts": [
+                {"username": "homeassistant", "password": "ha-secret", "topics": ["readwrite #"]},
+                {"username": "othercam", "password": "other-secret", "topics": ["readwrite appliance/othercam/#"]},
+            ],
         }}},
     }}}))
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
@@ -111,10 +122,15 @@ def test_playbook_installs_and_a_second_run_changes_nothing(deployed: dict[str, 
     second = recap(str(deployed["second"]))
     assert second["changed"] == 0 and second["failed"] == 0, deployed["second"]
     config = root / "etc" / "appliance" / "config.yaml"
-    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    assert oct(config.stat().st_mode & 0o777) == "0o640"
+    groups = {line.split(":")[0]: int(line.split(":")[2]) for line in (root / "etc/group").read_text().splitlines()}
+    assert config.stat().st_uid == 0 and config.stat().st_gid == groups["appliance"]
     settings = yaml.safe_load(config.read_text())
     assert settings["camera"]["backend"] == "synthetic" and settings["camera"]["device"] is None
     assert settings["mqtt"]["password"] == "not-a-real-secret" and settings["mqtt"]["reconnect_max"] == 5
+    assert settings["mqtt"]["tls"] == {"enabled": True, "ca_file": "/etc/appliance/mqtt-ca.pem"}
+    assert "not-a-real-secret" not in str(deployed["first"]) + str(deployed["second"])  # secrets stay out of logs
+    assert "not-a-real-secret" not in (root / "etc/mosquitto/appliance.passwd").read_text()  # hashed
     assert (root / "etc/systemd/system/multi-user.target.wants/appliance.service").is_symlink()
     assert (root / "opt/appliance/venv/bin/python").exists()
 
@@ -195,10 +211,34 @@ def test_service_runs_under_systemd_and_answers(deployed: dict[str, object], con
     assert camera["backend"] == "synthetic" and camera["state"] == "off"
     assert requests.put(base + "/api/camera", json={"on": True}, timeout=30).json()["state"] == "on"
     assert requests.get(base + "/snapshot.jpg", timeout=10).headers["Content-Type"] == "image/jpeg"
-    # The optional broker was deployed too, and the appliance is connected to it.
-    available = container.run("mosquitto_sub", "-h", "127.0.0.1", "-p", str(deployed["broker_port"]),
-                              "-C", "1", "-W", "20", "-t", "appliance/testcam/availability", check=False)
+    # The optional broker was deployed too, and the appliance is connected to it over TLS.
+    assert requests.get(base + "/api/status", timeout=10).json()["mqtt"]["connected"] is True
+    broker = ["-h", "127.0.0.1", "-p", str(deployed["broker_port"])]
+    home_assistant = [*broker, "-u", "homeassistant", "-P", "ha-secret"]
+    available = container.run("mosquitto_sub", *home_assistant, "-C", "1", "-W", "20",
+                              "-t", "appliance/testcam/availability", check=False)
     assert available.stdout.strip() == "online", available.stderr
+    # Nobody gets in without an account ...
+    anonymous = container.run("mosquitto_sub", *broker, "-C", "1", "-W", "5", "-t", "#", check=False)
+    assert anonymous.returncode != 0 and "not authori" in anonymous.stderr.lower(), anonymous
+    # ... and another camera's account can neither read this camera's topics nor command it.
+    other = [*broker, "-u", "othercam", "-P", "other-secret"]
+    peek = container.run("mosquitto_sub", *other, "-C", "1", "-W", "3", "-t", "appliance/testcam/#", check=False)
+    assert peek.stdout == "", peek.stdout
+    container.run("mosquitto_pub", *other, "-t", "appliance/testcam/camera/set", "-m", "OFF")
+    # A snapshot asked for after that OFF arrives only if the camera is still on: the OFF never came.
+    snapshot = subprocess.Popen(["nsenter", "-t", str(container.init_pid), "-a", "mosquitto_sub", *home_assistant,
+                                 "-d", "-R", "-C", "1", "-W", "30", "-F", "%x", "-t", "appliance/testcam/snapshot"],
+                                stdout=subprocess.PIPE, text=True)
+    assert snapshot.stdout is not None
+    for line in snapshot.stdout:  # -d reports the SUBACK: only then can no answer be missed
+        if "SUBACK" in line:
+            break
+    container.run("mosquitto_pub", *home_assistant, "-t", "appliance/testcam/snapshot/set", "-m", "PRESS")
+    payloads = [line for line in snapshot.stdout if line.startswith("ffd8")]
+    snapshot.wait(10)
+    assert payloads, "no snapshot: the other camera's OFF reached this camera"
+    assert requests.get(base + "/api/camera", timeout=10).json()["on"] is True
 
 
 def test_systemd_restarts_the_service_after_it_is_killed(deployed: dict[str, object], container: Container) -> None:

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from appliance.runtime import Appliance
-from tests.broker import Broker, Recorder
+from tests.broker import Broker, Recorder, make_certs
 from tests.helpers import CountingCamera, decode_jpeg, make_config
 
 Start = Callable[..., Appliance]
@@ -205,24 +205,9 @@ def test_broker_restart_reconnects_and_republishes(broker: Broker, start_applian
         ha.wait_for("homeassistant/switch/cam1/camera/config", timeout=15)
 
 
-def _make_certs(folder: Path) -> None:
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Test CA",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
-        "-out", "server.csr")
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
-    for path in folder.iterdir():
-        path.chmod(0o644)
-
-
 def test_tls_with_username_and_password(broker_dir: Path, start_appliance: Start, tmp_path: Path) -> None:
     folder = broker_dir
-    _make_certs(folder)
+    make_certs(folder)
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(folder / "passwd"), "camera", "s3cret"], check=True)
     (folder / "passwd").chmod(0o644)
     broker = Broker(folder, extra=(
