@@ -23,7 +23,8 @@ log = logging.getLogger("appliance")
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m appliance", description="Raspberry Pi camera appliance",
                                      epilog="python -m appliance hash-password: print a hash for server.auth")
-    parser.add_argument("--config", metavar="FILE", help="YAML config file, - for standard input (env: APPLIANCE_CONFIG)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML config file, - for standard input (env: APPLIANCE_CONFIG)")
     parser.add_argument("--camera", choices=["auto", "synthetic", "opencv", "picamera2"],
                         help="camera backend (default: auto)")
     parser.add_argument("--device", help="opencv: index, /dev/videoN, file or URL; picamera2: camera number")

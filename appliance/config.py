@@ -78,6 +78,9 @@ class CameraSettings(Section):
     size: Size = (1280, 720)
     fps: float = Field(15.0, gt=0, le=120)
     read_timeout: float = Field(5.0, gt=0, le=120)
+    open_timeout: float = Field(10.0, gt=0, le=300, description="s an open may take before it counts as hung")
+    restore: Literal["last", "on", "off"] = Field(
+        "last", description="state after a restart; last: as before (on if the state file is unreadable)")
     loop_file: bool = True
     jpeg_quality: int = Field(80, ge=10, le=100)
     synthetic: SyntheticSettings = SyntheticSettings()

@@ -1,14 +1,15 @@
 """The one owner of the camera's on/off state.
 
-REST, MQTT and the GPIO button all call ``on``/``off``/``toggle`` here, and every change goes out to
-the registered listeners in order, whatever caused it. Commands are serialised by one lock so racing
-callers always leave a consistent state with the device opened and closed in balance. The wanted
-state (the switch position) is kept in a small file so the appliance comes back as it was.
+REST, MQTT and the GPIO button all call ``on``/``off``/``toggle`` here, and every change goes out
+through one dispatcher to the registered listeners in order, whatever caused it. Commands are
+serialised by one lock, held only while the switch moves (never while a camera starts), so ``off``
+and shutdown are never stuck behind a camera that takes its time, and racing callers always leave
+a consistent state. The wanted state (the switch position) is kept in a small file so the
+appliance comes back as it was.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
@@ -16,65 +17,56 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from appliance.motion import EventChange
+from appliance.dispatch import Dispatcher
+from appliance.motion_events import EventChange
 from appliance.pipeline import CapturePipeline
+from appliance.state import CameraState, MotionListener, StateChange, StateListener
 
 log = logging.getLogger(__name__)
 
+__all__ = ["CameraController", "CameraState", "StateChange", "StateFile"]
 
-class CameraState(enum.StrEnum):
-    """Where the camera is: ``error`` means wanted on but failing, and retrying."""
-
-    OFF = "off"
-    STARTING = "starting"
-    ON = "on"
-    STOPPING = "stopping"
-    ERROR = "error"
+RestorePolicy = Literal["last", "on", "off"]
 
 
-@dataclass(frozen=True)
-class StateChange:
-    """One transition, as listeners hear it."""
-
-    state: CameraState
-    previous: CameraState
-    wanted_on: bool
-    error: str | None
-    source: str
-    at: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"state": self.state.value, "previous": self.previous.value, "on": self.wanted_on,
-                "error": self.error, "source": self.source, "at": self.at}
-
-
-StateListener = Callable[[StateChange], None]
-MotionListener = Callable[[EventChange, "bytes | None"], None]
+def fsync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` survive a power cut (the directory entry is data too)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class StateFile:
-    """The wanted on/off state on disk, written atomically so a power cut never leaves half a file."""
+    """The wanted on/off state on disk, written so that a power cut leaves the old or the new file."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self.problem: str | None = None  # why the last load or save failed, for /api/status
 
-    def load(self) -> bool:
+    def load(self) -> bool | None:
+        """The saved switch position; None when there is none (first start) or it cannot be read."""
         if self.path is None or not self.path.exists():
-            return False
+            return None
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            return bool(data["on"]) if isinstance(data, dict) else False
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable state file %s: %s", self.path, exc)
-            return False
+            if not isinstance(data, dict) or not isinstance(data.get("on"), bool):
+                raise ValueError(f"expected {{\"on\": true|false}}, found {str(data)[:60]!r}")
+        except (OSError, ValueError) as exc:
+            self.problem = f"state file {self.path} unreadable: {exc}"
+            log.error("%s", self.problem)
+            return None
+        self.problem = None
+        return data["on"]
 
     def save(self, on: bool) -> None:
         if self.path is None:
             return
+        tmp: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
@@ -83,52 +75,69 @@ class StateFile:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+            tmp = None
+            fsync_directory(self.path.parent)
+            self.problem = None
         except OSError as exc:  # a full or read-only disk must not stop the camera switching
-            log.error("cannot save state to %s: %s", self.path, exc)
+            self.problem = f"cannot save state to {self.path}: {exc}"
+            log.error("%s", self.problem)
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
 
 class CameraController:
     """Switches the capture pipeline on and off and tells listeners about every change."""
 
     def __init__(self, pipeline: CapturePipeline, state_file: StateFile, start_timeout: float,
-                 stop_timeout: float = 3.0, clock: Callable[[], float] = time.time) -> None:
+                 stop_timeout: float = 1.0, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic, restore: RestorePolicy = "last") -> None:
         self._pipeline = pipeline
         self._state_file = state_file
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._clock = clock
-        self._command_lock = threading.RLock()  # toggle() calls on()/off() inside it
+        self._monotonic = monotonic
+        self._restore_policy = restore
+        self._dispatcher = Dispatcher()
+        self._command_lock = threading.Lock()
         self._cond = threading.Condition()
         self._state = CameraState.OFF
         self._wanted = False
         self._error: str | None = None
         self._changed_at = clock()
-        self._listeners: list[StateListener] = []
-        self._motion_listeners: list[MotionListener] = []
+        self._start_deadline: float | None = None
         self._run_token = 0
 
     # --- listeners -----------------------------------------------------------------------------
 
     def add_listener(self, listener: StateListener) -> None:
-        """Hear every state change; called in order, from the thread that caused it: do not block."""
-        self._listeners.append(listener)
+        """Hear every state change, in order, on the dispatcher's thread."""
+        self._dispatcher.add_state_listener(listener)
 
     def remove_listener(self, listener: StateListener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        self._dispatcher.remove_state_listener(listener)
 
     def add_motion_listener(self, listener: MotionListener) -> None:
-        """Hear motion event starts (with a JPEG) and ends, from the capture thread: do not block."""
-        self._motion_listeners.append(listener)
+        """Hear motion event starts (with a JPEG) and ends, on the dispatcher's thread."""
+        self._dispatcher.add_motion_listener(listener)
 
     def remove_motion_listener(self, listener: MotionListener) -> None:
-        if listener in self._motion_listeners:
-            self._motion_listeners.remove(listener)
+        self._dispatcher.remove_motion_listener(listener)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until listeners have heard every change so far (tests, shutdown)."""
+        return self._dispatcher.flush(timeout)
+
+    def close(self) -> None:
+        """Stop delivering news (after ``shutdown``); listeners hear what was already posted."""
+        self._dispatcher.close()
 
     # --- queries -------------------------------------------------------------------------------
 
     @property
     def state(self) -> CameraState:
+        self._check_start_deadline()
         return self._state
 
     @property
@@ -139,7 +148,12 @@ class CameraController:
     def pipeline(self) -> CapturePipeline:
         return self._pipeline
 
+    @property
+    def state_file_problem(self) -> str | None:
+        return self._state_file.problem
+
     def status(self) -> dict[str, Any]:
+        self._check_start_deadline()
         with self._cond:
             return {"on": self._wanted, "state": self._state.value, "error": self._error,
                     "changed_at": self._changed_at}
@@ -152,37 +166,40 @@ class CameraController:
     # --- commands ------------------------------------------------------------------------------
 
     def on(self, source: str = "api") -> dict[str, Any]:
-        """Switch on; returns once frames flow, or the camera failed (state ``error``), or timed out."""
+        """Switch on; returns once frames flow, or the camera failed (``error``), or the start timed out
+        (``timed_out``: the camera keeps trying). ``off`` from elsewhere ends the wait at once."""
         with self._command_lock:
-            if not self._wanted:
-                self._wanted = True
-                self._state_file.save(True)
-                token = self._begin_run()
-                self._set_state(CameraState.STARTING, None, source)
-                self._pipeline.start(lambda state, error: self._pipeline_report(token, state, error, source),
-                                     lambda change, jpeg: self._motion_report(token, change, jpeg))
-                self.wait_for(lambda s: s in (CameraState.ON, CameraState.ERROR), self._start_timeout)
-            return self.status()
+            token = self._switch_on(source)
+        return self._await_start(token)
 
     def off(self, source: str = "api") -> dict[str, Any]:
-        """Switch off; returns once the camera is released."""
+        """Switch off; returns once the capture thread has let go (or was left to, if it hangs)."""
         with self._command_lock:
-            if self._wanted:
-                self._wanted = False
-                self._state_file.save(False)
-                self._stop(source)
-            return self.status()
+            self._switch_off(source)
+        return self.status()
 
     def toggle(self, source: str = "api") -> dict[str, Any]:
         """Flip the switch atomically: two racing toggles always end where they started."""
         with self._command_lock:
-            return self.off(source) if self._wanted else self.on(source)
+            token = None if self._wanted else self._switch_on(source)
+            if token is None:
+                self._switch_off(source)
+        return self._await_start(token)
 
     def restore(self) -> dict[str, Any]:
-        """Come back as before the restart: on if the state file says so (first start: off)."""
-        if self._state_file.load():
-            log.info("restoring camera state: on")
-            return self.on(source="restore")
+        """Come back as ``camera.restore`` says, without waiting for the camera: called before any
+        command source opens, so an early ``off`` is never undone. A state file that cannot be read
+        counts as on: a security camera must not come back silently off."""
+        saved = self._state_file.load()
+        if self._restore_policy == "last":
+            wanted = saved if saved is not None else self._state_file.problem is not None
+        else:
+            wanted = self._restore_policy == "on"
+        if wanted:
+            log.info("restoring camera state: on (%s)", "saved" if saved else self._state_file.problem
+                     or f"camera.restore is {self._restore_policy}")
+            with self._command_lock:
+                self._switch_on("restore")
         return self.status()
 
     def shutdown(self) -> None:
@@ -193,16 +210,59 @@ class CameraController:
 
     # --- internals -----------------------------------------------------------------------------
 
+    def _switch_on(self, source: str) -> int | None:
+        """Under the command lock: start the camera; the run's token, or None if it was already on."""
+        if self._wanted:
+            return None
+        self._wanted = True
+        self._state_file.save(True)
+        token = self._begin_run()
+        with self._cond:
+            self._start_deadline = self._monotonic() + self._start_timeout
+        self._set_state(CameraState.STARTING, None, source)
+        self._pipeline.start(lambda state, error: self._pipeline_report(token, state, error, source),
+                             lambda change, jpeg: self._motion_report(token, change, jpeg))
+        return token
+
+    def _switch_off(self, source: str) -> None:
+        if self._wanted:
+            self._wanted = False
+            self._state_file.save(False)
+            self._stop(source)
+
+    def _await_start(self, token: int | None) -> dict[str, Any]:
+        """Outside the command lock: wait for the run ``token`` to deliver frames, fail, or be replaced."""
+        if token is None:
+            return {**self.status(), "timed_out": False}
+        with self._cond:
+            settled = self._cond.wait_for(
+                lambda: self._run_token != token or self._state in (CameraState.ON, CameraState.ERROR),
+                self._start_timeout)
+        self._check_start_deadline()
+        return {**self.status(), "timed_out": not settled}
+
+    def _check_start_deadline(self) -> None:
+        """A start that produced no frame in time is an error (the capture thread keeps trying)."""
+        with self._cond:
+            deadline = self._start_deadline
+            if deadline is None or self._state != CameraState.STARTING or self._monotonic() < deadline:
+                return
+            self._start_deadline = None
+            self._set_state(CameraState.ERROR, f"the camera did not deliver a frame within "
+                                               f"{self._start_timeout:.0f} s; still trying", "camera")
+
     def _begin_run(self) -> int:
         with self._cond:
             self._run_token += 1
+            self._cond.notify_all()  # waiters of the previous run stop waiting
             return self._run_token
 
     def _stop(self, source: str) -> None:
         self._begin_run()  # reports from the stopping run are stale from here on
         self._set_state(CameraState.STOPPING, None, source)
         if not self._pipeline.stop(self._stop_timeout):
-            log.error("capture thread did not stop within %.1f s", self._stop_timeout)
+            log.error("capture thread did not stop within %.1f s; it is left to finish on its own",
+                      self._stop_timeout)
         self._set_state(CameraState.OFF, None, source)
 
     def _pipeline_report(self, token: int, state: str, error: str | None, source: str) -> None:
@@ -211,16 +271,14 @@ class CameraController:
                 return
             new = CameraState.ON if state == "on" else CameraState.ERROR
             cause = source if self._state == CameraState.STARTING else "camera"
+            if new == CameraState.ON:
+                self._start_deadline = None
             self._set_state(new, error, cause)
 
     def _motion_report(self, token: int, change: EventChange, jpeg: bytes | None) -> None:
         if token != self._run_token and change.kind == "start":
             return
-        for listener in list(self._motion_listeners):
-            try:
-                listener(change, jpeg)
-            except Exception:
-                log.exception("motion listener %r failed", listener)
+        self._dispatcher.motion(change, jpeg)
 
     def _set_state(self, state: CameraState, error: str | None, source: str) -> None:
         with self._cond:
@@ -232,10 +290,5 @@ class CameraController:
             change = StateChange(state, previous, self._wanted, error, source, self._changed_at)
             log.info("camera %s -> %s (%s)%s", previous.value, state.value, source,
                      f": {error}" if error else "")
-            # Listeners run under the condition so every listener hears changes in the same order.
-            for listener in list(self._listeners):
-                try:
-                    listener(change)
-                except Exception:
-                    log.exception("state listener %r failed", listener)
+            self._dispatcher.state_changed(change)  # posted under the lock: listeners hear changes in order
             self._cond.notify_all()

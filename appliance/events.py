@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from appliance.motion import EventChange, new_event_id
+from appliance.motion_events import EventChange, new_event_id
 
 log = logging.getLogger(__name__)
 

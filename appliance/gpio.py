@@ -14,12 +14,15 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.button import ButtonAction, ButtonLogic
 from appliance.config import GpioSettings
-from appliance.controller import CameraController, CameraState, StateChange
-from appliance.motion import EventChange
+from appliance.motion_events import EventChange
+from appliance.state import CameraState, StateChange
+
+if TYPE_CHECKING:
+    from appliance.controller import CameraController
 
 log = logging.getLogger(__name__)
 

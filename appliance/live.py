@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.controller import StateChange
+from appliance.state import StateChange
 
 
 class TooManyClients(Exception):

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from appliance.config import OverlaySettings
-from appliance.motion import MotionResult
+from appliance.motion_events import MotionResult
 
 
 def draw_overlay(image: np.ndarray, timestamp: float, motion: MotionResult | None,

@@ -45,7 +45,7 @@ class Appliance:
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic)
         self.controller = CameraController(
             self.pipeline, StateFile(self.state_dir / "state.json"),
-            start_timeout=config.camera.read_timeout + 10.0)
+            start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
         self.events = EventStore(self.state_dir / "events", config.events.max_count, config.events.max_bytes)
         self.live = LiveFeed(config.stream.max_live_clients)
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved)
@@ -81,10 +81,13 @@ class Appliance:
         return f"{'https' if self.server.tls else 'http'}://{host}:{self.server.port}"
 
     def start(self) -> None:
-        """Serve first (so the page answers at once), then restore the saved camera state."""
+        """Restore the saved camera state first (without waiting for the camera), then open the ways
+        in: the web server, MQTT and the button, so an early ``off`` from any of them is never undone."""
         self.controller.add_listener(self.live.on_state)
         self.controller.add_motion_listener(self.recorder.on_motion)
         self._stoppers.append(self.recorder.close)
+        self._stoppers.append(self.controller.close)  # last of all: listeners hear the final ``off``
+        self.controller.restore()
         self.server.start()
         self._stoppers.append(self.server.stop)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
@@ -94,7 +97,6 @@ class Appliance:
             self._stoppers.append(self.mqtt.stop)  # stopped first: says offline before the camera goes
         if self.panel.start():
             self._stoppers.append(self.panel.close)
-        self.controller.restore()
 
     def stop(self) -> None:
         """Release the camera, end streams, stop the server; in reverse order of start."""
@@ -137,7 +139,8 @@ class Appliance:
 
     def health(self) -> tuple[bool, str]:
         """What the systemd watchdog is fed on: the capture loop, and the web server answering a request."""
-        healthy, reason = capture_health(self.controller, self.config.camera.read_timeout)
+        healthy, reason = capture_health(self.controller, self.config.camera.read_timeout,
+                                         self.config.camera.open_timeout)
         if not healthy:
             return healthy, reason
         if not self.server.answers():

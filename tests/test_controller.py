@@ -24,6 +24,7 @@ def parts(tmp_path: Path) -> Any:
     controller = CameraController(pipeline, state_file, start_timeout=5)
     yield controller, camera, state_file
     controller.shutdown()
+    controller.close()
 
 
 def test_on_opens_the_device_and_off_releases_it(parts: Any) -> None:
@@ -44,6 +45,7 @@ def test_listeners_hear_every_change_in_order(parts: Any) -> None:
     controller.add_listener(heard.append)
     controller.on(source="mqtt")
     controller.toggle(source="button")
+    assert controller.flush()
     assert [(c.previous.value, c.state.value) for c in heard] == [
         ("off", "starting"), ("starting", "on"), ("on", "stopping"), ("stopping", "off")]
     assert [c.source for c in heard] == ["mqtt", "mqtt", "button", "button"]
@@ -111,16 +113,59 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     first.on()
     first.shutdown()  # process exit: the camera is released but the switch stays on
     second, camera = new_controller()
-    assert second.restore()["state"] == "on" and camera.is_open
+    assert second.restore()["state"] == "starting"  # restore does not wait for the camera
+    assert second.wait_for(lambda s: s == CameraState.ON, 5) and camera.is_open
     second.off()
     third, camera3 = new_controller()
     assert third.restore()["state"] == "off" and camera3.opens == 0
+    for controller in (first, second, third):
+        controller.close()
 
 
-def test_corrupt_state_file_means_off(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ["{not json", "[true]", '{"on": "yes"}', ""])
+def test_an_unreadable_state_file_is_reported_and_the_camera_comes_back_on(tmp_path: Path, content: str) -> None:
     path = tmp_path / "state.json"
-    path.write_text("{not json")
-    assert StateFile(path).load() is False
+    path.write_text(content)
+    state_file = StateFile(path)
+    assert state_file.load() is None and state_file.problem and "unreadable" in state_file.problem
+    config = make_config(tmp_path)
+    camera = CountingCamera(config.camera)
+    controller = CameraController(CapturePipeline(camera, config, FrameBroadcaster(2)), state_file, 5)
+    try:
+        controller.restore()  # a security camera must not come back silently off
+        assert controller.wait_for(lambda s: s == CameraState.ON, 5) and controller.wanted_on
+        assert state_file.problem is None  # switching on rewrote it
+    finally:
+        controller.shutdown()
+        controller.close()
+
+
+@pytest.mark.parametrize(("policy", "saved", "expected"), [("on", False, True), ("off", True, False),
+                                                           ("last", True, True), ("last", False, False)])
+def test_restore_policy(tmp_path: Path, policy: str, saved: bool, expected: bool) -> None:
+    state_file = StateFile(tmp_path / "state.json")
+    state_file.save(saved)
+    config = make_config(tmp_path)
+    controller = CameraController(CapturePipeline(CountingCamera(config.camera), config, FrameBroadcaster(2)),
+                                  state_file, 5, restore=policy)  # type: ignore[arg-type]
+    try:
+        controller.restore()
+        assert controller.wanted_on is expected
+    finally:
+        controller.shutdown()
+        controller.close()
+
+
+def test_a_failed_state_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    state_file = StateFile(folder / "state.json")
+    state_file.save(True)
+    (folder / "state.json").unlink()
+    (folder / "state.json").mkdir()  # the rename over it now fails, as on a broken card
+    state_file.save(False)
+    assert state_file.problem and "cannot save state" in state_file.problem
+    assert [p.name for p in folder.iterdir()] == ["state.json"]
 
 
 def test_failure_goes_to_error_and_recovers_by_itself(parts: Any) -> None:

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from appliance.events import EventStore, UnknownEvent
-from appliance.motion import new_event_id
+from appliance.motion_events import new_event_id
 
 
 def record(started_at: float) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from gpiozero.pins.mock import MockFactory
 
 from appliance.controller import StateChange
 from appliance.gpio import StatusLed
-from appliance.motion import EventChange, MotionEvent
+from appliance.motion_events import EventChange, MotionEvent
 from appliance.runtime import Appliance
 from tests.helpers import CountingCamera, make_config
 

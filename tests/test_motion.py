@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from appliance.config import MotionSettings
-from appliance.motion import MotionDetector, MotionEventTracker, MotionResult
+from appliance.motion import MotionDetector
+from appliance.motion_events import MotionEventTracker, MotionResult
 
 
 def scene(square_at: int | None, size: int = 40) -> np.ndarray:

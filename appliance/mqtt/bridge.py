@@ -25,17 +25,20 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import ConfigError, MqttSettings
-from appliance.controller import CameraController, CameraState, StateChange
-from appliance.motion import EventChange
+from appliance.motion_events import EventChange
 from appliance.mqtt.commands import CommandMailbox
 from appliance.mqtt.discovery import device_block, discovery_configs
 from appliance.mqtt.topics import Topics
+from appliance.state import CameraState, StateChange
+
+if TYPE_CHECKING:
+    from appliance.controller import CameraController
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import __version__
-from appliance.controller import CameraState
 from appliance.mqtt.topics import Topics
+from appliance.state import CameraState
 
 
 def device_block(topics: Topics, name: str, model: str, configuration_url: str | None) -> dict[str, Any]:

@@ -43,15 +43,26 @@ def put_camera() -> Response:
     if not isinstance(body["on"], bool):
         return json_error(400, f"'on' must be true or false, not {body['on']!r}")
     controller = services.controller
-    controller.on(source="api") if body["on"] else controller.off(source="api")
-    return jsonify(camera_body(services))
+    result = controller.on(source="api") if body["on"] else controller.off(source="api")
+    return switch_response(services, result)
 
 
 @bp.post("/api/camera/toggle")
 def toggle_camera() -> Response:
     services = Services.of()
-    services.controller.toggle(source="api")
-    return jsonify(camera_body(services))
+    return switch_response(services, services.controller.toggle(source="api"))
+
+
+def switch_response(services: Services, result: dict[str, Any]) -> Response:
+    """200 when the switch is where it was asked to be; 503 when the camera failed to start, 504 when it
+    gave no frame in time (it keeps trying in both cases), with the state and the reason."""
+    body = camera_body(services)
+    details = {**{key: value for key, value in body.items() if key != "error"}, "reason": body["error"]}
+    if result.get("timed_out"):
+        return json_error(504, f"the camera did not start in time: {body['error'] or 'no frame yet'}", **details)
+    if body["on"] and body["state"] == "error":
+        return json_error(503, f"the camera did not start: {body['error']}", **details)
+    return jsonify(body)
 
 
 @bp.get("/api/status")
@@ -76,6 +87,8 @@ def status_body(services: Services) -> dict[str, Any]:
         "name": services.config.name,
         "live_clients": services.live.clients,
         "events_stored": services.events.count(),
+        "state_file": {"ok": services.controller.state_file_problem is None,
+                       "problem": services.controller.state_file_problem},
         **services.integrations(),
     }
     return body
@@ -84,7 +97,8 @@ def status_body(services: Services) -> dict[str, Any]:
 @bp.get("/healthz")
 def healthz() -> Response:
     services = Services.of()
-    healthy, reason = capture_health(services.controller, services.config.camera.read_timeout)
+    camera = services.config.camera
+    healthy, reason = capture_health(services.controller, camera.read_timeout, camera.open_timeout)
     if not healthy:
         return json_error(503, reason, state=services.controller.state.value)
     return jsonify({"status": "ok", "state": services.controller.state.value})
