@@ -10,12 +10,15 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdnotify import SystemdNotifier
 
 from appliance import __version__
 from appliance.config import AppConfig, ConfigError, load_config, redact
+
+if TYPE_CHECKING:
+    from appliance.camera_backends.base import CameraBackend
 
 log = logging.getLogger("appliance")
 
@@ -74,10 +77,25 @@ def hash_password_command(argv: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def detect_camera_command(argv: Sequence[str]) -> int:
+    """``python -m appliance detect-camera``: print the camera ``auto`` would use; status 1 when none."""
+    from appliance.camera_backends import detect_camera
+    from appliance.config import CameraSettings
+
+    argparse.ArgumentParser(prog="python -m appliance detect-camera",
+                            description="print the real camera that camera.backend: auto would use").parse_args(argv)
+    found = detect_camera(CameraSettings())
+    print(found or "none")
+    return 0 if found else 1
+
+
+def main(argv: Sequence[str] | None = None, backend: CameraBackend | None = None) -> int:
+    """Run until SIGTERM or Ctrl-C; ``backend`` replaces the configured camera (fault tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["hash-password"]:
         return hash_password_command(argv[1:])
+    if argv[:1] == ["detect-camera"]:
+        return detect_camera_command(argv[1:])
     try:
         args, config = configure(argv)
     except ConfigError as exc:
@@ -101,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        appliance = Appliance(config)
+        appliance = Appliance(config, backend=backend)
         appliance.start()
     except ConfigError as exc:
         log.error("cannot start: %s", exc)

@@ -189,5 +189,14 @@ class EventRecorder:
         """Wait for queued writes (tests, shutdown)."""
         self._writer.submit(lambda: None).result(timeout=30)
 
-    def close(self) -> None:
-        self._writer.shutdown(wait=True)
+    def close(self, timeout: float = 1.0) -> None:
+        """Write what is queued within ``timeout`` (a stalled SD card must not hold up shutdown)."""
+        last = None
+        with contextlib.suppress(RuntimeError):
+            last = self._writer.submit(lambda: None)
+        self._writer.shutdown(wait=False)
+        if last is not None:
+            try:
+                last.result(timeout=timeout)
+            except TimeoutError:
+                log.warning("event writes still pending after %.1f s at shutdown; leaving them", timeout)

@@ -47,7 +47,9 @@ class _OwnedThread:
             self._stop = True
             self._cond.notify_all()
         if self._thread.is_alive():
-            self._thread.join(5)
+            self._thread.join(0.5)  # it waits on _cond, which was just notified
+            if self._thread.is_alive():
+                log.warning("%s thread did not end; leaving it", self._thread.name)
 
 
 class ButtonWatcher(_OwnedThread):

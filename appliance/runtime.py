@@ -99,13 +99,23 @@ class Appliance:
             self._stoppers.append(self.panel.close)
 
     def stop(self) -> None:
-        """Release the camera, end streams, stop the server; in reverse order of start."""
+        """Release the camera, end streams, stop the server; in reverse order of start.
+
+        Every part bounds its own wait (a camera that hangs, a command in flight, a stalled disk), so
+        the whole takes under 5 s in the worst case, below the unit's TimeoutStopSec.
+        """
+        started = time.monotonic()
         while self._stoppers:
             stopper = self._stoppers.pop()
+            began = time.monotonic()
             try:
                 stopper()
             except Exception:
                 log.exception("error while stopping %r", stopper)
+            if time.monotonic() - began > 1.0:
+                log.warning("stopping %s took %.1f s", getattr(stopper, "__qualname__", stopper),
+                            time.monotonic() - began)
+        log.info("stopped in %.1f s", time.monotonic() - started)
 
     def snapshot(self) -> bytes | None:
         """A current JPEG for MQTT and the button; None while the camera is off or silent."""

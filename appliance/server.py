@@ -403,5 +403,5 @@ class HttpServer:
         if self._thread is None:
             return
         self._server.stop()
-        self._thread.join(3)
+        self._thread.join(1.5)
         self._thread = None

@@ -14,4 +14,10 @@ else
 fi
 make_venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+# With no arguments and no camera attached, say so and show the demo camera instead (the appliance
+# itself never falls back to it: a real installation with a loose cable must report the fault).
+if [ $# -eq 0 ] && [ -z "${APPLIANCE_CAMERA__BACKEND:-}" ] && ! .venv/bin/python -m appliance detect-camera >/dev/null; then
+  echo "no camera found: starting the demo camera (pass --camera ... to choose one)"
+  set -- --camera synthetic
+fi
 exec .venv/bin/python -m appliance "$@"

@@ -108,3 +108,164 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None, "not a decodable JPEG"
     return image
+
+
+class MjpegSource:
+    """A camera on the network, as tests need one: MJPEG over HTTP from a tiny server of our own.
+
+    ``stall()``: every open connection stops sending (and stays open), as a hung IP camera or a dead
+    Wi-Fi link does; ``resume()``: they go on. New connections while stalled are accepted and get
+    their headers, then nothing, like a camera that accepts and never sends.
+    """
+
+    def __init__(self, size: tuple[int, int] = (320, 240), fps: float = 20.0) -> None:
+        import http.server
+        import socketserver
+
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._stop = threading.Event()
+        width, height = size
+        frames = []
+        for i in range(10):
+            image = np.full((height, width, 3), 40 + 15 * i, np.uint8)
+            cv2.putText(image, str(i), (width // 3, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+            frames.append(cv2.imencode(".jpg", image)[1].tobytes())
+        source = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                index = 0
+                try:
+                    while not source._stop.is_set():
+                        if not source._flowing.wait(timeout=1.0):  # stalled: wait to be resumed (or closed)
+                            continue
+                        jpeg = frames[index % len(frames)]
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                        self.wfile.flush()
+                        index += 1
+                        source._stop.wait(1.0 / fps)  # the camera's frame rate
+                except OSError:
+                    return
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mjpeg-source", daemon=True)
+        self._thread.start()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/stream.mjpg"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._flowing.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class FaultyCamera(CameraBackend):
+    """A synthetic camera with the faults real ones have, switched on by tests.
+
+    - ``hang_open`` / ``hang_read``: the call blocks (as a driver stuck in the kernel does, ignoring
+      our timeout) until ``release`` is set; ``release`` is set again by ``close_all`` at the end.
+    - ``raise_in_open`` / ``raise_in_read`` / ``raise_in_close``: an exception to raise (any type).
+    - ``garbage``: ``read`` returns frames of a wrong shape and type.
+    - ``gone``: the device has disappeared (``CameraError`` from open and read) until cleared.
+    Counts calls, and the capture threads inside it at once (``most_inside``).
+    """
+
+    name = "faulty"
+
+    def __init__(self, settings: CameraSettings) -> None:
+        self._inner = SyntheticCamera(settings)
+        self.hang_open = threading.Event()
+        self.hang_read = threading.Event()
+        self.release = threading.Event()
+        self.gone = threading.Event()
+        self.raise_in_open: BaseException | None = None
+        self.raise_in_read: BaseException | None = None
+        self.raise_in_close: BaseException | None = None
+        self.garbage = False
+        self.opens = self.reads = self.closes = 0
+        self._lock = threading.Lock()
+        self._inside: set[int] = set()
+        self.most_inside = 0
+        self.hanging = threading.Event()  # set while a call is blocked in a hang
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._inside.add(threading.get_ident())
+            self.most_inside = max(self.most_inside, len(self._inside))
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._inside.discard(threading.get_ident())
+
+    def _hang(self, flag: threading.Event) -> None:
+        if flag.is_set():
+            self.hanging.set()
+            self.release.wait(60)
+            self.hanging.clear()
+
+    def open(self) -> None:
+        self._enter()
+        try:
+            with self._lock:
+                self.opens += 1
+            self._hang(self.hang_open)
+            if self.gone.is_set():
+                raise CameraError("no such device (test)")
+            if self.raise_in_open is not None:
+                raise self.raise_in_open
+            self._inner.open()
+        finally:
+            self._leave()
+
+    def read(self, timeout: float) -> Frame:
+        self._enter()
+        try:
+            self.reads += 1
+            self._hang(self.hang_read)
+            if self.gone.is_set():
+                raise CameraError("device unplugged (test)")
+            if self.raise_in_read is not None:
+                raise self.raise_in_read
+            frame = self._inner.read(timeout)
+            if self.garbage:
+                return Frame(image=np.zeros((3,), np.float64), timestamp=frame.timestamp)  # type: ignore[arg-type]
+            return frame
+        finally:
+            self._leave()
+
+    def close(self) -> None:
+        self._enter()
+        try:
+            with self._lock:
+                self.closes += 1
+            self._inner.close()
+            if self.raise_in_close is not None:
+                raise self.raise_in_close
+        finally:
+            self._leave()
+
+
+def capture_threads() -> int:
+    """Capture threads alive in this process right now."""
+    return sum(1 for thread in threading.enumerate() if thread.name == "capture" and thread.is_alive())

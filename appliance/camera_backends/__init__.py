@@ -2,6 +2,10 @@
 
 A machine without picamera2 never imports it: the registry maps names to ``"module:Class"`` strings,
 and ``auto`` probes each candidate without failing when its library is missing.
+
+``auto`` picks only real cameras. When none is found it does **not** fall back to the demo scene: a
+deployed camera whose ribbon cable came loose must say so (``error``, with the reason, on the page,
+in the API and over MQTT), not show fake motion. The demo camera runs only when chosen by name.
 """
 
 from __future__ import annotations
@@ -21,7 +25,33 @@ BACKENDS: dict[str, str] = {
     "picamera2": "appliance.camera_backends.pi_camera:PiCamera",
 }
 
-__all__ = ["BACKENDS", "CameraBackend", "CameraError", "Frame", "backend_class", "choose_backend"]
+__all__ = ["BACKENDS", "CameraBackend", "CameraError", "Frame", "MissingCamera", "backend_class", "choose_backend",
+           "detect_camera"]
+
+NO_CAMERA = ("no camera found: libcamera lists no Pi camera and there is no readable /dev/video* device; "
+             "check the cable, or set camera.backend: synthetic for the demo camera")
+
+
+class MissingCamera(CameraBackend):
+    """What ``auto`` gives when no camera is attached: every open fails with the reason, and the
+    capture loop keeps retrying, so a camera plugged in later is found by a restart of the service."""
+
+    name = "none"
+
+    def __init__(self, reason: str = NO_CAMERA) -> None:
+        self._reason = reason
+
+    def open(self) -> None:
+        raise CameraError(self._reason)
+
+    def read(self, timeout: float) -> Frame:
+        raise CameraError(self._reason)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "no camera found"
 
 
 def backend_class(name: str) -> type[CameraBackend]:
@@ -48,11 +78,20 @@ def _probe(name: str, settings: CameraSettings) -> bool:
         return False
 
 
+def detect_camera(settings: CameraSettings) -> str | None:
+    """The real camera ``auto`` would use (``picamera2`` before ``opencv``), or None."""
+    return next((name for name in ("picamera2", "opencv") if _probe(name, settings)), None)
+
+
 def choose_backend(settings: CameraSettings) -> tuple[str, CameraBackend]:
-    """Build the configured backend; ``auto`` means Pi camera, else first V4L2 camera, else synthetic."""
+    """Build the configured backend; ``auto`` means the Pi camera, else the first V4L2 camera, else none."""
     name = settings.backend
     if name == "auto":
-        name = next((n for n in ("picamera2", "opencv") if _probe(n, settings)), "synthetic")
+        found = detect_camera(settings)
+        if found is None:
+            log.error("%s", NO_CAMERA)
+            return MissingCamera.name, MissingCamera()
+        name = found
         log.info("camera backend auto-selected: %s", name)
     backend = backend_class(name)(settings)
     log.info("camera: %s", backend.describe())

@@ -137,17 +137,17 @@ class MqttBridge:
         self._stop.set()
         self._controller.remove_listener(self._on_state)
         self._controller.remove_motion_listener(self._on_motion)
-        self.commands.close()
+        self.commands.close(timeout=0.5)  # a camera start in flight is cut short by the controller's shutdown
         if self._connected.is_set():
             info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
             try:
-                info.wait_for_publish(timeout=2)
+                info.wait_for_publish(timeout=0.5)
             except (RuntimeError, ValueError) as exc:
                 log.warning("MQTT: could not publish offline: %s", exc)
         self._client.disconnect()
         self._client.loop_stop()
         if self._stats_thread is not None:
-            self._stats_thread.join(2)
+            self._stats_thread.join(0.5)
 
     # --- connection ----------------------------------------------------------------------------
 
