@@ -228,6 +228,7 @@ class EventsSettings(Section):
 
     max_count: int = Field(500, ge=1)
     max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    min_free_bytes: int = Field(64 * 1024 * 1024, ge=0, description="free space the history leaves on the disk")
 
 
 class TlsSettings(Section):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.dispatch import Dispatcher
+from appliance.durable import durable_write
 from appliance.motion_events import EventChange
 from appliance.pipeline import CapturePipeline
 from appliance.state import CameraState, MotionListener, StateChange, StateListener
@@ -30,15 +29,6 @@ log = logging.getLogger(__name__)
 __all__ = ["CameraController", "CameraState", "StateChange", "StateFile"]
 
 RestorePolicy = Literal["last", "on", "off"]
-
-
-def fsync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` survive a power cut (the directory entry is data too)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StateFile:
@@ -66,24 +56,13 @@ class StateFile:
     def save(self, on: bool) -> None:
         if self.path is None:
             return
-        tmp: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"on": on, "saved_at": time.time()}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-            tmp = None
-            fsync_directory(self.path.parent)
+            durable_write(self.path, json.dumps({"on": on, "saved_at": time.time()}).encode())
             self.problem = None
         except OSError as exc:  # a full or read-only disk must not stop the camera switching
             self.problem = f"cannot save state to {self.path}: {exc}"
             log.error("%s", self.problem)
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
 
 
 class CameraController:

@@ -46,7 +46,8 @@ class Appliance:
         self.controller = CameraController(
             self.pipeline, StateFile(self.state_dir / "state.json"),
             start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
-        self.events = EventStore(self.state_dir / "events", config.events.max_count, config.events.max_bytes)
+        self.events = EventStore(self.state_dir / "events", config.events.max_count, config.events.max_bytes,
+                                 config.events.min_free_bytes)
         self.live = LiveFeed(config.stream.max_live_clients)
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved)
         self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
