@@ -34,6 +34,9 @@ async def main() -> None:
             results[topic] = None
         except Exception as exc:
             results[topic] = f"{type(exc).__name__}: {exc}"
+    from homeassistant.components.mqtt.entity import MQTT_ATTRIBUTES_BLOCKED
+
+    results["__attributes_blocked__"] = sorted(MQTT_ATTRIBUTES_BLOCKED)
     await hass.async_stop(force=True)
     json.dump(results, sys.stdout)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.mqtt.discovery import device_block, discovery_configs
+from appliance.mqtt.discovery import camera_attributes, device_block, discovery_configs
 from appliance.mqtt.topics import Topics
+from appliance.state import CameraState
 from tests.debian_root import CACHE
 
 VALIDATOR = Path(__file__).with_name("ha_validate.py")
@@ -67,3 +68,7 @@ def test_home_assistant_accepts_every_discovered_entity(ha_python: str) -> None:
     results = validate(ha_python, {**configs, **broken})
     assert {topic: results[topic] for topic in configs} == dict.fromkeys(configs)
     assert all(results[topic] for topic in broken), results
+    # Attribute names Home Assistant reserves are dropped silently: ours must not be among them.
+    blocked = set(results["__attributes_blocked__"])
+    assert "state" in blocked  # the list is real
+    assert not set(camera_attributes(CameraState.ERROR, "unplugged")) & blocked

@@ -1,16 +1,21 @@
 """The contract every camera backend keeps.
 
-A backend is a plain object with three duties, called from one thread at a time (the capture thread)
-except ``close()``, which may also be called from the controller while a ``read()`` is pending.
+A backend is a plain object with three duties, all called from one thread, the capture thread that
+reads it: nothing else ever calls ``close()`` while a ``read()`` is pending (libraries such as OpenCV
+do not allow it). The capture loop treats *any* exception from these calls as a camera failure and
+retries, but a backend should say what went wrong with ``CameraError``.
 
 Subclasses **must** override:
 
 - ``open()``: acquire the device and start streaming. Raises ``CameraError`` if the device is absent,
-  busy or refuses the requested mode. Returns once frames can be read.
+  busy or refuses the requested mode. Returns once frames can be read, and within
+  ``camera.open_timeout`` (a backend whose library can hang does the work on a thread it can abandon).
 - ``read(timeout)``: block until the next frame and return it as a ``Frame``. Raises ``CameraError``
   when no frame arrives within ``timeout`` seconds or the device fails (unplugged, stream ended).
-  Must never spin: it waits on the device or an event.
-- ``close()``: release the device. Safe to call twice and on a backend that never opened.
+  The timeout is a promise, tested for every backend with a source that stalls. Must never spin:
+  it waits on the device or an event.
+- ``close()``: release the device. Safe to call twice and on a backend that never opened; returns
+  promptly even if the device hangs.
 
 Subclasses **may** override ``describe()`` (a human-readable line for logs and the page).
 Backends are context managers: ``with backend:`` opens and closes.

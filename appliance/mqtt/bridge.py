@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from appliance.config import ConfigError, MqttSettings
 from appliance.motion_events import EventChange
 from appliance.mqtt.commands import CommandMailbox
-from appliance.mqtt.discovery import device_block, discovery_configs
+from appliance.mqtt.discovery import camera_attributes, device_block, discovery_configs
 from appliance.mqtt.topics import Topics
 from appliance.state import CameraState, StateChange
 
@@ -207,7 +207,7 @@ class MqttBridge:
         self._publish(topics.camera_state, "ON" if wanted_on else "OFF", retain=True)
         self._publish(topics.camera_status, state.value, retain=True)
         self._publish(topics.camera_problem, "ON" if state == CameraState.ERROR else "OFF", retain=True)
-        self._publish(topics.camera_attributes, json.dumps({"state": state.value, "error": error}), retain=True)
+        self._publish(topics.camera_attributes, json.dumps(camera_attributes(state, error)), retain=True)
 
     def _on_state(self, change: StateChange) -> None:
         if self._connected.is_set():

@@ -14,6 +14,11 @@ from appliance.mqtt.topics import Topics
 from appliance.state import CameraState
 
 
+def camera_attributes(state: CameraState, error: str | None) -> dict[str, Any]:
+    """The camera problem sensor's attributes; names Home Assistant does not reserve (``state`` is)."""
+    return {"camera_state": state.value, "reason": error}
+
+
 def device_block(topics: Topics, name: str, model: str, configuration_url: str | None) -> dict[str, Any]:
     device: dict[str, Any] = {
         "identifiers": [f"camera_appliance_{topics.device_id}"],
