@@ -151,6 +151,13 @@ class CapturePipeline:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
+    def wait_stopped(self, timeout: float) -> bool:
+        """Block until no capture thread is left (one abandoned by ``stop()`` included), while off."""
+        thread = self._thread
+        if self._run is None and thread is not None:
+            thread.join(timeout)
+        return not self.is_alive()
+
     def waiting(self) -> bool:
         """Whether a started run waits for a previous thread that has not ended."""
         run = self._run

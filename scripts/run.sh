@@ -20,4 +20,5 @@ if [ $# -eq 0 ] && [ -z "${APPLIANCE_CAMERA__BACKEND:-}" ] && ! .venv/bin/python
   echo "no camera found: starting the demo camera (pass --camera ... to choose one)"
   set -- --camera synthetic
 fi
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"  # as the systemd unit: see deploy/appliance.service
 exec .venv/bin/python -m appliance "$@"

@@ -84,6 +84,7 @@ class MqttBridge:
             wanted_on=lambda: controller.wanted_on, snapshot=self._take_snapshot, republish=self.publish_all,
             camera_interval=settings.command_interval, snapshot_interval=settings.snapshot_interval)
         self._retained_cond = threading.Condition()
+        self._camera_lock = threading.Lock()
         self.retained_ignored = 0
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
@@ -186,8 +187,7 @@ class MqttBridge:
                                   self._configuration_url())
             for topic, payload in discovery_configs(topics, device).items():
                 self._publish(topic, json.dumps(payload), retain=True)
-        status = self._controller.status()
-        self._publish_camera(self._controller.wanted_on, CameraState(status["state"]), status["error"])
+        self._publish_camera()
         self._publish(topics.motion_state, "ON" if self._motion_active else "OFF", retain=True)
         self._publish_stats()
 
@@ -202,7 +202,15 @@ class MqttBridge:
 
     # --- outgoing: controller listeners --------------------------------------------------------
 
-    def _publish_camera(self, wanted_on: bool, state: CameraState, error: str | None) -> None:
+    def _publish_camera(self) -> None:
+        """The camera's *current* state, under one lock: a republish on reconnect (paho's thread) and a
+        change (the dispatcher's) may race, and whichever goes out last must carry the newest state."""
+        with self._camera_lock:
+            status = self._controller.status()
+            state, error = CameraState(status["state"]), status["error"]
+            self._publish_camera_locked(status["on"], state, error)
+
+    def _publish_camera_locked(self, wanted_on: bool, state: CameraState, error: str | None) -> None:
         topics = self.topics
         self._publish(topics.camera_state, "ON" if wanted_on else "OFF", retain=True)
         self._publish(topics.camera_status, state.value, retain=True)
@@ -211,7 +219,7 @@ class MqttBridge:
 
     def _on_state(self, change: StateChange) -> None:
         if self._connected.is_set():
-            self._publish_camera(change.wanted_on, change.state, change.error)
+            self._publish_camera()
 
     def _on_motion(self, change: EventChange, jpeg: bytes | None) -> None:
         event = change.event
