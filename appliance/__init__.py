@@ -1,3 +1,3 @@
 """Raspberry Pi camera appliance: one capture loop, one encode per frame, many viewers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

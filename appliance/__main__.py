@@ -154,5 +154,10 @@ def watchdog_interval(environ: Mapping[str, str]) -> float | None:
     return int(usec) / 2_000_000
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``appliance`` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

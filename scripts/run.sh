@@ -8,12 +8,13 @@ need_apt python3 python3-venv python3-pip
 if [ -e /etc/rpi-issue ]; then
   # Raspberry Pi OS: the camera stack, GPIO and a matching OpenCV/numpy come from apt.
   need_apt python3-picamera2 python3-lgpio python3-opencv python3-numpy
-  requirements=requirements-base.txt
+  lock=requirements/runtime-pi.txt
 else
-  requirements=requirements.txt
+  lock=requirements/runtime.txt
 fi
 make_venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+# Exact versions with hashes (bash scripts/lock.sh makes the locks from pyproject.toml).
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
 # With no arguments and no camera attached, say so and show the demo camera instead (the appliance
 # itself never falls back to it: a real installation with a loose cable must report the fault).
 if [ $# -eq 0 ] && [ -z "${APPLIANCE_CAMERA__BACKEND:-}" ] && ! .venv/bin/python -m appliance detect-camera >/dev/null; then

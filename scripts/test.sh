@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt python3 python3-venv python3-pip mosquitto mosquitto-clients chromium \
   debootstrap systemd-container ca-certificates openssl
 make_venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .  # `appliance`
 .venv/bin/python -m ruff check appliance tests bench
 exec .venv/bin/python -m pytest "$@"

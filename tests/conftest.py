@@ -1,14 +1,40 @@
-"""Shared fixtures: an appliance served for real on loopback, built per test."""
+"""Shared fixtures: an appliance served for real on loopback, built per test; and the markers' needs.
+
+A test marked ``broker``, ``browser``, ``deploy`` or ``root`` needs a system tool or root. Where it is
+missing the test is skipped with the reason, except under ``CI=true``: there a missing tool is a
+failure, so CI can never pass by skipping.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from appliance.runtime import Appliance
-from tests.helpers import make_config
+from tests.helpers import make_config, require
+
+NEEDS: dict[str, Callable[[], str | None]] = {
+    "broker": lambda: None if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")
+    else "mosquitto is not installed (apt-get install mosquitto mosquitto-clients)",
+    "browser": lambda: None if (shutil.which("chromium") or os.path.exists("/usr/bin/chromium"))
+    and importlib.util.find_spec("playwright") else "Chromium or Playwright is missing (apt-get install chromium)",
+    "deploy": lambda: "needs root" if os.geteuid() != 0 else None if shutil.which("debootstrap")
+    and shutil.which("systemd-nspawn") else "debootstrap or systemd-nspawn is missing",
+    "root": lambda: None if os.geteuid() == 0 else "needs root",
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers():
+        check = NEEDS.get(marker.name)
+        problem = check() if check else None
+        if problem:
+            require(False, f"[{marker.name}] {problem}")
 
 
 @pytest.fixture

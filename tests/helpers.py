@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 import requests
 
 from appliance.camera_backends.base import CameraBackend, CameraError, Frame
 from appliance.camera_backends.synthetic import SyntheticCamera
 from appliance.config import AppConfig, CameraSettings
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip the test when ``condition`` is false, with the reason; under CI=true fail instead."""
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run this test, but: {reason}")
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    """The path of a system tool the test needs (see ``require``)."""
+    path = shutil.which(name)
+    require(path, f"{name} is not installed")
+    return str(path)
 
 
 def make_config(tmp_path: Any, **sections: Any) -> AppConfig:

@@ -180,6 +180,7 @@ def test_failure_goes_to_error_and_recovers_by_itself(parts: Any) -> None:
     camera.broken.clear()  # plugged back in
     assert controller.wait_for(lambda s: s == CameraState.ON, 5)
     assert controller.status()["error"] is None
+    assert controller.flush()
     assert heard[-2:] == ["error", "on"]
     controller.off()
     assert not camera.is_open and camera.opens == camera.closes

@@ -28,7 +28,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 BIN = Path(sys.executable).parent
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap, chroot and systemd-nspawn need root"),
+    pytest.mark.deploy,
+    pytest.mark.root,
     pytest.mark.timeout(1500),  # a first run builds the Debian root (~1 min) and pip-installs in it
 ]
 

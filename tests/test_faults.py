@@ -155,6 +155,7 @@ def test_restore_happens_before_any_command_source_opens(tmp_path: Path, caplog:
         assert app.controller.flush(5) and not app.controller.wanted_on
 
 
+@pytest.mark.broker
 def test_sigterm_within_5_seconds_with_a_hung_camera_and_an_mqtt_command_in_flight(tmp_path: Path) -> None:
     folder = Path(tempfile.mkdtemp(prefix="mosquitto-test-"))
     broker = Broker(folder, extra="allow_anonymous true")

@@ -18,6 +18,8 @@ from appliance.mqtt.topics import Topics
 from appliance.state import CameraState
 from tests.debian_root import CACHE
 
+pytestmark = [pytest.mark.deploy]
+
 VALIDATOR = Path(__file__).with_name("ha_validate.py")
 PYENV = Path.home() / ".pyenv" / "versions"
 

@@ -20,6 +20,8 @@ from appliance.runtime import Appliance
 from tests.broker import Broker, Recorder, make_certs
 from tests.helpers import CountingCamera, decode_jpeg, make_config
 
+pytestmark = [pytest.mark.broker]
+
 Start = Callable[..., Appliance]
 PREFIX = "appliance/cam1"
 

@@ -29,7 +29,7 @@ from appliance.passwords import PasswordCheck, hash_password, verify_password
 from appliance.runtime import Appliance
 from appliance.server import request_state
 from appliance.web.security import FailureLimiter, HostAllowList, split_host
-from tests.helpers import iter_mjpeg
+from tests.helpers import iter_mjpeg, require_tool
 
 Start = Callable[..., Appliance]
 PASSWORD = "correct horse battery staple"
@@ -348,8 +348,8 @@ def test_auth_with_a_password_file_and_clients_with_credentials_in_the_url(start
     secret.write_text(PASSWORD + "\n")
     app = start_appliance(server={"auth": {"username": "viewer", "password_file": str(secret)}})
     camera_on(app, auth=("viewer", PASSWORD))
-    curl = subprocess.run(["curl", "-sf", "-u", f"viewer:{PASSWORD}", app.url + "/snapshot.jpg", "-o", "-"],
-                          capture_output=True, timeout=30)
+    curl = subprocess.run([require_tool("curl"), "-sf", "-u", f"viewer:{PASSWORD}", app.url + "/snapshot.jpg",
+                           "-o", "-"], capture_output=True, timeout=30)
     assert curl.returncode == 0 and curl.stdout[:2] == b"\xff\xd8"
     # OpenCV/FFmpeg (as VLC and ffmpeg) answers the 401 challenge with the credentials in the URL.
     import cv2
@@ -409,8 +409,9 @@ def test_hash_password_command_and_a_bad_hash_in_the_config(tmp_path: Path) -> N
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=cam",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=cam", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     return cert, key
 

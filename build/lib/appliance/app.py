@@ -1,0 +1,50 @@
+"""Flask application factory: takes the running parts, builds a fresh app, reads no globals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from appliance.broadcaster import FrameBroadcaster
+from appliance.config import AppConfig
+from appliance.controller import CameraController
+from appliance.events import EventStore
+from appliance.live import LiveFeed
+from appliance.web import api, history, pages, security, stream
+from appliance.web.services import Services, json_error
+
+log = logging.getLogger(__name__)
+
+
+def create_app(controller: CameraController, broadcaster: FrameBroadcaster, config: AppConfig,
+               backend_name: str, backend_description: str, events: EventStore, live: LiveFeed,
+               integrations: Callable[[], dict[str, Any]] = dict) -> Flask:
+    """Build the web app around parts the entry point (or a test) created."""
+    app = Flask(__name__, template_folder="templates", static_folder="static")
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["appliance"] = Services(controller, broadcaster, config, backend_name, backend_description,
+                                           events, live, integrations)
+    for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
+        app.register_blueprint(blueprint)
+
+    security.install(app, config.server)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        response = json_error(exc.code or 500, exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.exception("unhandled error in request")
+        return json_error(500, "internal error; see the appliance's log")
+
+    return app

@@ -1,0 +1,162 @@
+"""One encoded JPEG, many viewers.
+
+The capture thread publishes each encoded frame once; every viewer waits on one condition for a
+sequence number newer than the last it sent. A slow viewer simply skips to the newest frame, so it
+never delays the others, and every wait has a timeout so no viewer hangs when the camera stalls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+class TooManyViewers(Exception):
+    """The configured viewer limit is reached."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """The newest frame: ``seq`` grows by one per publish, ``jpeg`` is None before the first."""
+
+    seq: int
+    jpeg: bytes | None
+
+
+class FrameBroadcaster:
+    """Hands the newest JPEG to any number of waiting viewers and tracks who wants frames."""
+
+    def __init__(self, max_viewers: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._max_viewers = max_viewers
+        self._monotonic = monotonic
+        self._cond = threading.Condition()
+        self._jpeg: bytes | None = None
+        self._seq = 0
+        self._published_at = 0.0
+        self._generation = 0
+        self._live = False
+        self._viewers = 0
+        self._snapshot_waiters = 0
+        self.published = 0
+
+    # --- producer side -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The camera is on: forget the previous run's frame, accept viewers."""
+        with self._cond:
+            self._generation += 1
+            self._live = True
+            self._jpeg = None
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """The camera is off: every open stream ends at its next wake-up, which is now."""
+        with self._cond:
+            self._live = False
+            self._jpeg = None
+            self._cond.notify_all()
+
+    def publish(self, jpeg: bytes) -> None:
+        """Make ``jpeg`` the newest frame and wake every viewer."""
+        with self._cond:
+            self._seq += 1
+            self._jpeg = jpeg
+            self._published_at = self._monotonic()
+            self.published += 1
+            self._cond.notify_all()
+
+    def wants_frames(self) -> bool:
+        """Whether anyone is waiting: the capture thread encodes only then."""
+        return self._viewers > 0 or self._snapshot_waiters > 0
+
+    def wait_for_demand(self, timeout: float) -> bool:
+        """Block until someone wants frames (or ``timeout``); lets tests and tools sync without polling."""
+        with self._cond:
+            return self._cond.wait_for(self.wants_frames, timeout)
+
+    # --- consumer side -------------------------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def add_viewer(self) -> int:
+        """Count a new viewer and return the camera run it belongs to.
+
+        Raises TooManyViewers at the limit and LookupError while the camera is off.
+        """
+        with self._cond:
+            if not self._live:
+                raise LookupError("camera is off")
+            if self._viewers >= self._max_viewers:
+                raise TooManyViewers(f"viewer limit of {self._max_viewers} reached")
+            self._viewers += 1
+            self._cond.notify_all()
+            return self._generation
+
+    def remove_viewer(self) -> None:
+        with self._cond:
+            self._viewers = max(0, self._viewers - 1)
+            self._cond.notify_all()
+
+    def wait_for_viewers(self, count: int, timeout: float) -> bool:
+        """Block until exactly ``count`` viewers remain (or ``timeout``): for shutdown and tests."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._viewers == count, timeout)
+
+    def wait_for_frame(self, generation: int, after_seq: int, timeout: float) -> Published | None:
+        """Wait for a frame newer than ``after_seq``.
+
+        Returns the newest frame (the same one again after ``timeout`` without a new frame, which lets
+        the stream re-send it and notice a vanished client), or None once the camera run has ended.
+        """
+        deadline = self._monotonic() + timeout
+        with self._cond:
+            while True:
+                if not self._live or self._generation != generation:
+                    return None
+                if self._seq > after_seq and self._jpeg is not None:
+                    return Published(self._seq, self._jpeg)
+                remaining = deadline - self._monotonic()
+                if remaining <= 0:
+                    return Published(self._seq, self._jpeg)
+                self._cond.wait(remaining)
+
+    @contextmanager
+    def _snapshot_demand(self) -> Iterator[None]:
+        with self._cond:
+            self._snapshot_waiters += 1
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._snapshot_waiters -= 1
+
+    def snapshot(self, timeout: float, max_age: float) -> bytes | None:
+        """A current JPEG: the newest if younger than ``max_age`` s, else the next one encoded.
+
+        Returns None if the camera is off or no frame comes within ``timeout``.
+        """
+        with self._cond:
+            if not self._live:
+                return None
+            if self._jpeg is not None and self._monotonic() - self._published_at <= max_age:
+                return self._jpeg
+            generation, seq = self._generation, self._seq
+        with self._snapshot_demand():
+            frame = self.wait_for_frame(generation, seq, timeout)
+        if frame is None or frame.seq == seq:
+            return None
+        return frame.jpeg

@@ -1,0 +1,487 @@
+"""Typed, validated configuration: YAML file, then environment, then command-line flags.
+
+Every section is a pydantic model with ``extra="forbid"`` so a typo in the file is an error that
+names the key at start-up instead of a silent default. Precedence, lowest first: defaults, the
+YAML file, ``APPLIANCE_<SECTION>__<KEY>`` environment variables, command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "APPLIANCE_"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the key, the value and why."""
+
+
+def _parse_size(value: Any) -> Any:
+    """Accept ``"1280x720"`` as well as ``[1280, 720]`` so YAML, env and flags all read naturally."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+        if not match:
+            raise ValueError("expected WIDTHxHEIGHT, e.g. 1280x720")
+        return (int(match.group(1)), int(match.group(2)))
+    return value
+
+
+Size = Annotated[tuple[Annotated[int, Field(ge=16, le=7680)], Annotated[int, Field(ge=16, le=4320)]],
+                 BeforeValidator(_parse_size)]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticSettings(Section):
+    """The demo camera's scene: objects move for ``motion_duration`` s of every ``motion_period`` s."""
+
+    seed: int = 0
+    objects: int = Field(3, ge=0, le=20)
+    motion_period: float = Field(20.0, gt=0)
+    motion_duration: float = Field(6.0, ge=0)
+
+    @model_validator(mode="after")
+    def _duration_fits(self) -> SyntheticSettings:
+        if self.motion_duration > self.motion_period:
+            raise ValueError("motion_duration must not exceed motion_period")
+        return self
+
+
+class CameraSettings(Section):
+    """Which camera, at what size and rate, and how long a frame may take before it counts as failed."""
+
+    backend: Literal["auto", "synthetic", "opencv", "picamera2"] = "auto"
+    device: str | None = Field(
+        None, description="opencv: index, /dev/videoN, file or URL; picamera2: camera number")
+    size: Size = (1280, 720)
+    fps: float = Field(15.0, gt=0, le=120)
+    read_timeout: float = Field(5.0, gt=0, le=120)
+    open_timeout: float = Field(10.0, gt=0, le=300, description="s an open may take before it counts as hung")
+    restore: Literal["last", "on", "off"] = Field(
+        "last", description="state after a restart; last: as before (on if the state file is unreadable)")
+    loop_file: bool = True
+    jpeg_quality: int = Field(80, ge=10, le=100)
+    synthetic: SyntheticSettings = SyntheticSettings()
+
+    def snapshot_timing(self) -> tuple[float, float]:
+        """``(timeout, max_age)`` for a snapshot: a frame younger than two periods counts as current,
+        else wait for the next one as long as a read may take."""
+        period = 1.0 / self.fps
+        return self.read_timeout + period, 2 * period
+
+
+class MotionSettings(Section):
+    """Parameters of the frame-differencing detector and of event hysteresis."""
+
+    enabled: bool = True
+    width: int = Field(400, ge=64, le=1920)
+    blur: int = Field(21, ge=1, le=99)
+    background_weight: float = Field(0.1, gt=0, le=1)
+    threshold: int = Field(25, ge=1, le=254)
+    min_area: float = Field(0.002, ge=0, le=1, description="fraction of the frame that must change")
+    warmup_frames: int = Field(30, ge=0)
+    start_frames: int = Field(3, ge=1, description="consecutive motion frames that start an event")
+    event_gap: float = Field(5.0, gt=0, description="seconds without motion that end an event")
+
+    @field_validator("blur")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd (a Gaussian kernel size)")
+        return value
+
+
+class OverlaySettings(Section):
+    """What is drawn on the streamed frames (detection always sees the clean frame)."""
+
+    timestamp: bool = True
+    timestamp_format: str = "%Y-%m-%d %H:%M:%S"
+    motion_boxes: bool = True
+
+
+class StreamSettings(Section):
+    """Limits of the MJPEG stream."""
+
+    max_viewers: int = Field(16, ge=1, le=256)
+    max_live_clients: int = Field(8, ge=1, le=64, description="open pages following state changes")
+    keepalive: float = Field(2.0, gt=0, le=30, description="resend the last frame after this many s")
+
+
+class AuthSettings(Section):
+    """Optional HTTP Basic authentication: on when ``username`` is set.
+
+    The password is given either as ``password_hash`` (``python -m appliance hash-password`` prints
+    one) or as ``password_file``, a file holding the password itself.
+    """
+
+    username: str | None = Field(None, min_length=1, max_length=64)
+    password_hash: SecretStr | None = None
+    password_file: Path | None = None
+    realm: str = Field("Camera appliance", min_length=1, max_length=64)
+    max_failures: int = Field(5, ge=1, le=1000, description="wrong passwords per address per minute, then 429")
+
+    @field_validator("username", "realm")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and (":" in value or '"' in value or not value.isprintable()):
+            raise ValueError("may not contain ':', '\"' or control characters")
+        return value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _known_hash(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from appliance.passwords import check_hash_format  # no cycle: passwords imports nothing of ours
+
+            check_hash_format(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> AuthSettings:
+        given = (self.password_hash is not None) + (self.password_file is not None)
+        if self.username is not None and given != 1:
+            raise ValueError("with a username, set exactly one of password_hash and password_file")
+        if self.username is None and given:
+            raise ValueError("a password is set but no username: set username to turn authentication on")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.username is not None
+
+
+class HttpsSettings(Section):
+    """HTTPS with the server's own TLS support: on when both files are set."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both(self) -> HttpsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+class ServerSettings(Section):
+    """Where the HTTP server listens, who may talk to it, and what one client may cost."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    extra_threads: int = Field(8, ge=2, le=64, description="threads for API calls beyond the viewers")
+    socket_timeout: float = Field(10.0, gt=0, description="a viewer that stops reading is dropped after")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names beyond IP literals, localhost and this machine's name; '*': any")
+    auth: AuthSettings = AuthSettings()
+    tls: HttpsSettings = HttpsSettings()
+    request_timeout: float = Field(10.0, gt=0, le=120, description="s to send a whole request (headers and body)")
+    max_header_bytes: int = Field(16384, ge=1024, le=1048576)
+    max_body_bytes: int = Field(65536, ge=1024, le=16777216)
+    max_connections: int = Field(512, ge=8, le=65536, description="open connections at once, all clients")
+    max_connections_per_client: int = Field(64, ge=2, le=4096, description="open connections from one address")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name != "*" and not re.fullmatch(r"(\*\.)?[A-Za-z0-9._-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?",
+                                               name):
+                raise ValueError(f"{name!r} is not a host name (optionally *.suffix or :port), nor '*'")
+        return [name.lower().rstrip(".") for name in value]
+
+
+class RetrySettings(Section):
+    """Backoff of camera reopen attempts after a failure."""
+
+    initial: float = Field(0.5, gt=0)
+    maximum: float = Field(30.0, gt=0)
+
+
+class EventsSettings(Section):
+    """Bounds of the motion history kept on disk."""
+
+    max_count: int = Field(500, ge=1)
+    max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    min_free_bytes: int = Field(64 * 1024 * 1024, ge=0, description="free space the history leaves on the disk")
+
+
+class TlsSettings(Section):
+    """TLS towards the broker; ``ca_file`` unset means the system's CA store."""
+
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttSettings(Section):
+    """MQTT and Home Assistant discovery; disabled while ``host`` is unset."""
+
+    host: str | None = None
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: TlsSettings = TlsSettings()
+    client_id: str | None = None
+    device_id: str | None = None
+    device_name: str | None = None
+    topic_prefix: str | None = None
+    discovery_prefix: str = "homeassistant"
+    discovery: bool = True
+    keepalive: int = Field(30, ge=5, le=3600)
+    reconnect_min: int = Field(1, ge=1, description="s; paho's backoff takes whole seconds")
+    reconnect_max: int = Field(60, ge=1)
+    stats_interval: float = Field(30.0, gt=0, description="seconds between fps/viewer sensor updates")
+    command_interval: float = Field(1.0, ge=0, le=60, description="s between two camera switches from MQTT")
+    snapshot_interval: float = Field(2.0, ge=0, le=3600, description="s between two snapshots on request")
+
+    @field_validator("device_id")
+    @classmethod
+    def _topic_safe(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            raise ValueError("may only contain letters, digits, '_' and '-'")
+        return value
+
+    @field_validator("topic_prefix", "discovery_prefix")
+    @classmethod
+    def _no_wildcards(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "#+") or value.endswith("/")):
+            raise ValueError("must be a non-empty topic without '#', '+' or a trailing '/'")
+        return value
+
+
+class GpioSettings(Section):
+    """The push button and status LED; GPIO stays off unless a pin is set."""
+
+    button_pin: int | None = Field(None, ge=0, le=27)
+    button_pull_up: bool = True
+    debounce: float = Field(0.05, ge=0, le=1)
+    hold_time: float = Field(3.0, gt=0, le=60)
+    hold_action: Literal["none", "snapshot", "off"] = "snapshot"
+    led_pin: int | None = Field(None, ge=0, le=27)
+    led_active_high: bool = True
+    blink_interval: float = Field(0.5, gt=0)
+    motion_flash: float = Field(0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _distinct_pins(self) -> GpioSettings:
+        if self.button_pin is not None and self.button_pin == self.led_pin:
+            raise ValueError("button_pin and led_pin must differ")
+        return self
+
+
+class AppConfig(Section):
+    """The whole configuration."""
+
+    camera: CameraSettings = CameraSettings()
+    motion: MotionSettings = MotionSettings()
+    overlay: OverlaySettings = OverlaySettings()
+    stream: StreamSettings = StreamSettings()
+    server: ServerSettings = ServerSettings()
+    retry: RetrySettings = RetrySettings()
+    events: EventsSettings = EventsSettings()
+    mqtt: MqttSettings = MqttSettings()
+    gpio: GpioSettings = GpioSettings()
+    state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state/appliance")
+    name: str = Field("Camera appliance", min_length=1, max_length=64)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def resolved_state_dir(self, environ: Mapping[str, str] | None = None) -> Path:
+        """The folder for the state file and events: systemd's StateDirectory wins over the home."""
+        env = os.environ if environ is None else environ
+        if self.state_dir is not None:
+            return self.state_dir
+        if env.get("STATE_DIRECTORY"):
+            return Path(env["STATE_DIRECTORY"].split(":")[0])
+        base = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        return base / "appliance"
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: cannot set a key below {key!r}, which is not a section")
+        tree = node
+    tree[path[-1]] = value
+
+
+def _field_annotation(path: list[str]) -> Any:
+    """The type annotation of the config field at ``path``, or None when no such field exists."""
+    model: Any = AppConfig
+    annotation: Any = None
+    for key in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
+            return None
+        annotation = model.model_fields[key].annotation
+        model = _unwrap_optional(annotation)
+    return annotation
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _env_value(path: list[str], raw: str) -> Any:
+    """An environment value, typed by the field it sets.
+
+    Text fields (names, paths, passwords) take the string exactly as written: no YAML, so ``#abc``
+    stays ``#abc`` and ``0123`` stays ``0123``. Other fields get the raw string too and pydantic
+    parses and validates it ("10" → 10, "false" → False). ``null`` or an empty value unsets a
+    non-text field; lists take comma-separated items.
+    """
+    target = _unwrap_optional(_field_annotation(path))
+    if target in (str, SecretStr, Path):
+        return raw
+    if raw.strip().lower() in ("", "null", "none", "~"):
+        return None
+    if get_origin(target) is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``APPLIANCE_CAMERA__FPS=10`` becomes ``{"camera": {"fps": "10"}}``, typed by the field it sets."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        _set_path(tree, path, _env_value(path, raw))
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+SECRET_KEYS = frozenset({"password", "password_hash", "token", "secret"})
+"""Keys whose values never appear in a message: a config error goes to the journal."""
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    """``value`` with every secret replaced by ``***``, for messages and dumps."""
+    if key in SECRET_KEYS and value is not None:
+        return "***"
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _describe(error: ValidationError, tree: Mapping[str, Any]) -> str:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        # Drop pydantic's internal markers such as "function-after[...]" from the key path.
+        key = ".".join(part for part in loc if not part.startswith(("function-", "tuple[")))
+        named = [part for part in loc if not part.startswith(("function-", "tuple["))]
+        value = redact(item.get("input"), named[-1] if named else None)
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key (value {value!r})")
+        else:
+            message = item["msg"]
+            if any(part in SECRET_KEYS for part in named):
+                message = message.split(",")[0]  # pydantic may quote the input in its message
+            lines.append(f"{key or '(top level)'} = {value!r}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(
+    path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AppConfig:
+    """Build the configuration from a YAML file (``-``: standard input), the environment and flag overrides.
+
+    Raises ConfigError with every offending key, its value and the reason.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}")
+        tree = loaded
+    tree = _merge(tree, env_overrides(os.environ if environ is None else environ))
+    tree = _merge(tree, overrides or {})
+    try:
+        config = AppConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, tree)) from None
+    check_files(config)
+    return config
+
+
+def check_files(config: AppConfig) -> None:
+    """Every file the config names must be readable now, by this user: found at start-up and by
+    ``--check-config`` (which the Ansible role runs as the service user), not at the first login."""
+    files = {
+        "mqtt.password_file": config.mqtt.password_file,
+        "mqtt.tls.ca_file": config.mqtt.tls.ca_file,
+        "mqtt.tls.cert_file": config.mqtt.tls.cert_file,
+        "mqtt.tls.key_file": config.mqtt.tls.key_file,
+        "server.auth.password_file": config.server.auth.password_file,
+        "server.tls.cert_file": config.server.tls.cert_file,
+        "server.tls.key_file": config.server.tls.key_file,
+    }
+    problems = []
+    for key, path in files.items():
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                empty = handle.read(1) == b""
+        except OSError as exc:
+            problems.append(f"{key} = {str(path)!r}: cannot read it: {exc.strerror or exc}")
+            continue
+        if empty:
+            problems.append(f"{key} = {str(path)!r}: the file is empty")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -1,0 +1,305 @@
+"""The MQTT client: wraps paho (does not subclass it), listens to the controller, commands it.
+
+- The last will (``offline``) is set before connecting; ``offline`` is also published before a
+  clean disconnect, because the broker sends no will then.
+- ``connect_async`` + ``loop_start`` with ``reconnect_delay_set``: the appliance starts and keeps
+  working (REST, stream, button) while the broker is away.
+- Subscriptions, discovery and every retained state are (re)published in ``on_connect``, so a
+  reconnect or a broker restart restores everything; likewise when HA announces ``online``.
+  Retained state is QoS 0 so nothing stale is re-sent after a reconnect.
+- Commands go to a ``CommandMailbox`` that coalesces them (the last wanted camera state wins; one
+  snapshot, one republish at a time) and carries them out on its own thread: switching the camera
+  takes a moment and must not stall paho's network loop, and no flood can queue work without bound.
+- Retained messages on command topics are ignored: a command is obeyed when it is sent, never again
+  when the broker replays it on every reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.config import ConfigError, MqttSettings
+from appliance.motion_events import EventChange
+from appliance.mqtt.commands import CommandMailbox
+from appliance.mqtt.discovery import camera_attributes, device_block, discovery_configs
+from appliance.mqtt.topics import Topics
+from appliance.state import CameraState, StateChange
+
+if TYPE_CHECKING:
+    from appliance.controller import CameraController
+
+log = logging.getLogger(__name__)
+
+
+def read_password(settings: MqttSettings) -> str | None:
+    """The password from the config (or its env override), else from ``password_file``."""
+    if settings.password is not None:
+        return settings.password.get_secret_value()
+    if settings.password_file is not None:
+        try:
+            return settings.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file = {str(settings.password_file)!r}: cannot read it: "
+                              f"{exc.strerror or exc}") from exc
+    return None
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+class MqttBridge:
+    """Connects the controller to a broker and to Home Assistant."""
+
+    def __init__(self, settings: MqttSettings, controller: CameraController,
+                 name: str, model: str, page_port: Callable[[], int], snapshot: Callable[[], bytes | None],
+                 stats: Callable[[], dict[str, Any]], hostname: str | None = None) -> None:
+        if not settings.host:
+            raise ValueError("mqtt.host is not set")
+        self._settings = settings
+        self._controller = controller
+        self._snapshot = snapshot
+        self._stats = stats
+        self._name = name
+        self._model = model
+        self._page_port = page_port
+        self.topics = Topics.from_settings(settings, hostname)
+        # Unique per process: two Pis that share a host name must not throw each other off the broker.
+        client_id = settings.client_id or f"camera-appliance-{self.topics.device_id}-{secrets.token_hex(4)}"
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        self.commands = CommandMailbox(
+            switch=lambda on: controller.on(source="mqtt") if on else controller.off(source="mqtt"),
+            wanted_on=lambda: controller.wanted_on, snapshot=self._take_snapshot, republish=self.publish_all,
+            camera_interval=settings.command_interval, snapshot_interval=settings.snapshot_interval)
+        self._retained_cond = threading.Condition()
+        self._camera_lock = threading.Lock()
+        self.retained_ignored = 0
+        self._stop = threading.Event()
+        self._stats_thread: threading.Thread | None = None
+        self._connected = threading.Event()
+        self._motion_active = False
+        self._configure_client()
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def _configure_client(self) -> None:
+        settings, client, topics = self._settings, self._client, self.topics
+        password = read_password(settings)
+        if settings.username:
+            client.username_pw_set(settings.username, password)
+        if settings.tls.enabled:
+            client.tls_set(ca_certs=str(settings.tls.ca_file) if settings.tls.ca_file else None,
+                           certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
+                           keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_insecure_set(settings.tls.insecure)
+        client.will_set(topics.availability, "offline", qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=settings.reconnect_min,
+                                   max_delay=max(settings.reconnect_min, settings.reconnect_max))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.message_callback_add(topics.camera_set, self._on_camera_set)
+        client.message_callback_add(topics.snapshot_set, self._on_snapshot_set)
+        client.message_callback_add(topics.ha_status, self._on_ha_status)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        """Listen to the controller and connect in the background; never blocks on the broker."""
+        self._controller.add_listener(self._on_state)
+        self._controller.add_motion_listener(self._on_motion)
+        self._client.connect_async(self._settings.host, self._settings.port, keepalive=self._settings.keepalive)
+        self._client.loop_start()
+        self.commands.start()
+        self._stats_thread = threading.Thread(target=self._stats_loop, name="mqtt-stats", daemon=True)
+        self._stats_thread.start()
+        log.info("MQTT: connecting to %s:%d as %s (topics under %s)", self._settings.host, self._settings.port,
+                 self.topics.device_id, self.topics.prefix)
+
+    def stop(self) -> None:
+        """Say ``offline`` (the broker sends no will on a clean disconnect), then disconnect."""
+        self._stop.set()
+        self._controller.remove_listener(self._on_state)
+        self._controller.remove_motion_listener(self._on_motion)
+        self.commands.close(timeout=0.5)  # a camera start in flight is cut short by the controller's shutdown
+        if self._connected.is_set():
+            info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=0.5)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("MQTT: could not publish offline: %s", exc)
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._stats_thread is not None:
+            self._stats_thread.join(0.5)
+
+    # --- connection ----------------------------------------------------------------------------
+
+    def _configuration_url(self) -> str:
+        """The page's address as the broker's network sees this device (the route towards the broker)."""
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect((self._settings.host, self._settings.port))
+                address = probe.getsockname()[0]
+        except OSError:
+            address = socket.gethostname()
+        return f"http://{address}:{self._page_port()}/"
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            # Not connected: paho keeps retrying with backoff. Do not pretend otherwise.
+            log.error("MQTT: broker refused the connection: %s", reason)
+            return
+        log.info("MQTT: connected to %s:%d", self._settings.host, self._settings.port)
+        topics = self.topics
+        client.subscribe([(topics.camera_set, 1), (topics.snapshot_set, 1), (topics.ha_status, 1)])
+        self._connected.set()
+        self.publish_all()
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("MQTT: disconnected (%s); reconnecting with backoff", reason)
+
+    def publish_all(self) -> None:
+        """Discovery plus every retained state: after each connect and each HA restart."""
+        topics = self.topics
+        self._publish(topics.availability, "online", retain=True)
+        if self._settings.discovery:
+            device = device_block(topics, self._settings.device_name or self._name, self._model,
+                                  self._configuration_url())
+            for topic, payload in discovery_configs(topics, device).items():
+                self._publish(topic, json.dumps(payload), retain=True)
+        self._publish_camera()
+        self._publish(topics.motion_state, "ON" if self._motion_active else "OFF", retain=True)
+        self._publish_stats()
+
+    def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
+        # Retained state goes out at QoS 0: every connect republishes all of it, and paho re-sends
+        # QoS 1 messages left in flight by a dead connection *after* those fresh ones, which would
+        # put a stale state back. Events are not retained, so they take QoS 1 and survive a blip.
+        qos = 0 if retain else 1
+        result = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if result.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("MQTT: publishing to %s failed: %s", topic, mqtt.error_string(result.rc))
+
+    # --- outgoing: controller listeners --------------------------------------------------------
+
+    def _publish_camera(self) -> None:
+        """The camera's *current* state, under one lock: a republish on reconnect (paho's thread) and a
+        change (the dispatcher's) may race, and whichever goes out last must carry the newest state."""
+        with self._camera_lock:
+            status = self._controller.status()
+            state, error = CameraState(status["state"]), status["error"]
+            self._publish_camera_locked(status["on"], state, error)
+
+    def _publish_camera_locked(self, wanted_on: bool, state: CameraState, error: str | None) -> None:
+        topics = self.topics
+        self._publish(topics.camera_state, "ON" if wanted_on else "OFF", retain=True)
+        self._publish(topics.camera_status, state.value, retain=True)
+        self._publish(topics.camera_problem, "ON" if state == CameraState.ERROR else "OFF", retain=True)
+        self._publish(topics.camera_attributes, json.dumps(camera_attributes(state, error)), retain=True)
+
+    def _on_state(self, change: StateChange) -> None:
+        if self._connected.is_set():
+            self._publish_camera()
+
+    def _on_motion(self, change: EventChange, jpeg: bytes | None) -> None:
+        event = change.event
+        self._motion_active = change.kind == "start"
+        if not self._connected.is_set():
+            return
+        topics = self.topics
+        body = {
+            "id": event.id,
+            "type": change.kind,
+            "time": iso(event.started_at if change.kind == "start" else event.ended_at or time.time()),
+            "started_at": iso(event.started_at),
+            "ended_at": iso(event.ended_at) if event.ended_at else None,
+            "box": event.box.as_dict() if event.box else None,
+            "area": round(event.peak_area, 4),
+            "score": round(event.peak_score, 4),
+        }
+        if jpeg is not None:
+            self._publish(topics.snapshot, jpeg, retain=True)
+        self._publish(topics.motion_state, "ON" if change.kind == "start" else "OFF", retain=True)
+        self._publish(topics.motion_event, json.dumps(body))
+
+    def _publish_stats(self) -> None:
+        self._publish(self.topics.stats, json.dumps(self._stats()), retain=True)
+
+    def _stats_loop(self) -> None:
+        while not self._stop.wait(self._settings.stats_interval):
+            if self._connected.is_set():
+                self._publish_stats()
+
+    # --- incoming: commands --------------------------------------------------------------------
+
+    def _ignore_retained(self, message: mqtt.MQTTMessage) -> bool:
+        """A retained command is the broker replaying an old one: never obey it (logged once per topic)."""
+        if not message.retain:
+            return False
+        with self._retained_cond:
+            self.retained_ignored += 1
+            first = self.retained_ignored == 1
+            self._retained_cond.notify_all()
+        (log.warning if first else log.debug)(
+            "MQTT: ignoring a retained message on %s: commands are obeyed when sent, not replayed; "
+            "clear it with: mosquitto_pub -r -n -t %s", message.topic, message.topic)
+        return True
+
+    def wait_retained_ignored(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` retained commands have been ignored (tests)."""
+        with self._retained_cond:
+            return self._retained_cond.wait_for(lambda: self.retained_ignored >= count, timeout)
+
+    def _on_camera_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._ignore_retained(message):
+            return
+        try:
+            command = message.payload.decode("utf-8").strip().upper()
+        except UnicodeDecodeError:
+            command = ""
+        if command not in ("ON", "OFF", "TOGGLE"):
+            log.warning("MQTT: ignoring %s payload %r: expected ON, OFF or TOGGLE", message.topic,
+                        message.payload[:64])
+            return
+        self.commands.camera(command)
+
+    def _on_snapshot_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if not self._ignore_retained(message):
+            self.commands.snapshot()
+
+    def _take_snapshot(self) -> None:
+        jpeg = self._snapshot()
+        if jpeg is None:
+            log.warning("MQTT: snapshot requested but the camera is %s", self._controller.state.value)
+            return
+        self.publish_snapshot(jpeg)
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        """Send a JPEG to the snapshot topic (HA's camera entity); dropped while disconnected."""
+        if self._connected.is_set():
+            self._publish(self.topics.snapshot, jpeg, retain=True)
+
+    def _on_ha_status(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.payload.strip().lower() == b"online":
+            log.info("MQTT: Home Assistant came online; republishing discovery and states")
+            self.commands.republish()

@@ -1,0 +1,71 @@
+"""Home Assistant MQTT discovery payloads: pure data, built from the topics and the device.
+
+One config topic per entity, ``<discovery_prefix>/<component>/<device_id>/<object_id>/config``,
+which every Home Assistant release with MQTT discovery understands (device-based discovery came
+later and also accepts these). All entities share one device block and the availability topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance import __version__
+from appliance.mqtt.topics import Topics
+from appliance.state import CameraState
+
+
+def camera_attributes(state: CameraState, error: str | None) -> dict[str, Any]:
+    """The camera problem sensor's attributes; names Home Assistant does not reserve (``state`` is)."""
+    return {"camera_state": state.value, "reason": error}
+
+
+def device_block(topics: Topics, name: str, model: str, configuration_url: str | None) -> dict[str, Any]:
+    device: dict[str, Any] = {
+        "identifiers": [f"camera_appliance_{topics.device_id}"],
+        "name": name,
+        "manufacturer": "Camera appliance project",
+        "model": model,
+        "sw_version": __version__,
+    }
+    if configuration_url:
+        device["configuration_url"] = configuration_url
+    return device
+
+
+def discovery_configs(topics: Topics, device: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Map each discovery config topic to its payload."""
+    common = {
+        "availability_topic": topics.availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": {"name": "camera-appliance", "sw_version": __version__},
+    }
+    uid = topics.device_id
+
+    def entity(component: str, object_id: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        return topics.discovery(component, object_id), {"unique_id": f"{uid}_{object_id}", **fields, **common}
+
+    entities = [
+        entity("switch", "camera", name="Camera", icon="mdi:cctv", command_topic=topics.camera_set,
+               state_topic=topics.camera_state, payload_on="ON", payload_off="OFF",
+               state_on="ON", state_off="OFF"),
+        entity("binary_sensor", "motion", name="Motion", device_class="motion",
+               state_topic=topics.motion_state, payload_on="ON", payload_off="OFF"),
+        entity("binary_sensor", "camera_problem", name="Camera problem", device_class="problem",
+               entity_category="diagnostic", state_topic=topics.camera_problem, payload_on="ON",
+               payload_off="OFF", json_attributes_topic=topics.camera_attributes),
+        entity("sensor", "camera_state", name="Camera state", device_class="enum",
+               options=[state.value for state in CameraState], state_topic=topics.camera_status,
+               entity_category="diagnostic", icon="mdi:cctv"),
+        entity("camera", "snapshot", name="Snapshot", topic=topics.snapshot),
+        entity("button", "take_snapshot", name="Take snapshot", icon="mdi:camera",
+               command_topic=topics.snapshot_set, payload_press="PRESS"),
+        entity("sensor", "fps", name="Frame rate", state_topic=topics.stats,
+               value_template="{{ value_json.fps }}", unit_of_measurement="fps", state_class="measurement",
+               entity_category="diagnostic", icon="mdi:speedometer", suggested_display_precision=1),
+        entity("sensor", "viewers", name="Viewers", state_topic=topics.stats,
+               value_template="{{ value_json.viewers }}", state_class="measurement",
+               entity_category="diagnostic", icon="mdi:eye"),
+    ]
+    return dict(entities)

@@ -1,0 +1,79 @@
+"""Topic names and identity of one device, derived once from the config."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+
+from appliance.config import MqttSettings
+
+
+def topic_safe(text: str) -> str:
+    """Lower-case letters, digits, '_' and '-' only: what HA accepts in ids and we accept in topics."""
+    return re.sub(r"[^a-z0-9_-]+", "_", text.lower()).strip("_") or "appliance"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic the appliance publishes or subscribes, under ``prefix``."""
+
+    device_id: str
+    prefix: str
+    discovery_prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: MqttSettings, hostname: str | None = None) -> Topics:
+        device_id = settings.device_id or topic_safe(hostname or socket.gethostname())
+        return cls(device_id, settings.topic_prefix or f"appliance/{device_id}", settings.discovery_prefix)
+
+    @property
+    def availability(self) -> str:
+        return f"{self.prefix}/availability"
+
+    @property
+    def camera_state(self) -> str:
+        return f"{self.prefix}/camera/state"
+
+    @property
+    def camera_set(self) -> str:
+        return f"{self.prefix}/camera/set"
+
+    @property
+    def camera_status(self) -> str:
+        return f"{self.prefix}/camera/status"
+
+    @property
+    def camera_problem(self) -> str:
+        return f"{self.prefix}/camera/problem"
+
+    @property
+    def camera_attributes(self) -> str:
+        return f"{self.prefix}/camera/attributes"
+
+    @property
+    def motion_state(self) -> str:
+        return f"{self.prefix}/motion/state"
+
+    @property
+    def motion_event(self) -> str:
+        return f"{self.prefix}/motion/event"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.prefix}/snapshot"
+
+    @property
+    def snapshot_set(self) -> str:
+        return f"{self.prefix}/snapshot/set"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}/stats"
+
+    @property
+    def ha_status(self) -> str:
+        return f"{self.discovery_prefix}/status"
+
+    def discovery(self, component: str, object_id: str) -> str:
+        return f"{self.discovery_prefix}/{component}/{self.device_id}/{object_id}/config"

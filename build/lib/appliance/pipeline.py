@@ -1,0 +1,309 @@
+"""The capture thread: read → detect motion → draw overlay → encode once → broadcast.
+
+One ``CapturePipeline`` serves the appliance's whole life; each ``start()`` runs one thread until
+``stop()``. The thread opens the backend itself and, when the camera fails, reports ``error``,
+closes it, waits with exponential backoff and reopens, reporting ``on`` again once frames flow.
+Frames are only drawn and encoded while someone watches or a snapshot is wanted.
+
+There is never more than one capture thread, and the backend is only ever closed by the thread that
+reads it: ``stop()`` asks the thread to end and waits a moment; a thread stuck in a driver is left
+to finish on its own, and a ``start()`` meanwhile waits for it (reporting ``error``) until it hands
+over as its last act. Every exception from a backend, not only ``CameraError``, is an ``error`` and a
+retry, never a dead thread. The thread records what it is doing and since when (``phase``), so
+health checks see an ``open()`` or ``read()`` that makes no progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from appliance.broadcaster import FrameBroadcaster
+from appliance.camera_backends.base import CameraBackend, CameraError
+from appliance.config import AppConfig
+from appliance.motion import MotionDetector
+from appliance.motion_events import EventChange, MotionEventTracker, MotionResult
+from appliance.overlay import draw_overlay
+
+log = logging.getLogger(__name__)
+
+StateReport = Callable[[str, "str | None"], None]
+"""Called with ``("on", None)`` when frames flow and ``("error", reason)`` when the camera fails."""
+
+MotionReport = Callable[[EventChange, "bytes | None"], None]
+"""Called on each event start (with the JPEG of the frame that started it) and end (with None)."""
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """Counters for ``/api/status`` and the MQTT sensors."""
+
+    frames_captured: int
+    frames_encoded: int
+    fps: float
+    frame_size: tuple[int, int] | None
+    last_frame_age: float | None
+    motion_active: bool
+    last_event: dict[str, object] | None
+
+
+class _Run:
+    """State of one start()..stop(): the stop flag and the callbacks of its owner."""
+
+    def __init__(self, report_state: StateReport, report_motion: MotionReport) -> None:
+        self.stop = threading.Event()
+        self.report_state = report_state
+        self.report_motion = report_motion
+        self.thread: threading.Thread | None = None
+
+
+class CapturePipeline:
+    """Owns the capture thread and the per-frame work; the controller decides when it runs."""
+
+    def __init__(self, backend: CameraBackend, config: AppConfig, broadcaster: FrameBroadcaster,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._backend = backend
+        self._config = config
+        self._broadcaster = broadcaster
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._frame_cond = threading.Condition()
+        self._run: _Run | None = None
+        self._thread: threading.Thread | None = None  # the last capture thread, alive or not
+        self._phase: tuple[str, float] = ("idle", monotonic())
+        self._frame_times: deque[float] = deque(maxlen=30)
+        self._frames_captured = 0
+        self._frames_encoded = 0
+        self._frame_size: tuple[int, int] | None = None
+        self._last_frame_at: float | None = None
+        self._tracker = MotionEventTracker(start_frames=config.motion.start_frames, event_gap=config.motion.event_gap)
+        self._last_event: dict[str, object] | None = None
+
+    @property
+    def backend(self) -> CameraBackend:
+        return self._backend
+
+    # --- lifecycle (called by the controller) --------------------------------------------------
+
+    def start(self, report_state: StateReport, report_motion: MotionReport) -> None:
+        """Start a capture thread; it reports through the given callbacks until stopped.
+
+        If the previous thread has not ended yet (stuck in a driver), no second thread starts: the
+        run reports ``error`` and the old thread starts it as its last act.
+        """
+        with self._lock:
+            if self._run is not None:
+                raise RuntimeError("capture pipeline already running")
+            run = _Run(report_state, report_motion)
+            self._run = run
+            waiting = self._thread is not None and self._thread.is_alive()
+            if not waiting:
+                self._launch(run)
+        self._broadcaster.start()
+        if waiting:
+            log.warning("the previous capture thread is still %s; starting once it lets go", self._phase[0])
+            report_state("error", f"the camera is still held by the previous capture ({self._phase[0]}); "
+                                  "it restarts when that ends")
+
+    def _launch(self, run: _Run) -> None:
+        """Under the lock: run ``run`` on a new capture thread."""
+        run.thread = threading.Thread(target=self._thread_main, args=(run,), name="capture", daemon=True)
+        self._thread = run.thread
+        run.thread.start()
+
+    def _thread_main(self, run: _Run) -> None:
+        try:
+            self._loop(run)
+        finally:
+            self._set_phase("idle")
+            with self._lock:
+                successor = self._run
+                if successor is not None and successor is not run and successor.thread is None:
+                    self._launch(successor)  # a start() came while this thread could not end
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the capture thread; True if it ended within ``timeout`` (else it ends on its own)."""
+        with self._lock:
+            run, self._run = self._run, None
+        if run is None:
+            return True
+        run.stop.set()
+        self._broadcaster.stop()  # streams end now, not when the backend lets go
+        if run.thread is None:
+            return True  # it was still waiting for the previous thread
+        run.thread.join(timeout)
+        if run.thread.is_alive():
+            phase, since = self._phase
+            log.warning("capture thread still %s after %.1f s; leaving it to end on its own", phase,
+                        self._monotonic() - since)
+            return False
+        return True
+
+    def is_alive(self) -> bool:
+        """Whether a capture thread is running (healthz, watchdog)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Block until no capture thread is left (one abandoned by ``stop()`` included), while off."""
+        thread = self._thread
+        if self._run is None and thread is not None:
+            thread.join(timeout)
+        return not self.is_alive()
+
+    def waiting(self) -> bool:
+        """Whether a started run waits for a previous thread that has not ended."""
+        run = self._run
+        return run is not None and run.thread is None
+
+    def phase(self) -> tuple[str, float]:
+        """What the capture thread is doing (``idle``, ``opening``, ``reading``, ``closing``,
+        ``backoff``) and for how many seconds."""
+        name, since = self._phase
+        return name, self._monotonic() - since
+
+    def _set_phase(self, name: str) -> None:
+        self._phase = (name, self._monotonic())
+
+    def wait_for_frames(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` frames have been captured in all (or ``timeout``): for tests and benches."""
+        with self._frame_cond:
+            return self._frame_cond.wait_for(lambda: self._frames_captured >= count, timeout)
+
+    def stats(self) -> PipelineStats:
+        """``fps`` is measured over the current session: 0 with no capture loop running (the window is
+        also emptied on every failure), so callers need no rule of their own."""
+        times = list(self._frame_times) if self._run is not None and self.is_alive() else []
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        age = None if self._last_frame_at is None else self._monotonic() - self._last_frame_at
+        return PipelineStats(self._frames_captured, self._frames_encoded, round(fps, 2), self._frame_size,
+                             age, self._tracker.current is not None, self._last_event)
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def _loop(self, run: _Run) -> None:
+        retry = self._config.retry
+        delay = retry.initial
+        detector = MotionDetector(self._config.motion)
+        self._frame_times.clear()
+        while not run.stop.is_set():
+            self._set_phase("opening")
+            try:
+                self._backend.open()
+            except Exception as exc:  # any failure of the backend, not only the ones it foresaw
+                reason = _reason(exc)
+                log.warning("camera open failed: %s; retrying in %.1f s", reason, delay)
+                run.report_state("error", reason)
+                self._close_backend()
+                self._set_phase("backoff")
+                run.stop.wait(delay)
+                delay = min(delay * 2, retry.maximum)
+                continue
+            captured_before = self._frames_captured
+            try:
+                self._stream(run, detector, lambda: run.report_state("on", None))
+            except CameraError as exc:
+                if not run.stop.is_set():
+                    log.warning("camera failed: %s; reopening in %.1f s", exc, delay)
+                    run.report_state("error", str(exc))
+            except Exception as exc:  # a backend's or our own bug must not kill the loop silently
+                log.exception("capture loop failed")
+                if not run.stop.is_set():
+                    run.report_state("error", f"internal error: {_reason(exc)}")
+            finally:
+                self._close_backend()
+                detector.reset()
+                self._frame_times.clear()  # the measured fps is of this session, not across an outage
+                self._end_event(run)
+            if self._frames_captured > captured_before:
+                delay = retry.initial  # the camera worked: a new failure starts the backoff anew
+            if not run.stop.is_set():
+                self._set_phase("backoff")
+                run.stop.wait(delay)
+                delay = min(delay * 2, retry.maximum)
+
+    def _close_backend(self) -> None:
+        self._set_phase("closing")
+        try:
+            self._backend.close()
+        except Exception as exc:
+            log.warning("closing the camera failed: %s", _reason(exc))
+
+    def _stream(self, run: _Run, detector: MotionDetector, on_first_frame: Callable[[], None]) -> None:
+        camera = self._config.camera
+        first = True
+        while not run.stop.is_set():
+            self._set_phase("reading")
+            frame = self._backend.read(camera.read_timeout)
+            if run.stop.is_set():
+                return
+            _check_frame(frame)
+            now = self._monotonic()
+            self._frame_times.append(now)
+            self._last_frame_at = now
+            with self._frame_cond:
+                self._frames_captured += 1
+                self._frame_cond.notify_all()
+            image = frame.image
+            self._frame_size = (image.shape[1], image.shape[0])
+            if first:
+                on_first_frame()
+                first = False
+            result: MotionResult | None = None
+            change: EventChange | None = None
+            if self._config.motion.enabled:
+                result = detector.detect(image, frame.gray)
+                change = self._tracker.update(result, frame.timestamp, monotonic=now)
+            starting = change is not None and change.kind == "start"
+            jpeg = None
+            if starting or self._broadcaster.wants_frames():
+                draw_overlay(image, frame.timestamp, result, self._config.overlay)
+                jpeg = self._encode(image)
+                self._broadcaster.publish(jpeg)
+            if change is not None:
+                self._report_event(run, change, jpeg if starting else None)
+
+    def _encode(self, image: np.ndarray) -> bytes:
+        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._config.camera.jpeg_quality])
+        if not ok:
+            raise CameraError("JPEG encoding failed")
+        self._frames_encoded += 1
+        return buffer.tobytes()
+
+    def _report_event(self, run: _Run, change: EventChange, jpeg: bytes | None) -> None:
+        self._last_event = change.event.as_dict()
+        try:
+            run.report_motion(change, jpeg)
+        except Exception:  # a listener's bug must not stop the camera
+            log.exception("motion listener failed")
+
+    def _end_event(self, run: _Run) -> None:
+        change = self._tracker.finish(time.time())
+        if change is not None:
+            self._report_event(run, change, None)
+
+
+def _reason(exc: BaseException) -> str:
+    """A camera failure as users read it; the type name says what kind when the message does not."""
+    if isinstance(exc, CameraError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _check_frame(frame: object) -> None:
+    """A backend that returns garbage fails like one that returns nothing, instead of crashing later."""
+    image = getattr(frame, "image", None)
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            and image.shape[0] >= 16 and image.shape[1] >= 16):
+        described = f"shape {getattr(image, 'shape', None)}, dtype {getattr(image, 'dtype', type(image).__name__)}"
+        raise CameraError(f"the camera delivered a malformed frame ({described})")
+    gray = getattr(frame, "gray", None)
+    if gray is not None and not (isinstance(gray, np.ndarray) and gray.dtype == np.uint8 and gray.ndim == 2):
+        raise CameraError(f"the camera delivered a malformed grey image (shape {getattr(gray, 'shape', None)})")

@@ -1,0 +1,169 @@
+"""Wires the parts together: the only place that creates hardware objects and threads of the app.
+
+``Appliance`` is what ``python -m appliance`` runs and what end-to-end tests start in-process, with a
+backend of their choosing when they need one (a failing camera, a fake Pi camera).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.app import create_app
+from appliance.broadcaster import FrameBroadcaster
+from appliance.camera_backends import CameraBackend, choose_backend
+from appliance.config import AppConfig
+from appliance.controller import CameraController, StateFile
+from appliance.events import EventRecorder, EventStore
+from appliance.gpio import FrontPanel
+from appliance.health import capture_health
+from appliance.live import LiveFeed
+from appliance.mqtt.bridge import MqttBridge
+from appliance.pipeline import CapturePipeline
+from appliance.server import HttpServer
+
+log = logging.getLogger(__name__)
+
+
+class Appliance:
+    """All running parts of one appliance; ``start()``/``stop()`` own every thread they create."""
+
+    def __init__(self, config: AppConfig, backend: CameraBackend | None = None,
+                 backend_name: str | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 pin_factory: Any = None, button_clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        if backend is None:
+            backend_name, backend = choose_backend(config.camera)
+        self.backend_name = backend_name or backend.name
+        self.backend = backend
+        self.state_dir: Path = config.resolved_state_dir()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.broadcaster = FrameBroadcaster(config.stream.max_viewers)
+        self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic)
+        self.controller = CameraController(
+            self.pipeline, StateFile(self.state_dir / "state.json"),
+            start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
+        self.events = EventStore(self.state_dir / "events", config.events.max_count, config.events.max_bytes,
+                                 config.events.min_free_bytes)
+        self.live = LiveFeed(config.stream.max_live_clients)
+        self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved)
+        self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
+                              self.events, self.live, integrations=self.integrations)
+        # Every viewer and every open page holds a server thread; API calls get their own spares.
+        threads = config.stream.max_viewers + config.stream.max_live_clients + config.server.extra_threads
+        web = config.server
+        self.server = HttpServer(self.app, web.host, web.port, threads=threads, socket_timeout=web.socket_timeout,
+                                 request_timeout=web.request_timeout, max_header_bytes=web.max_header_bytes,
+                                 max_body_bytes=web.max_body_bytes, max_connections=web.max_connections,
+                                 max_connections_per_client=web.max_connections_per_client,
+                                 tls=(web.tls.cert_file, web.tls.key_file) if web.tls.cert_file and web.tls.key_file
+                                 else None)
+        self._stoppers: list[Callable[[], Any]] = []
+        self.mqtt: MqttBridge | None = None
+        if config.mqtt.host:
+            self.mqtt = MqttBridge(config.mqtt, self.controller, name=config.name,
+                                   model=backend.describe(), page_port=lambda: self.server.port,
+                                   snapshot=self.snapshot, stats=self.stats)
+        hold_actions: dict[str, Callable[[], Any]] = {
+            "none": lambda: None,
+            "snapshot": self.take_snapshot,
+            "off": lambda: self.controller.off(source="button"),
+        }
+        self.panel = FrontPanel(config.gpio, self.controller, hold_actions, pin_factory=pin_factory,
+                                clock=button_clock)
+
+    @property
+    def url(self) -> str:
+        host = self.config.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+        return f"{'https' if self.server.tls else 'http'}://{host}:{self.server.port}"
+
+    def start(self) -> None:
+        """Restore the saved camera state first (without waiting for the camera), then open the ways
+        in: the web server, MQTT and the button, so an early ``off`` from any of them is never undone."""
+        self.controller.add_listener(self.live.on_state)
+        self.controller.add_motion_listener(self.recorder.on_motion)
+        self._stoppers.append(self.recorder.close)
+        self._stoppers.append(self.controller.close)  # last of all: listeners hear the final ``off``
+        self.controller.restore()
+        self.server.start()
+        self._stoppers.append(self.server.stop)
+        self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
+        self._stoppers.append(self.controller.shutdown)
+        if self.mqtt is not None:
+            self.mqtt.start()
+            self._stoppers.append(self.mqtt.stop)  # stopped first: says offline before the camera goes
+        if self.panel.start():
+            self._stoppers.append(self.panel.close)
+
+    def stop(self) -> None:
+        """Release the camera, end streams, stop the server; in reverse order of start.
+
+        Every part bounds its own wait (a camera that hangs, a command in flight, a stalled disk), so
+        the whole takes under 5 s in the worst case, below the unit's TimeoutStopSec.
+        """
+        started = time.monotonic()
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            began = time.monotonic()
+            try:
+                stopper()
+            except Exception:
+                log.exception("error while stopping %r", stopper)
+            if time.monotonic() - began > 1.0:
+                log.warning("stopping %s took %.1f s", getattr(stopper, "__qualname__", stopper),
+                            time.monotonic() - began)
+        log.info("stopped in %.1f s", time.monotonic() - started)
+
+    def snapshot(self) -> bytes | None:
+        """A current JPEG for MQTT and the button; None while the camera is off or silent."""
+        timeout, max_age = self.config.camera.snapshot_timing()
+        return self.broadcaster.snapshot(timeout=timeout, max_age=max_age)
+
+    def take_snapshot(self) -> bytes | None:
+        """Snapshot on demand (the button's long press): kept in the history, published to MQTT."""
+        jpeg = self.snapshot()
+        if jpeg is None:
+            log.warning("snapshot requested but the camera is %s", self.controller.state.value)
+            return None
+        self.recorder.save_snapshot(jpeg, time.time())
+        if self.mqtt is not None:
+            self.mqtt.publish_snapshot(jpeg)
+        return jpeg
+
+    def stats(self) -> dict[str, Any]:
+        """The figures MQTT sensors publish periodically."""
+        return {"fps": self.pipeline.stats().fps, "viewers": self.broadcaster.viewers,
+                "state": self.controller.state.value}
+
+    def integrations(self) -> dict[str, Any]:
+        """MQTT and GPIO as /api/status reports them: the first thing to check when HA shows nothing."""
+        mqtt = None if self.mqtt is None else {
+            "connected": self.mqtt.connected, "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+            "device_id": self.mqtt.topics.device_id, "topic_prefix": self.mqtt.topics.prefix}
+        gpio = {"configured": self.panel.configured, "button": self.panel.button is not None,
+                "led": self.panel.led is not None}
+        return {"mqtt": mqtt, "gpio": gpio}
+
+    def health(self) -> tuple[bool, str]:
+        """What the systemd watchdog is fed on: the capture loop, and the web server answering a request."""
+        healthy, reason = capture_health(self.controller, self.config.camera.read_timeout,
+                                         self.config.camera.open_timeout)
+        if not healthy:
+            return healthy, reason
+        if not self.server.answers():
+            return False, "the web server does not answer on loopback"
+        return True, "ok"
+
+    def healthy(self) -> bool:
+        return self.health()[0]
+
+    def __enter__(self) -> Appliance:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,224 @@
+"""Who may talk to the appliance, checked before any route does work.
+
+Threat model: a home LAN with devices we do not trust and browsers that open hostile web pages.
+
+- **Host allow-list** (421): after DNS rebinding a hostile page's own domain points at the Pi, so
+  ``Origin`` and ``Host`` agree and a same-origin check passes. Only names we know are ours pass:
+  IP literals, ``localhost``, this machine's host name and ``<hostname>.local``, plus
+  ``server.allowed_hosts``.
+- **Cross-site requests** (403): browsers mark every request with ``Sec-Fetch-Site``; anything a
+  foreign page triggers (an ``<img>`` taking a viewer slot, a form post) is refused unless it is a
+  top-level navigation to the page. Browsers without fetch metadata still send ``Origin`` on
+  state-changing requests, which must then name this host.
+- **HTTP Basic authentication** (401, optional): compared in constant time; an address that keeps
+  guessing gets 429 for the rest of the minute.
+- **Response headers**: no framing, no MIME sniffing, no referrer, and camera pictures readable
+  only by pages of this origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
+
+from flask import Flask, request
+from werkzeug.wrappers import Response
+
+from appliance.config import ServerSettings
+from appliance.passwords import PasswordCheck
+from appliance.web.services import json_error
+
+log = logging.getLogger(__name__)
+
+# What the page really needs: its own script, style, pictures and API. Nothing inline, nothing foreign.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                           "connect-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+OPEN_PATHS = frozenset({"/healthz"})  # the watchdog's probe and monitoring, which know no password
+
+
+def split_host(host: str) -> tuple[str, int | None]:
+    """``"Cam.Local:8000"`` → ``("cam.local", 8000)``; ``"[fe80::1]:80"`` → ``("fe80::1", 80)``."""
+    host = host.strip().lower()
+    port: int | None = None
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+        return name, port
+    if host.count(":") == 1:
+        name, _, tail = host.partition(":")
+        if tail.isdigit():
+            port = int(tail)
+        host = name
+    return host.rstrip("."), port
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+class HostAllowList:
+    """Names that are ours; an entry with a port matches only that port, ``*.suffix`` any subdomain."""
+
+    def __init__(self, extra: Iterable[str], hostname: str | None = None) -> None:
+        self._any = "*" in extra
+        hostname = (hostname if hostname is not None else socket.gethostname()).lower().rstrip(".")
+        names = {"localhost", hostname, f"{hostname}.local", hostname.split(".")[0]}
+        self._entries = [(name, None) for name in names if name] + [split_host(e) for e in extra if e != "*"]
+
+    def allows(self, host_header: str | None) -> bool:
+        if self._any:
+            return True
+        if not host_header:
+            return False
+        name, port = split_host(host_header)
+        if _is_ip(name):
+            return True
+        for allowed, allowed_port in self._entries:
+            if allowed_port is not None and allowed_port != port:
+                continue
+            if name == allowed or (allowed.startswith("*.") and name.endswith(allowed[1:])):
+                return True
+        return False
+
+
+class FailureLimiter:
+    """Counts failed logins per address over a sliding minute; bounded in the addresses it keeps."""
+
+    def __init__(self, max_failures: int, window: float = 60.0, max_addresses: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._max = max_failures
+        self._window = window
+        self._max_addresses = max_addresses
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> deque[float] | None:
+        times = self._failures.get(address)
+        while times and times[0] <= now - self._window:
+            times.popleft()
+        if times is not None and not times:
+            del self._failures[address]
+            return None
+        return times
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again, or None while it is under the limit."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(address, now)
+            if times is None or len(times) < self._max:
+                return None
+            return max(1, int(times[0] + self._window - now + 0.999))
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            now = self._clock()
+            times = self._recent(address, now)
+            if times is None:
+                times = self._failures[address] = deque(maxlen=self._max)
+            times.append(now)
+            self._failures.move_to_end(address)
+            while len(self._failures) > self._max_addresses:
+                self._failures.popitem(last=False)
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def password_check(settings: ServerSettings) -> PasswordCheck | None:
+    """The configured login, or None when authentication is off. Raises OSError for an unreadable file."""
+    auth = settings.auth
+    if auth.username is None:
+        return None
+    if auth.password_hash is not None:
+        return PasswordCheck(auth.username, password_hash=auth.password_hash.get_secret_value())
+    assert auth.password_file is not None
+    password = auth.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+    return PasswordCheck(auth.username, password=password)
+
+
+def install(app: Flask, settings: ServerSettings, hostname: str | None = None,
+            clock: Callable[[], float] = time.monotonic) -> None:
+    """Register the checks (in order: Host, cross-site, login) and the response headers on ``app``."""
+    hosts = HostAllowList(settings.allowed_hosts, hostname)
+    login = password_check(settings)
+    limiter = FailureLimiter(settings.auth.max_failures, clock=clock)
+    challenge = f'Basic realm="{settings.auth.realm}", charset="UTF-8"'
+
+    @app.before_request
+    def check_host() -> Response | None:
+        if hosts.allows(request.host):
+            return None
+        return json_error(421, f"this appliance does not answer to the host name {request.host!r}; "
+                               "add it to server.allowed_hosts if it is really its name")
+
+    @app.before_request
+    def refuse_cross_site() -> Response | None:
+        """A page of another site must not use the camera through a visitor's browser."""
+        site = request.headers.get("Sec-Fetch-Site")
+        navigation = request.method == "GET" and request.headers.get("Sec-Fetch-Mode") == "navigate" \
+            and request.headers.get("Sec-Fetch-Dest", "document") == "document"
+        if site == "cross-site" and not navigation:
+            return json_error(403, "cross-site request refused")
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return None
+        # Browsers always send Origin on these; curl, scripts and Home Assistant send none.
+        origin = request.headers.get("Origin")
+        if origin is None or urlsplit(origin).netloc.lower() == request.host.lower():
+            return None
+        return json_error(403, f"cross-site request from {origin} refused")
+
+    @app.before_request
+    def require_login() -> Response | None:
+        if login is None or request.path in OPEN_PATHS:
+            return None
+        address = request.remote_addr or "unknown"
+        wait = limiter.retry_after(address)
+        if wait is not None:
+            return json_error(429, "too many failed logins from this address; try again later", retry_after=wait)
+        credentials = _basic_credentials(request.headers.get("Authorization"))
+        if credentials is not None and login.check(*credentials):
+            return None
+        if credentials is not None:
+            limiter.failed(address)
+            log.warning("failed login from %s for user %r", address, credentials[0][:64])
+        response = json_error(401, "authentication required")
+        response.headers["WWW-Authenticate"] = challenge
+        return response
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response

@@ -1,0 +1,52 @@
+"""The running parts the web layer uses, stored on the app so no module needs a global."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, current_app, jsonify
+from werkzeug.wrappers import Response
+
+from appliance import __version__
+from appliance.broadcaster import FrameBroadcaster
+from appliance.config import AppConfig
+from appliance.controller import CameraController
+from appliance.events import EventStore
+from appliance.live import LiveFeed
+
+NO_CACHE = {"Cache-Control": "no-cache, no-store, private", "Pragma": "no-cache"}
+
+
+@dataclass
+class Services:
+    """What ``create_app`` was given; ``integrations`` reports MQTT and GPIO for /api/status."""
+
+    controller: CameraController
+    broadcaster: FrameBroadcaster
+    config: AppConfig
+    backend_name: str
+    backend_description: str
+    events: EventStore
+    live: LiveFeed
+    integrations: Callable[[], dict[str, Any]] = dict
+    started_at: float = field(default_factory=time.monotonic)
+    version: str = __version__
+
+    @classmethod
+    def of(cls, app: Flask | None = None) -> Services:
+        return (app or current_app).extensions["appliance"]
+
+
+def json_error(status: int, message: str, retry_after: int | None = None, **extra: Any) -> Response:
+    """Every error the appliance answers is JSON with an ``error`` key saying what was wrong.
+
+    ``retry_after`` (s) goes into the ``Retry-After`` header of a 503 that will pass by itself.
+    """
+    response = jsonify({"error": message, **extra})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
