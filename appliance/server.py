@@ -182,6 +182,17 @@ class GuardedConnectionManager(connections.ConnectionManager):
         tls.settimeout(0.0)
         return _Handshake(tls, address, time.monotonic() + self._guarded.limits.request_timeout)
 
+    def stop(self) -> None:
+        """End the selector loop now: wake its select() with a connection instead of waiting it out."""
+        self._stop_requested = True
+        with contextlib.suppress(OSError):
+            host, port = self._guarded.socket.getsockname()[:2]
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as poke:
+                poke.settimeout(0.5)
+                poke.connect(("127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host, port))
+        super().stop()
+
     def wait_for_more(self, conn: Any) -> None:
         """Keep an incomplete request in the selector until more of it arrives."""
         conn.last_used = time.time()

@@ -178,7 +178,9 @@ class MjpegSource:
             daemon_threads = True
 
         self._server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mjpeg-source", daemon=True)
+        # serve_forever checks for shutdown() between polls; 0.1 s keeps closing quick.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="mjpeg-source",
+                                        daemon=True)
         self._thread.start()
 
     def stall(self) -> None:
