@@ -96,13 +96,14 @@ class MotionSettings(Section):
     """Parameters of the frame-differencing detector and of event hysteresis."""
 
     enabled: bool = True
+    fps: float = Field(5.0, gt=0, le=120, description="frames analysed per second, whatever the camera delivers")
     width: int = Field(400, ge=64, le=1920)
     blur: int = Field(21, ge=1, le=99)
-    background_weight: float = Field(0.1, gt=0, le=1)
+    background_weight: float = Field(0.1, gt=0, le=1, description="weight of a new frame at 30 frames/s")
     threshold: int = Field(25, ge=1, le=254)
     min_area: float = Field(0.002, ge=0, le=1, description="fraction of the frame that must change")
-    warmup_frames: int = Field(30, ge=0)
-    start_frames: int = Field(3, ge=1, description="consecutive motion frames that start an event")
+    warmup_frames: int = Field(10, ge=0, description="analysed frames that learn the background first")
+    start_frames: int = Field(3, ge=1, description="consecutive analysed frames with motion that start an event")
     event_gap: float = Field(5.0, gt=0, description="seconds without motion that end an event")
 
     @field_validator("blur")

@@ -42,11 +42,14 @@ class MotionDetector:
             source = cv2.cvtColor(source, cv2.COLOR_BGR2GRAY)
         return cv2.GaussianBlur(source, (self._settings.blur, self._settings.blur), 0)
 
-    def detect(self, image: np.ndarray, gray: np.ndarray | None = None) -> MotionResult:
+    def detect(self, image: np.ndarray, gray: np.ndarray | None = None, elapsed: float | None = None) -> MotionResult:
         """Compare one frame with the background and fold it in.
 
         ``image`` is the BGR frame (its size scales the boxes); ``gray`` an optional ready grey image
-        of the same scene (the Pi's lores Y plane), used instead of converting ``image``.
+        of the same scene (the Pi's lores Y plane), used instead of converting ``image``. ``elapsed``
+        is the time since the previous analysis: ``background_weight`` is the weight of a frame at
+        30 frames/s, scaled to it, so the background forgets at the same speed in seconds whether
+        motion is analysed 5 or 30 times a second. Without it each call counts as 1/30 s.
         """
         small = self._small_gray(image, gray)
         if self._background is None or self._background.shape != small.shape:
@@ -54,7 +57,7 @@ class MotionDetector:
             self._frames = 1
             return MotionResult(motion=False, warming_up=self._settings.warmup_frames > 0)
         delta = cv2.absdiff(small, cv2.convertScaleAbs(self._background))
-        cv2.accumulateWeighted(small, self._background, self._settings.background_weight)
+        cv2.accumulateWeighted(small, self._background, self._weight(elapsed))
         self._frames += 1
         if self._frames <= self._settings.warmup_frames:
             return MotionResult(motion=False, warming_up=True)
@@ -77,6 +80,17 @@ class MotionDetector:
         if not boxes:  # many specks, none large: still counts as the changed area says
             boxes.append(_scaled(cv2.boundingRect(mask), sx, sy))
         return MotionResult(motion=True, boxes=tuple(boxes), area=area, score=score)
+
+
+    def _weight(self, elapsed: float | None) -> float:
+        weight = self._settings.background_weight
+        if elapsed is None or elapsed <= 0:
+            return weight
+        return 1.0 - (1.0 - weight) ** min(elapsed * REFERENCE_FPS, 1000.0)
+
+
+REFERENCE_FPS = 30.0
+"""The rate ``background_weight`` is given at: the demo's camera."""
 
 
 def _scaled(rect: tuple[int, int, int, int], sx: float, sy: float) -> Box:

@@ -47,6 +47,7 @@ class PipelineStats:
 
     frames_captured: int
     frames_encoded: int
+    frames_analysed: int
     fps: float
     frame_size: tuple[int, int] | None
     last_frame_age: float | None
@@ -81,6 +82,7 @@ class CapturePipeline:
         self._frame_times: deque[float] = deque(maxlen=30)
         self._frames_captured = 0
         self._frames_encoded = 0
+        self._frames_analysed = 0
         self._frame_size: tuple[int, int] | None = None
         self._last_frame_at: float | None = None
         self._tracker = MotionEventTracker(start_frames=config.motion.start_frames, event_gap=config.motion.event_gap)
@@ -183,7 +185,8 @@ class CapturePipeline:
         times = list(self._frame_times) if self._run is not None and self.is_alive() else []
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
         age = None if self._last_frame_at is None else self._monotonic() - self._last_frame_at
-        return PipelineStats(self._frames_captured, self._frames_encoded, round(fps, 2), self._frame_size,
+        return PipelineStats(self._frames_captured, self._frames_encoded, self._frames_analysed, round(fps, 2),
+                             self._frame_size,
                              age, self._tracker.current is not None, self._last_event)
 
     # --- the thread ----------------------------------------------------------------------------
@@ -238,6 +241,11 @@ class CapturePipeline:
 
     def _stream(self, run: _Run, detector: MotionDetector, on_first_frame: Callable[[], None]) -> None:
         camera = self._config.camera
+        motion = self._config.motion
+        period = 1.0 / motion.fps  # motion is analysed at its own rate, not the camera's
+        next_analysis = self._monotonic()
+        result: MotionResult | None = None  # the latest analysis: its boxes stay on the overlay until the next
+        analysed_at: float | None = None
         first = True
         while not run.stop.is_set():
             self._set_phase("reading")
@@ -256,10 +264,13 @@ class CapturePipeline:
             if first:
                 on_first_frame()
                 first = False
-            result: MotionResult | None = None
             change: EventChange | None = None
-            if self._config.motion.enabled:
-                result = detector.detect(image, frame.gray)
+            if motion.enabled and now >= next_analysis:
+                # Keep the rate, but after a stall start again from now rather than catch up.
+                next_analysis = max(next_analysis + period, now - period)
+                result = detector.detect(image, frame.gray, None if analysed_at is None else now - analysed_at)
+                analysed_at = now
+                self._frames_analysed += 1
                 change = self._tracker.update(result, frame.timestamp, monotonic=now)
             starting = change is not None and change.kind == "start"
             jpeg = None

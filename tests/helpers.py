@@ -41,6 +41,7 @@ def make_config(tmp_path: Any, **sections: Any) -> AppConfig:
                    "synthetic": {"objects": 0}},
         "server": {"host": "127.0.0.1", "port": 0, "socket_timeout": 3},
         "retry": {"initial": 0.05, "maximum": 0.2},
+        "motion": {"fps": 20},  # as fast as the test camera: event tests stay short
         "state_dir": str(tmp_path / "state"),
     }
     for key, value in sections.items():

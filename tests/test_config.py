@@ -18,7 +18,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.server.port == 8000
     assert config.motion.background_weight == 0.1
     assert config.motion.threshold == 25
-    assert config.motion.warmup_frames == 30
+    assert config.motion.warmup_frames == 10
+    assert config.motion.fps == 5.0
 
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:

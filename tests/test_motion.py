@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import requests
 
 from appliance.config import MotionSettings
 from appliance.motion import MotionDetector
@@ -106,3 +109,45 @@ def test_event_keeps_the_peak_and_finish_ends_it() -> None:
     assert end is not None
     assert end.event.peak_area == 0.3 and end.event.peak_score == 0.6
     assert tracker.finish(0.6) is None
+
+
+def test_motion_is_analysed_at_its_own_rate_not_the_cameras(start_appliance: Any) -> None:
+    app = start_appliance(camera={"fps": 20}, motion={"fps": 5})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    before = app.pipeline.stats()
+    assert app.pipeline.wait_for_frames(before.frames_captured + 40, timeout=10)  # 2 s of camera time
+    after = app.pipeline.stats()
+    captured = after.frames_captured - before.frames_captured
+    analysed = after.frames_analysed - before.frames_analysed
+    assert 7 <= analysed <= 13, (captured, analysed)  # 5 per second, whatever the 20 the camera delivers
+    assert requests.get(app.url + "/api/status", timeout=5).json()["frames_analysed"] >= after.frames_analysed
+
+
+def test_events_still_start_and_end_at_five_analyses_a_second(start_appliance: Any) -> None:
+    app = start_appliance(camera={"fps": 20, "synthetic": {"objects": 3, "motion_period": 4, "motion_duration": 2}},
+                          motion={"fps": 5, "warmup_frames": 3, "event_gap": 0.6})
+    heard: list[str] = []
+    app.controller.add_motion_listener(lambda change, jpeg: heard.append(change.kind))
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    assert app.pipeline.wait_for_frames(20 * 5, timeout=15)  # more than one motion period
+    assert app.controller.flush()
+    assert heard[:2] == ["start", "end"], heard
+    app.recorder.flush()
+    events, _ = app.events.list()
+    assert events and events[0]["box"] is not None
+
+
+def test_the_background_forgets_at_the_same_speed_in_seconds_at_any_analysis_rate() -> None:
+    """A parked object stops being motion after the same time, analysed 30 or 5 times a second."""
+    settled = {}
+    for fps in (30, 5):
+        detector = MotionDetector(MotionSettings(warmup_frames=0))
+        for _ in range(5):
+            detector.detect(scene(None), elapsed=1 / fps)
+        parked = scene(300, size=60)
+        frames = 0
+        while detector.detect(parked, elapsed=1 / fps).motion:
+            frames += 1
+            assert frames < 1000
+        settled[fps] = frames / fps  # seconds until the object became background
+    assert abs(settled[30] - settled[5]) <= 0.25, settled
