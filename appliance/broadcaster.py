@@ -3,6 +3,10 @@
 The capture thread publishes each encoded frame once; every viewer waits on one condition for a
 sequence number newer than the last it sent. A slow viewer simply skips to the newest frame, so it
 never delays the others, and every wait has a timeout so no viewer hangs when the camera stalls.
+
+Each viewer may ask for fewer frames (``?fps=`` on the stream): its slot says when it next wants
+one, and the capture thread encodes only while some viewer is due (or a snapshot is wanted), so a
+dashboard thumbnail at 1 frame/s costs one encode a second, not thirty.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from dataclasses import dataclass
 
 class TooManyViewers(Exception):
     """The configured viewer limit is reached."""
+
+
+@dataclass(eq=False)
+class ViewerSlot:
+    """One viewer: the camera run it belongs to, how often it wants a frame, and from when."""
+
+    generation: int
+    interval: float = 0.0  # s between frames; 0: every frame
+    due: float = 0.0  # monotonic time from which it wants its next frame
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,9 @@ class FrameBroadcaster:
         self._published_at = 0.0
         self._generation = 0
         self._live = False
-        self._viewers = 0
+        self._ended = threading.Event()  # set when the current run ends: low-rate viewers wait on it
+        self._ended.set()
+        self._slots: set[ViewerSlot] = set()
         self._snapshot_waiters = 0
         self.published = 0
 
@@ -50,6 +65,7 @@ class FrameBroadcaster:
             self._generation += 1
             self._live = True
             self._jpeg = None
+            self._ended = threading.Event()
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -57,6 +73,7 @@ class FrameBroadcaster:
         with self._cond:
             self._live = False
             self._jpeg = None
+            self._ended.set()
             self._cond.notify_all()
 
     def publish(self, jpeg: bytes) -> None:
@@ -69,8 +86,12 @@ class FrameBroadcaster:
             self._cond.notify_all()
 
     def wants_frames(self) -> bool:
-        """Whether anyone is waiting: the capture thread encodes only then."""
-        return self._viewers > 0 or self._snapshot_waiters > 0
+        """Whether a frame would be used now: a snapshot is awaited or a viewer is due. The capture
+        thread encodes only then."""
+        if self._snapshot_waiters > 0:
+            return True
+        now = self._monotonic()
+        return any(slot.due <= now for slot in list(self._slots))
 
     def wait_for_demand(self, timeout: float) -> bool:
         """Block until someone wants frames (or ``timeout``); lets tests and tools sync without polling."""
@@ -85,35 +106,48 @@ class FrameBroadcaster:
 
     @property
     def viewers(self) -> int:
-        return self._viewers
+        return len(self._slots)
 
     @property
     def generation(self) -> int:
         return self._generation
 
-    def add_viewer(self) -> int:
-        """Count a new viewer and return the camera run it belongs to.
+    def add_viewer(self, max_fps: float | None = None) -> ViewerSlot:
+        """Count a new viewer of the current camera run, wanting at most ``max_fps`` frames a second.
 
         Raises TooManyViewers at the limit and LookupError while the camera is off.
         """
         with self._cond:
             if not self._live:
                 raise LookupError("camera is off")
-            if self._viewers >= self._max_viewers:
+            if len(self._slots) >= self._max_viewers:
                 raise TooManyViewers(f"viewer limit of {self._max_viewers} reached")
-            self._viewers += 1
+            slot = ViewerSlot(self._generation, 1.0 / max_fps if max_fps else 0.0)
+            self._slots.add(slot)
             self._cond.notify_all()
-            return self._generation
+            return slot
 
-    def remove_viewer(self) -> None:
+    def remove_viewer(self, slot: ViewerSlot) -> None:
         with self._cond:
-            self._viewers = max(0, self._viewers - 1)
+            self._slots.discard(slot)
             self._cond.notify_all()
+
+    def sent(self, slot: ViewerSlot) -> None:
+        """The viewer has its frame: it wants the next one ``interval`` from now."""
+        slot.due = self._monotonic() + slot.interval
+
+    def wait_until_due(self, slot: ViewerSlot) -> bool:
+        """Sleep until the viewer wants its next frame; False if the camera run ended meanwhile."""
+        delay = slot.due - self._monotonic()
+        ended = self._ended
+        if slot.generation != self._generation:
+            return False
+        return not (delay > 0 and ended.wait(delay)) and self._live and slot.generation == self._generation
 
     def wait_for_viewers(self, count: int, timeout: float) -> bool:
         """Block until exactly ``count`` viewers remain (or ``timeout``): for shutdown and tests."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._viewers == count, timeout)
+            return self._cond.wait_for(lambda: len(self._slots) == count, timeout)
 
     def wait_for_frame(self, generation: int, after_seq: int, timeout: float) -> Published | None:
         """Wait for a frame newer than ``after_seq``.

@@ -126,6 +126,7 @@ class StreamSettings(Section):
     """Limits of the MJPEG stream."""
 
     max_viewers: int = Field(16, ge=1, le=256)
+    max_fps: float = Field(30.0, gt=0, le=120, description="frames encoded per second for viewers, at most")
     max_live_clients: int = Field(8, ge=1, le=64, description="open pages following state changes")
     keepalive: float = Field(2.0, gt=0, le=30, description="resend the last frame after this many s")
 

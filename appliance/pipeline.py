@@ -246,6 +246,8 @@ class CapturePipeline:
         next_analysis = self._monotonic()
         result: MotionResult | None = None  # the latest analysis: its boxes stay on the overlay until the next
         analysed_at: float | None = None
+        encode_period = 1.0 / self._config.stream.max_fps
+        next_encode = self._monotonic()
         first = True
         while not run.stop.is_set():
             self._set_phase("reading")
@@ -274,7 +276,8 @@ class CapturePipeline:
                 change = self._tracker.update(result, frame.timestamp, monotonic=now)
             starting = change is not None and change.kind == "start"
             jpeg = None
-            if starting or self._broadcaster.wants_frames():
+            if starting or (now >= next_encode and self._broadcaster.wants_frames()):
+                next_encode = max(next_encode + encode_period, now - encode_period)
                 draw_overlay(image, frame.timestamp, result, self._config.overlay)
                 jpeg = self._encode(image)
                 self._broadcaster.publish(jpeg)

@@ -12,7 +12,7 @@ from appliance.broadcaster import FrameBroadcaster, TooManyViewers
 def test_viewers_get_the_newest_frame_and_skip_what_they_missed() -> None:
     b = FrameBroadcaster(max_viewers=4)
     b.start()
-    gen = b.add_viewer()
+    gen = b.add_viewer().generation
     for i in range(5):
         b.publish(b"jpeg%d" % i)
     frame = b.wait_for_frame(gen, 0, timeout=1)
@@ -22,7 +22,7 @@ def test_viewers_get_the_newest_frame_and_skip_what_they_missed() -> None:
 def test_a_waiting_viewer_wakes_on_publish() -> None:
     b = FrameBroadcaster(max_viewers=4)
     b.start()
-    gen = b.add_viewer()
+    gen = b.add_viewer().generation
     got: list[bytes | None] = []
     waiting = threading.Thread(target=lambda: got.append(b.wait_for_frame(gen, 0, timeout=5).jpeg))
     waiting.start()
@@ -34,7 +34,7 @@ def test_a_waiting_viewer_wakes_on_publish() -> None:
 def test_timeout_returns_the_same_frame_again() -> None:
     b = FrameBroadcaster(max_viewers=4)
     b.start()
-    gen = b.add_viewer()
+    gen = b.add_viewer().generation
     b.publish(b"only")
     first = b.wait_for_frame(gen, 0, timeout=1)
     again = b.wait_for_frame(gen, first.seq, timeout=0.01)
@@ -44,7 +44,7 @@ def test_timeout_returns_the_same_frame_again() -> None:
 def test_stop_ends_waiting_viewers_and_restart_is_a_new_run() -> None:
     b = FrameBroadcaster(max_viewers=4)
     b.start()
-    gen = b.add_viewer()
+    gen = b.add_viewer().generation
     results: list[object] = []
     waiting = threading.Thread(target=lambda: results.append(b.wait_for_frame(gen, 0, timeout=10)))
     waiting.start()
@@ -61,11 +61,11 @@ def test_viewer_limit_and_camera_off() -> None:
     with pytest.raises(LookupError):
         b.add_viewer()
     b.start()
-    b.add_viewer()
+    first = b.add_viewer()
     b.add_viewer()
     with pytest.raises(TooManyViewers):
         b.add_viewer()
-    b.remove_viewer()
+    b.remove_viewer(first)
     b.add_viewer()
 
 

@@ -288,3 +288,53 @@ def _wait_until_serving(base: str, proc: subprocess.Popen[str]) -> None:
         if "serving on" in line:
             return
     raise AssertionError("appliance exited before serving:\n" + "".join(seen))
+
+
+def test_stream_max_fps_bounds_encodes_and_sends(start_appliance: Start) -> None:
+    app = start_appliance(camera={"fps": 20}, stream={"max_fps": 5})
+    put(app, True)
+    with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
+        parts = iter_mjpeg(response)
+        next(parts)
+        before, started = app.pipeline.stats(), time.monotonic()
+        for _ in range(10):
+            next(parts)
+        elapsed, after = time.monotonic() - started, app.pipeline.stats()
+    assert elapsed >= 1.6, f"10 frames at 5 frames/s came in {elapsed:.2f} s"
+    encoded = after.frames_encoded - before.frames_encoded
+    captured = after.frames_captured - before.frames_captured
+    assert encoded <= captured / 4 + 2, (encoded, captured)  # the camera gave 20/s; 5/s were encoded
+
+
+def test_a_thumbnail_viewer_costs_only_its_own_frame_rate(start_appliance: Start) -> None:
+    app = start_appliance(camera={"fps": 20})
+    put(app, True)
+    for bad in ("0", "abc", "1000", "-1"):
+        refused = requests.get(f"{app.url}/stream.mjpg?fps={bad}", timeout=10)
+        assert refused.status_code == 400 and "fps" in refused.json()["error"]
+    with requests.get(app.url + "/stream.mjpg?fps=4", stream=True, timeout=10) as thumbnail:
+        parts = iter_mjpeg(thumbnail)
+        next(parts)
+        before, started = app.pipeline.stats(), time.monotonic()
+        for _ in range(4):
+            next(parts)
+        elapsed, after = time.monotonic() - started, app.pipeline.stats()
+    assert elapsed >= 0.7, f"4 frames at 4 frames/s came in {elapsed:.2f} s"
+    encoded = after.frames_encoded - before.frames_encoded
+    captured = after.frames_captured - before.frames_captured
+    assert encoded <= 6 and captured >= 14, (encoded, captured)  # one encode per frame it got, not 20/s
+
+
+def test_a_thumbnail_next_to_a_full_rate_viewer_still_gets_few_frames(start_appliance: Start) -> None:
+    app = start_appliance(camera={"fps": 20})
+    put(app, True)
+    with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as full, \
+            requests.get(app.url + "/stream.mjpg?fps=2", stream=True, timeout=10) as thumbnail:
+        full_parts, thumb_parts = iter_mjpeg(full), iter_mjpeg(thumbnail)
+        next(thumb_parts)
+        started = time.monotonic()
+        next(thumb_parts)
+        next(thumb_parts)
+        elapsed = time.monotonic() - started
+        assert sum(1 for _ in zip(range(10), full_parts, strict=False)) == 10  # the other viewer is served meanwhile
+    assert elapsed >= 0.8, f"2 frames at 2 frames/s came in {elapsed:.2f} s"

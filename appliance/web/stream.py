@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from appliance.broadcaster import TooManyViewers
 from appliance.web.services import NO_CACHE, Services, json_error
@@ -25,11 +25,23 @@ def _part(jpeg: bytes) -> bytes:
 
 @bp.get("/stream.mjpg")
 def stream() -> Response:
-    """Live view; ends when the camera goes off. Each viewer costs a thread, never an encode."""
+    """Live view; ends when the camera goes off. Each viewer costs a thread, never an encode.
+
+    ``?fps=N`` (0.1 up to ``stream.max_fps``) sends at most N frames a second, for thumbnails and
+    dashboards; the camera then encodes only as often as some viewer is due.
+    """
     services = Services.of()
     broadcaster = services.broadcaster
+    ceiling = services.config.stream.max_fps
+    raw = request.args.get("fps")
     try:
-        generation = broadcaster.add_viewer()
+        max_fps = None if raw is None else float(raw)
+    except ValueError:
+        return json_error(400, f"'fps' must be a number of frames per second, not {raw!r}")
+    if max_fps is not None and not 0.1 <= max_fps <= ceiling:
+        return json_error(400, f"'fps' must be between 0.1 and {ceiling:g} (stream.max_fps), not {raw}")
+    try:
+        slot = broadcaster.add_viewer(max_fps)
     except LookupError:
         return _camera_off()
     except TooManyViewers as exc:
@@ -39,7 +51,9 @@ def stream() -> Response:
     def frames() -> Iterator[bytes]:
         seq = 0
         while True:
-            frame = broadcaster.wait_for_frame(generation, seq, keepalive)
+            if not broadcaster.wait_until_due(slot):
+                return
+            frame = broadcaster.wait_for_frame(slot.generation, seq, keepalive)
             if frame is None:
                 return
             if frame.jpeg is None:
@@ -47,11 +61,12 @@ def stream() -> Response:
             # On a timeout this re-sends the same frame: it keeps proxies from closing an idle
             # stream and lets the server notice a viewer that is gone.
             seq = frame.seq
+            broadcaster.sent(slot)
             yield _part(frame.jpeg)
 
     response = Response(frames(), mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                         headers={**NO_CACHE, "X-Accel-Buffering": "no"})
-    response.call_on_close(broadcaster.remove_viewer)
+    response.call_on_close(lambda: broadcaster.remove_viewer(slot))
     return response
 
 
