@@ -127,6 +127,8 @@ class StreamSettings(Section):
 
     max_viewers: int = Field(16, ge=1, le=256)
     max_fps: float = Field(30.0, gt=0, le=120, description="frames encoded per second for viewers, at most")
+    encoder: Literal["auto", "opencv", "simplejpeg"] = Field(
+        "auto", description="JPEG encoder; auto: the fastest installed one, timed at start-up")
     max_live_clients: int = Field(8, ge=1, le=64, description="open pages following state changes")
     keepalive: float = Field(2.0, gt=0, le=30, description="resend the last frame after this many s")
 

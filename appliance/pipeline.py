@@ -22,12 +22,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends.base import CameraBackend, CameraError
 from appliance.config import AppConfig
+from appliance.encoder import EncodeError, choose_encoder
 from appliance.motion import MotionDetector
 from appliance.motion_events import EventChange, MotionEventTracker, MotionResult
 from appliance.overlay import draw_overlay
@@ -85,6 +85,8 @@ class CapturePipeline:
         self._frames_analysed = 0
         self._frame_size: tuple[int, int] | None = None
         self._last_frame_at: float | None = None
+        self.encoder_name, self._encode_jpeg = choose_encoder(config.stream.encoder, config.camera.jpeg_quality,
+                                                              config.camera.size)
         self._tracker = MotionEventTracker(start_frames=config.motion.start_frames, event_gap=config.motion.event_gap)
         self._last_event: dict[str, object] | None = None
 
@@ -285,11 +287,12 @@ class CapturePipeline:
                 self._report_event(run, change, jpeg if starting else None)
 
     def _encode(self, image: np.ndarray) -> bytes:
-        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self._config.camera.jpeg_quality])
-        if not ok:
-            raise CameraError("JPEG encoding failed")
+        try:
+            jpeg = self._encode_jpeg(image)
+        except EncodeError as exc:
+            raise CameraError(f"JPEG encoding failed: {exc}") from exc
         self._frames_encoded += 1
-        return buffer.tobytes()
+        return jpeg
 
     def _report_event(self, run: _Run, change: EventChange, jpeg: bytes | None) -> None:
         self._last_event = change.event.as_dict()

@@ -82,6 +82,7 @@ def status_body(services: Services) -> dict[str, Any]:
         "frames_captured": stats.frames_captured,
         "frames_encoded": stats.frames_encoded,
         "frames_analysed": stats.frames_analysed,
+        "encoder": services.controller.pipeline.encoder_name,
         "motion": {"active": stats.motion_active, "last_event": stats.last_event},
         "uptime": round(time.monotonic() - services.started_at, 1),
         "version": services.version,
