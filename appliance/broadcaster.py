@@ -16,6 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
+
+SAME = object()
+"""``publish(jpeg)``: the stream's frame is also the full-size still."""
 
 
 class TooManyViewers(Exception):
@@ -46,9 +50,11 @@ class FrameBroadcaster:
         self._max_viewers = max_viewers
         self._monotonic = monotonic
         self._cond = threading.Condition()
-        self._jpeg: bytes | None = None
+        self._jpeg: bytes | None = None  # the stream's newest frame (scaled to stream.size)
         self._seq = 0
-        self._published_at = 0.0
+        self._still: bytes | None = None  # the newest full-size frame, for snapshots
+        self._still_seq = 0
+        self._still_at = 0.0
         self._generation = 0
         self._live = False
         self._ended = threading.Event()  # set when the current run ends: low-rate viewers wait on it
@@ -64,7 +70,7 @@ class FrameBroadcaster:
         with self._cond:
             self._generation += 1
             self._live = True
-            self._jpeg = None
+            self._jpeg = self._still = None
             self._ended = threading.Event()
             self._cond.notify_all()
 
@@ -72,31 +78,39 @@ class FrameBroadcaster:
         """The camera is off: every open stream ends at its next wake-up, which is now."""
         with self._cond:
             self._live = False
-            self._jpeg = None
+            self._jpeg = self._still = None
             self._ended.set()
             self._cond.notify_all()
 
-    def publish(self, jpeg: bytes) -> None:
-        """Make ``jpeg`` the newest frame and wake every viewer."""
+    def publish(self, jpeg: bytes | None, still: bytes | object | None = SAME) -> None:
+        """Make ``jpeg`` the stream's newest frame and ``still`` the newest full-size one for snapshots
+        (``SAME``: the stream is not scaled, ``jpeg`` is both; None: no new still); wake everyone."""
+        full = jpeg if still is SAME else cast("bytes | None", still)
         with self._cond:
-            self._seq += 1
-            self._jpeg = jpeg
-            self._published_at = self._monotonic()
-            self.published += 1
+            if jpeg is not None:
+                self._seq += 1
+                self._jpeg = jpeg
+                self.published += 1
+            if full is not None:
+                self._still_seq += 1
+                self._still = full
+                self._still_at = self._monotonic()
             self._cond.notify_all()
 
     def wants_frames(self) -> bool:
-        """Whether a frame would be used now: a snapshot is awaited or a viewer is due. The capture
-        thread encodes only then."""
-        if self._snapshot_waiters > 0:
-            return True
+        """Whether a stream frame would be used now: some viewer is due. The capture thread encodes
+        for the stream only then."""
         now = self._monotonic()
         return any(slot.due <= now for slot in list(self._slots))
+
+    def wants_still(self) -> bool:
+        """Whether a full-size frame is awaited (a snapshot)."""
+        return self._snapshot_waiters > 0
 
     def wait_for_demand(self, timeout: float) -> bool:
         """Block until someone wants frames (or ``timeout``); lets tests and tools sync without polling."""
         with self._cond:
-            return self._cond.wait_for(self.wants_frames, timeout)
+            return self._cond.wait_for(lambda: self.wants_frames() or self.wants_still(), timeout)
 
     # --- consumer side -------------------------------------------------------------------------
 
@@ -169,14 +183,13 @@ class FrameBroadcaster:
 
     @contextmanager
     def _snapshot_demand(self) -> Iterator[None]:
-        with self._cond:
-            self._snapshot_waiters += 1
-            self._cond.notify_all()
+        """Under the lock (a Condition's RLock): count a snapshot waiter while the block runs."""
+        self._snapshot_waiters += 1
+        self._cond.notify_all()
         try:
             yield
         finally:
-            with self._cond:
-                self._snapshot_waiters -= 1
+            self._snapshot_waiters -= 1
 
     def snapshot(self, timeout: float, max_age: float) -> bytes | None:
         """A current JPEG: the newest if younger than ``max_age`` s, else the next one encoded.
@@ -186,11 +199,12 @@ class FrameBroadcaster:
         with self._cond:
             if not self._live:
                 return None
-            if self._jpeg is not None and self._monotonic() - self._published_at <= max_age:
-                return self._jpeg
-            generation, seq = self._generation, self._seq
-        with self._snapshot_demand():
-            frame = self.wait_for_frame(generation, seq, timeout)
-        if frame is None or frame.seq == seq:
-            return None
-        return frame.jpeg
+            if self._still is not None and self._monotonic() - self._still_at <= max_age:
+                return self._still
+            generation, seq = self._generation, self._still_seq
+            with self._snapshot_demand():
+                self._cond.wait_for(lambda: not self._live or self._generation != generation
+                                    or (self._still_seq > seq and self._still is not None), timeout)
+            if not self._live or self._generation != generation or self._still_seq == seq:
+                return None
+            return self._still

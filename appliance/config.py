@@ -127,6 +127,7 @@ class StreamSettings(Section):
 
     max_viewers: int = Field(16, ge=1, le=256)
     max_fps: float = Field(30.0, gt=0, le=120, description="frames encoded per second for viewers, at most")
+    size: Size | None = Field(None, description="the stream scaled to WxH; snapshots and events stay full size")
     encoder: Literal["auto", "opencv", "simplejpeg"] = Field(
         "auto", description="JPEG encoder; auto: the fastest installed one, timed at start-up")
     max_live_clients: int = Field(8, ge=1, le=64, description="open pages following state changes")

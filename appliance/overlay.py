@@ -12,17 +12,23 @@ from appliance.motion_events import MotionResult
 
 
 def draw_overlay(image: np.ndarray, timestamp: float, motion: MotionResult | None,
-                 settings: OverlaySettings) -> None:
-    """Draw in place on ``image`` (BGR); sizes scale with the frame so 320x240 and 1080p both read."""
+                 settings: OverlaySettings, scale: tuple[float, float] = (1.0, 1.0)) -> None:
+    """Draw in place on ``image`` (BGR); sizes scale with the frame so 320x240 and 1080p both read.
+
+    Boxes are in capture-frame pixels; ``scale`` maps them onto a scaled-down stream frame.
+    """
     height = image.shape[0]
     thickness = max(1, height // 360)
+    sx, sy = scale
     if settings.motion_boxes and motion is not None and motion.motion:
         for box in motion.boxes:
-            cv2.rectangle(image, (box.x, box.y), (box.x + box.w, box.y + box.h), (0, 0, 255), thickness + 1)
+            top_left = (int(box.x * sx), int(box.y * sy))
+            bottom_right = (int((box.x + box.w) * sx), int((box.y + box.h) * sy))
+            cv2.rectangle(image, top_left, bottom_right, (0, 0, 255), thickness + 1)
     if settings.timestamp:
         text = time.strftime(settings.timestamp_format, time.localtime(timestamp))
-        scale = max(0.4, height / 720 * 0.8)
-        origin = (10, int(30 * scale / 0.8))
+        size = max(0.4, height / 720 * 0.8)
+        origin = (10, int(30 * size / 0.8))
         # A dark outline under the white text keeps it legible on bright and dark scenes alike.
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), thickness, cv2.LINE_AA)

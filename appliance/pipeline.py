@@ -22,10 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from appliance.broadcaster import FrameBroadcaster
-from appliance.camera_backends.base import CameraBackend, CameraError
+from appliance.camera_backends.base import CameraBackend, CameraError, Frame
 from appliance.config import AppConfig
 from appliance.encoder import EncodeError, choose_encoder
 from appliance.motion import MotionDetector
@@ -277,14 +278,39 @@ class CapturePipeline:
                 self._frames_analysed += 1
                 change = self._tracker.update(result, frame.timestamp, monotonic=now)
             starting = change is not None and change.kind == "start"
-            jpeg = None
-            if starting or (now >= next_encode and self._broadcaster.wants_frames()):
+            want_stream = now >= next_encode and self._broadcaster.wants_frames()
+            want_still = starting or self._broadcaster.wants_still()
+            still = None
+            if want_stream:
                 next_encode = max(next_encode + encode_period, now - encode_period)
-                draw_overlay(image, frame.timestamp, result, self._config.overlay)
-                jpeg = self._encode(image)
-                self._broadcaster.publish(jpeg)
+            if want_stream or want_still:
+                still = self._encode_and_publish(frame, result, want_stream, want_still)
             if change is not None:
-                self._report_event(run, change, jpeg if starting else None)
+                self._report_event(run, change, still if starting else None)
+
+    def _encode_and_publish(self, frame: Frame, result: MotionResult | None, want_stream: bool,
+                            want_still: bool) -> bytes | None:
+        """Encode what is wanted: the stream at ``stream.size``, a still (snapshot, event) at full size;
+        one encode serves both when the stream is not scaled. Returns the still, if one was made."""
+        image = frame.image
+        overlay = self._config.overlay
+        target = self._config.stream.size
+        height, width = image.shape[:2]
+        if target is None or tuple(target) == (width, height):
+            draw_overlay(image, frame.timestamp, result, overlay)
+            jpeg = self._encode(image)
+            self._broadcaster.publish(jpeg)
+            return jpeg
+        stream = still = None
+        if want_stream:  # scaled first, from the clean frame: the overlay is drawn at the stream's size
+            small = cv2.resize(image, tuple(target), interpolation=cv2.INTER_AREA)
+            draw_overlay(small, frame.timestamp, result, overlay, scale=(target[0] / width, target[1] / height))
+            stream = self._encode(small)
+        if want_still:
+            draw_overlay(image, frame.timestamp, result, overlay)
+            still = self._encode(image)
+        self._broadcaster.publish(stream, still)
+        return still
 
     def _encode(self, image: np.ndarray) -> bytes:
         try:

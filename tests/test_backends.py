@@ -7,10 +7,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+import requests
 
 from appliance.camera_backends import MissingCamera, backend_class, choose_backend
 from appliance.camera_backends.base import CameraError
@@ -242,3 +244,20 @@ def test_opencv_source_that_accepts_and_never_sends_fails_open_in_time(mjpeg_sou
         camera.open()
     assert time.monotonic() - started < 1.0 + 1.0
     camera.close()
+
+
+def test_picamera2_frames_reach_the_encoder_without_a_colour_conversion(
+        start_appliance: Any, fake_picamera2: type[FakePicamera2], monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a colour conversion ran between the Pi camera and the JPEG")
+
+    camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2)
+    app = start_appliance(backend=camera, camera={"size": "640x480"})
+    monkeypatch.setattr(cv2, "cvtColor", no_conversion)  # motion takes the lores Y plane, the encoder BGR
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    snapshot = requests.get(app.url + "/snapshot.jpg", timeout=10)
+    assert snapshot.status_code == 200, snapshot.text
+    assert app.pipeline.stats().frames_analysed > 0
+    image = cv2.imdecode(np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_COLOR)
+    blue, _, red = image[-5, -5]
+    assert red > 200 and blue < 60  # the fake's red scene is still red: BGR went in as BGR

@@ -338,3 +338,21 @@ def test_a_thumbnail_next_to_a_full_rate_viewer_still_gets_few_frames(start_appl
         elapsed = time.monotonic() - started
         assert sum(1 for _ in zip(range(10), full_parts, strict=False)) == 10  # the other viewer is served meanwhile
     assert elapsed >= 0.8, f"2 frames at 2 frames/s came in {elapsed:.2f} s"
+
+
+def test_stream_size_scales_the_stream_while_snapshots_and_events_stay_full_size(start_appliance: Start) -> None:
+    app = start_appliance(camera={"size": "320x240", "synthetic": {"objects": 3, "motion_period": 2,
+                                                                   "motion_duration": 1}},
+                          stream={"size": "160x120"}, motion={"warmup_frames": 3, "event_gap": 0.3})
+    put(app, True)
+    with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
+        parts = iter_mjpeg(response)
+        shapes = {decode_jpeg(next(parts)[1]).shape for _ in range(3)}
+        snapshot = requests.get(app.url + "/snapshot.jpg", timeout=10)  # while someone watches the small one
+    assert shapes == {(120, 160, 3)}
+    assert decode_jpeg(snapshot.content).shape == (240, 320, 3)
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 40, timeout=10)
+    app.recorder.flush()
+    events, _ = app.events.list()
+    assert events, "the moving demo scene made no event"
+    assert decode_jpeg(app.events.snapshot(events[-1]["id"])).shape == (240, 320, 3)
