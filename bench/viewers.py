@@ -1,27 +1,41 @@
-"""Server CPU, per-viewer frame rate and JPEG encodes per second for 0, 1, 4 and 16 viewers.
+"""What the appliance costs per viewer, against the limit its own stages set and the demo it replaced.
 
-Runs the real appliance as a subprocess (synthetic camera, 1280x720 at 30 fps by default) and
-attaches viewers on loopback from this process. CPU is read from /proc for the server process only.
-Compare rows as ratios within one run: the machine is shared and absolute figures drift.
+Runs the real appliance as a subprocess (demo camera, 30 fps), attaches viewers from **another
+process** (raw HTTP/1.0 sockets read by one selector loop, which cost the same whichever server they
+read from), and prints per row: the server's CPU in cores (from /proc), frames per second each viewer
+got, encodes, captures and motion analyses per second, and the server's memory. Then:
 
-    python bench/viewers.py [--size 1280x720] [--fps 30] [--seconds 6] [--viewers 0 1 4 16]
+- each stage's cost measured in isolation, in this process, with the appliance's own code: capture
+  (the demo camera), motion, overlay, JPEG encode, and sending one part to one socket;
+- the **limit** for each row: the sum of those stage costs times the rates the row really needed
+  (captures, analyses, encodes, parts sent), and the ratio of the measured CPU to it;
+- the same viewers on the **demo's original approach** (bench/demo_original.py), as a peer.
+
+Compare within one run, as ratios: the machine is shared and absolute figures drift.
+
+    python bench/viewers.py [--size 640x360] [--fps 30] [--seconds 5] [--viewers 0 1 4 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import selectors
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -30,30 +44,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-class Viewer(threading.Thread):
-    """Reads one MJPEG stream and counts parts by their Content-Length headers."""
-
-    def __init__(self, base: str, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.base = base
-        self.stop = stop
-        self.frames = 0
-        self.ready = threading.Event()
-
-    def run(self) -> None:
-        with requests.get(self.base + "/stream.mjpg", stream=True, timeout=10) as response:
-            response.raise_for_status()
-            raw = response.raw
-            self.ready.set()
-            while not self.stop.is_set():
-                line = raw.readline()
-                if not line:
-                    return
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-                    raw.readline()
-                    raw.read(length)
-                    self.frames += 1
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def free_port() -> int:
@@ -62,59 +57,198 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def viewers_process(port: int, count: int, path: str, connected: Any, go: Any, seconds: float, out: Any) -> None:
+    """In a child process: ``count`` raw viewers on one selector; parts each got during the window."""
+    selector = selectors.DefaultSelector()
+    counts = [0] * count
+    tails = [b""] * count
+    socks = []
+    for index in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, index)
+        socks.append(sock)
+    connected.set()
+    counting_until: float | None = None
+    while counting_until is None or (remaining := counting_until - time.monotonic()) > 0:
+        if counting_until is None and go.is_set():
+            counting_until = time.monotonic() + seconds  # what arrived before the window is read, not counted
+            remaining = seconds
+        for key, _ in selector.select(remaining if counting_until is not None else 0.05):
+            index = key.data
+            try:
+                data = key.fileobj.recv(1 << 20)  # type: ignore[union-attr]
+            except BlockingIOError:
+                continue
+            if not data:
+                selector.unregister(key.fileobj)
+                continue
+            chunk = tails[index] + data
+            if counting_until is not None:
+                counts[index] += chunk.count(b"--frame\r\n")
+            tails[index] = chunk[-9:]  # a boundary split across two reads is counted once
+    for sock in socks:
+        sock.close()
+    out.put(counts)
+
+
+def measure(pid: int, port: int, viewers: int, seconds: float, path: str = "/stream.mjpg",
+            status: Callable[[], dict[str, Any]] | None = None) -> dict[str, float]:
+    """One row: CPU of ``pid`` and frames per viewer over ``seconds`` with ``viewers`` attached."""
+    context = multiprocessing.get_context("fork")
+    connected, go, out = context.Event(), context.Event(), context.Queue()
+    child = None
+    if viewers:
+        child = context.Process(target=viewers_process, args=(port, viewers, path, connected, go, seconds, out))
+        child.start()
+        connected.wait(30)
+    threading.Event().wait(1.0)  # settle: connections made, first frames sent (a bench, not a test)
+    before = status() if status else {}
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    go.set()
+    if child is not None:
+        counts = out.get(timeout=seconds + 30)
+        child.join(10)
+    else:
+        counts = []
+        threading.Event().wait(seconds)
+    elapsed = time.monotonic() - t0
+    cpu = (cpu_seconds(pid) - cpu0) / elapsed
+    after = status() if status else {}
+    row = {"viewers": viewers, "cores": cpu, "fps": sum(counts) / len(counts) / seconds if counts else 0.0,
+           "sent": sum(counts) / seconds, "rss": rss_mib(pid)}
+    for key in ("frames_encoded", "frames_captured", "frames_analysed"):
+        row[key] = (after.get(key, 0) - before.get(key, 0)) / elapsed if status else 0.0
+    return row
+
+
+def stage_costs(size: str, fps: float) -> dict[str, float]:
+    """Seconds of CPU per frame for each stage, measured alone with the appliance's own code."""
+    from appliance.camera_backends.synthetic import SyntheticCamera
+    from appliance.config import AppConfig
+    from appliance.encoder import choose_encoder
+    from appliance.motion import MotionDetector
+    from appliance.overlay import draw_overlay
+
+    config = AppConfig.model_validate({"camera": {"size": size, "fps": fps, "synthetic": {"objects": 3}}})
+    camera = SyntheticCamera(config.camera, paced=False)
+    camera.open()
+    frames = [camera.read(1.0) for _ in range(30)]
+
+    def per_call(work: Callable[[int], object], repeats: int = 150) -> float:
+        work(0)
+        started = time.thread_time()
+        for i in range(repeats):
+            work(i)
+        return (time.thread_time() - started) / repeats
+
+    detector = MotionDetector(config.motion)
+    results = [detector.detect(frame.image, None, 1 / config.motion.fps) for frame in frames]
+    encoder_name, encode = choose_encoder(config.stream.encoder, config.camera.jpeg_quality, config.camera.size)
+    canvas = frames[0].image.copy()
+    jpeg = encode(canvas)
+    part = (f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
+    sender, receiver = socket.socketpair()
+    draining = threading.Thread(target=lambda: [None for _ in iter(lambda: receiver.recv(1 << 20), b"")],
+                                daemon=True)
+    draining.start()
+    costs = {
+        "capture": per_call(lambda i: camera.read(1.0)),
+        "motion": per_call(lambda i: detector.detect(frames[i % 30].image, None, 1 / config.motion.fps)),
+        "overlay": per_call(lambda i: draw_overlay(canvas, frames[i % 30].timestamp, results[i % 30], config.overlay)),
+        "encode": per_call(lambda i: encode(frames[i % 30].image)),
+        "send": per_call(lambda i: sender.sendall(part), repeats=600),
+    }
+    sender.close()
+    draining.join(5)
+    receiver.close()
+    costs["jpeg_kib"] = len(jpeg) / 1024
+    costs["encoder"] = encoder_name  # type: ignore[assignment]
+    return costs
+
+
+def limit(row: dict[str, float], costs: dict[str, float]) -> float:
+    """Cores the row needs at least: each stage's cost times the rate the row really used."""
+    return (row["frames_captured"] * costs["capture"] + row["frames_analysed"] * costs["motion"]
+            + row["frames_encoded"] * (costs["overlay"] + costs["encode"]) + row["sent"] * costs["send"])
+
+
+def start(cmd: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if ready in line:
+            threading.Thread(target=lambda: [None for _ in proc.stdout or ()], daemon=True).start()
+            return proc
+    raise RuntimeError(f"{cmd[1]} did not start")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--size", default="640x360")
     parser.add_argument("--fps", type=float, default=30)
-    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--viewers", type=int, nargs="+", default=[0, 1, 4, 16])
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo's original approach")
     args = parser.parse_args()
 
+    costs = stage_costs(args.size, args.fps)
     port = free_port()
-    state = tempfile.mkdtemp(prefix="bench-state-")
-    env = {**os.environ, "APPLIANCE_STATE_DIR": state, "APPLIANCE_LOG_LEVEL": "WARNING",
-           "APPLIANCE_STREAM__MAX_VIEWERS": str(max(args.viewers) + 4)}
-    cmd = [sys.executable, "-m", "appliance", "--camera", "synthetic", "--size", args.size,
-           "--fps", str(args.fps), "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    env = {**os.environ, "APPLIANCE_STATE_DIR": tempfile.mkdtemp(prefix="bench-state-"),
+           "APPLIANCE_STREAM__MAX_VIEWERS": str(max(args.viewers) + 4), "MALLOC_ARENA_MAX": "2"}
+    server = start([sys.executable, "-m", "appliance", "--camera", "synthetic", "--size", args.size, "--fps",
+                    str(args.fps), "--host", "127.0.0.1", "--port", str(port)], env, "serving on")
     base = f"http://127.0.0.1:{port}"
+
+    def status() -> dict[str, Any]:
+        return requests.get(base + "/api/status", timeout=10).json()
+
+    rows = []
     try:
-        for _ in range(300):
-            try:
-                requests.get(base + "/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)  # bench only: waiting for a subprocess to bind its port
+        rows.append({**measure(server.pid, port, 0, args.seconds, status=status), "viewers": "off"})
         requests.put(base + "/api/camera", json={"on": True}, timeout=30).raise_for_status()
-        time.sleep(2)  # bench only: let the motion warm-up and frame rate settle
-        print(f"appliance: synthetic {args.size} @ {args.fps:g} fps, {args.seconds:g} s per row")
-        print(f"{'viewers':>7} {'server CPU %':>12} {'fps/viewer':>10} {'encodes/s':>9} {'captured/s':>10}")
         for count in args.viewers:
-            stop = threading.Event()
-            viewers = [Viewer(base, stop) for _ in range(count)]
-            for viewer in viewers:
-                viewer.start()
-            for viewer in viewers:
-                viewer.ready.wait(10)
-            time.sleep(1)  # bench only: connections settle before measuring
-            before = requests.get(base + "/api/status", timeout=5).json()
-            frames_before = [v.frames for v in viewers]
-            cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
-            time.sleep(args.seconds)
-            cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
-            after = requests.get(base + "/api/status", timeout=5).json()
-            elapsed = t1 - t0
-            per_viewer = [(v.frames - f0) / elapsed for v, f0 in zip(viewers, frames_before, strict=True)]
-            fps = sum(per_viewer) / len(per_viewer) if per_viewer else 0.0
-            encodes = (after["frames_encoded"] - before["frames_encoded"]) / elapsed
-            captured = (after["frames_captured"] - before["frames_captured"]) / elapsed
-            print(f"{count:>7} {100 * (cpu1 - cpu0) / elapsed:>12.1f} {fps:>10.1f} {encodes:>9.1f} {captured:>10.1f}")
-            stop.set()
-            for viewer in viewers:
-                viewer.join(5)
+            rows.append(measure(server.pid, port, count, args.seconds, status=status))
+        encoder = status()["encoder"]
     finally:
         server.terminate()
         server.wait(10)
+    peer = None
+    if not args.no_demo:
+        demo_port = free_port()
+        demo = start([sys.executable, str(ROOT / "bench" / "demo_original.py"), "--port", str(demo_port), "--size",
+                      args.size, "--fps", str(args.fps)], dict(os.environ), "serving")
+        try:
+            peer = measure(demo.pid, demo_port, max(args.viewers), args.seconds, path="/")
+        finally:
+            demo.terminate()
+            demo.wait(10)
+
+    print(f"appliance: demo camera {args.size} @ {args.fps:g} fps, motion at 5 fps, encoder {encoder}, "
+          f"{args.seconds:g} s per row; viewers in another process")
+    print(f"{'viewers':>7} {'cores':>6} {'fps/viewer':>10} {'encodes/s':>9} {'captured/s':>10} {'analysed/s':>10} "
+          f"{'RSS MiB':>7} {'limit':>6} {'ratio':>5}")
+    for row in rows:
+        need = limit(row, costs)
+        ratio = f"{row['cores'] / need:.2f}" if need > 0.001 else "-"
+        print(f"{row['viewers']!s:>7} {row['cores']:>6.3f} {row['fps']:>10.1f} {row['frames_encoded']:>9.1f} "
+              f"{row['frames_captured']:>10.1f} {row['frames_analysed']:>10.1f} {row['rss']:>7.0f} {need:>6.3f} "
+              f"{ratio:>5}")
+    print("stages, measured alone: " + ", ".join(f"{name} {1000 * costs[name]:.3f} ms" for name in
+                                                 ("capture", "motion", "overlay", "encode", "send"))
+          + f" (one {costs['jpeg_kib']:.0f} KiB part to one socket)")
+    busiest = rows[-1]
+    print(f"CPU by stage at {busiest['viewers']} viewers (cores): "
+          + ", ".join(f"{name} {rate * costs[name]:.3f}" for name, rate in (
+              ("capture", busiest["frames_captured"]), ("motion", busiest["frames_analysed"]),
+              ("overlay", busiest["frames_encoded"]), ("encode", busiest["frames_encoded"]),
+              ("send", busiest["sent"])))
+          + f"; the rest, {busiest['cores'] - limit(busiest, costs):.3f}, is the HTTP server, threads and Python")
+    if peer is not None:
+        print(f"the demo's original approach, {peer['viewers']} viewers: {peer['cores']:.3f} cores, "
+              f"{peer['fps']:.1f} fps/viewer, RSS {peer['rss']:.0f} MiB: "
+              f"{peer['cores'] / busiest['cores']:.1f}x the appliance's CPU")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
 from flask import Blueprint, Response, request
 
@@ -18,7 +19,10 @@ def _camera_off() -> Response:
     return json_error(503, "camera is off", retry_after=5, state=Services.of().controller.state.value)
 
 
+@lru_cache(maxsize=8)
 def _part(jpeg: bytes) -> bytes:
+    """One multipart part, built once per frame and shared by every viewer (a bytes object keeps its
+    hash, so finding it again costs nothing)."""
     head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
     return head.encode("ascii") + jpeg + b"\r\n"
 
