@@ -291,19 +291,19 @@ def _wait_until_serving(base: str, proc: subprocess.Popen[str]) -> None:
 
 
 def test_stream_max_fps_bounds_encodes_and_sends(start_appliance: Start) -> None:
-    app = start_appliance(camera={"fps": 20}, stream={"max_fps": 5})
+    app = start_appliance(camera={"fps": 40}, stream={"max_fps": 10})
     put(app, True)
     with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
         parts = iter_mjpeg(response)
         next(parts)
         before, started = app.pipeline.stats(), time.monotonic()
-        for _ in range(10):
+        for _ in range(8):
             next(parts)
         elapsed, after = time.monotonic() - started, app.pipeline.stats()
-    assert elapsed >= 1.6, f"10 frames at 5 frames/s came in {elapsed:.2f} s"
+    assert elapsed >= 0.65, f"8 frames at 10 frames/s came in {elapsed:.2f} s"
     encoded = after.frames_encoded - before.frames_encoded
     captured = after.frames_captured - before.frames_captured
-    assert encoded <= captured / 4 + 2, (encoded, captured)  # the camera gave 20/s; 5/s were encoded
+    assert encoded <= captured / 4 + 2, (encoded, captured)  # the camera gave 40/s; 10/s were encoded
 
 
 def test_a_thumbnail_viewer_costs_only_its_own_frame_rate(start_appliance: Start) -> None:
@@ -312,24 +312,24 @@ def test_a_thumbnail_viewer_costs_only_its_own_frame_rate(start_appliance: Start
     for bad in ("0", "abc", "1000", "-1"):
         refused = requests.get(f"{app.url}/stream.mjpg?fps={bad}", timeout=10)
         assert refused.status_code == 400 and "fps" in refused.json()["error"]
-    with requests.get(app.url + "/stream.mjpg?fps=4", stream=True, timeout=10) as thumbnail:
+    with requests.get(app.url + "/stream.mjpg?fps=5", stream=True, timeout=10) as thumbnail:
         parts = iter_mjpeg(thumbnail)
         next(parts)
         before, started = app.pipeline.stats(), time.monotonic()
-        for _ in range(4):
+        for _ in range(3):
             next(parts)
         elapsed, after = time.monotonic() - started, app.pipeline.stats()
-    assert elapsed >= 0.7, f"4 frames at 4 frames/s came in {elapsed:.2f} s"
+    assert elapsed >= 0.45, f"3 frames at 5 frames/s came in {elapsed:.2f} s"
     encoded = after.frames_encoded - before.frames_encoded
     captured = after.frames_captured - before.frames_captured
-    assert encoded <= 6 and captured >= 14, (encoded, captured)  # one encode per frame it got, not 20/s
+    assert encoded <= 5 and captured >= 9, (encoded, captured)  # one encode per frame it got, not 20/s
 
 
 def test_a_thumbnail_next_to_a_full_rate_viewer_still_gets_few_frames(start_appliance: Start) -> None:
     app = start_appliance(camera={"fps": 20})
     put(app, True)
     with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as full, \
-            requests.get(app.url + "/stream.mjpg?fps=2", stream=True, timeout=10) as thumbnail:
+            requests.get(app.url + "/stream.mjpg?fps=4", stream=True, timeout=10) as thumbnail:
         full_parts, thumb_parts = iter_mjpeg(full), iter_mjpeg(thumbnail)
         next(thumb_parts)
         started = time.monotonic()
@@ -337,7 +337,7 @@ def test_a_thumbnail_next_to_a_full_rate_viewer_still_gets_few_frames(start_appl
         next(thumb_parts)
         elapsed = time.monotonic() - started
         assert sum(1 for _ in zip(range(10), full_parts, strict=False)) == 10  # the other viewer is served meanwhile
-    assert elapsed >= 0.8, f"2 frames at 2 frames/s came in {elapsed:.2f} s"
+    assert elapsed >= 0.4, f"2 frames at 4 frames/s came in {elapsed:.2f} s"
 
 
 def test_stream_size_scales_the_stream_while_snapshots_and_events_stay_full_size(start_appliance: Start) -> None:
@@ -351,7 +351,7 @@ def test_stream_size_scales_the_stream_while_snapshots_and_events_stay_full_size
         snapshot = requests.get(app.url + "/snapshot.jpg", timeout=10)  # while someone watches the small one
     assert shapes == {(120, 160, 3)}
     assert decode_jpeg(snapshot.content).shape == (240, 320, 3)
-    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 40, timeout=10)
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 15, timeout=10)
     app.recorder.flush()
     events, _ = app.events.list()
     assert events, "the moving demo scene made no event"

@@ -184,11 +184,11 @@ def test_oversized_headers_get_431_and_cost_nothing(start_appliance: Start) -> N
 
 
 def test_a_request_that_never_finishes_gets_408(start_appliance: Start) -> None:
-    app = start_appliance(server={"request_timeout": 0.5})
+    app = start_appliance(server={"request_timeout": 0.3})
     started = time.monotonic()
     reply = raw_request(app.server.port, b"GET /api/camera HTTP/1.1\r\nHost: 127.0.0.1\r\n", timeout=10)
     assert status_of(reply) == 408
-    assert 0.4 < time.monotonic() - started < 2.5
+    assert 0.25 < time.monotonic() - started < 2.5
     silent = raw_request(app.server.port, b"", timeout=10)  # connects and says nothing
     assert silent == b""  # closed at the deadline, not held forever
 
@@ -270,7 +270,7 @@ def test_running_out_of_descriptors_is_logged_once_and_recovers(tmp_path: Path) 
         while "out of file descriptors" not in lines.get(timeout=10):
             pass
         cpu_before, started = cpu_seconds(proc.pid), time.monotonic()
-        threading.Event().wait(1.0)  # an observation window, not a synchronisation
+        threading.Event().wait(0.6)  # an observation window, not a synchronisation
         busy = (cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - started)
         assert busy < 0.25, f"the accept loop spins at {busy:.0%} of a core while out of descriptors"
         for sock in held:
