@@ -1,1 +1,0 @@
-"""MQTT and Home Assistant discovery: one more caller of the controller, and one more listener."""

@@ -1,1 +1,0 @@
-"""HTTP layer: Blueprints that only talk to the parts handed to ``create_app``."""
