@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -32,6 +34,23 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     require(path, f"{name} is not installed")
     return str(path)
+
+
+def wait_until_serving(proc: subprocess.Popen[str]) -> None:
+    """Read an appliance's log until the server says it listens (the port is bound before that line)."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "serving on" in line:
+            return
+    raise AssertionError("appliance exited before serving:\n" + "".join(seen))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_config(tmp_path: Any, **sections: Any) -> AppConfig:

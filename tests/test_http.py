@@ -17,7 +17,8 @@ import requests
 
 from appliance.camera_backends.synthetic import SyntheticCamera
 from appliance.runtime import Appliance
-from tests.helpers import CountingCamera, decode_jpeg, iter_mjpeg, make_config
+from tests.broker import free_port
+from tests.helpers import CountingCamera, decode_jpeg, iter_mjpeg, make_config, wait_until_serving
 
 Start = Callable[..., Appliance]
 
@@ -247,14 +248,14 @@ def test_health_fails_when_the_capture_loop_hangs(start_appliance: Start, tmp_pa
 
 
 def test_sigterm_releases_everything_within_3_seconds(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "APPLIANCE_STATE_DIR": str(tmp_path), "APPLIANCE_CAMERA__SYNTHETIC__OBJECTS": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "--camera", "synthetic", "--size", "320x240",
                              "--host", "127.0.0.1", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_serving(base, proc)
+        wait_until_serving(proc)
         assert requests.get(base + "/healthz", timeout=5).status_code == 200
         assert requests.put(base + "/api/camera", json={"on": True}, timeout=20).json()["state"] == "on"
         stream = requests.get(base + "/stream.mjpg", stream=True, timeout=10)
@@ -273,36 +274,24 @@ def test_sigterm_releases_everything_within_3_seconds(tmp_path: Path) -> None:
             proc.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_serving(base: str, proc: subprocess.Popen[str]) -> None:
-    """Read the log until the server says it listens (the port is bound before that line)."""
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "serving on" in line:
-            return
-    raise AssertionError("appliance exited before serving:\n" + "".join(seen))
+def watch(app: Appliance, path: str, frames: int) -> tuple[float, int, int]:
+    """Read ``frames`` parts after the first: seconds it took, and frames encoded and captured meanwhile."""
+    with requests.get(app.url + path, stream=True, timeout=10) as response:
+        parts = iter_mjpeg(response)
+        next(parts)
+        before, started = app.pipeline.stats(), time.monotonic()
+        for _ in range(frames):
+            next(parts)
+        elapsed, after = time.monotonic() - started, app.pipeline.stats()
+    return (elapsed, after.frames_encoded - before.frames_encoded,
+            after.frames_captured - before.frames_captured)
 
 
 def test_stream_max_fps_bounds_encodes_and_sends(start_appliance: Start) -> None:
     app = start_appliance(camera={"fps": 40}, stream={"max_fps": 10})
     put(app, True)
-    with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
-        parts = iter_mjpeg(response)
-        next(parts)
-        before, started = app.pipeline.stats(), time.monotonic()
-        for _ in range(8):
-            next(parts)
-        elapsed, after = time.monotonic() - started, app.pipeline.stats()
+    elapsed, encoded, captured = watch(app, "/stream.mjpg", 8)
     assert elapsed >= 0.65, f"8 frames at 10 frames/s came in {elapsed:.2f} s"
-    encoded = after.frames_encoded - before.frames_encoded
-    captured = after.frames_captured - before.frames_captured
     assert encoded <= captured / 4 + 2, (encoded, captured)  # the camera gave 40/s; 10/s were encoded
 
 
@@ -312,16 +301,8 @@ def test_a_thumbnail_viewer_costs_only_its_own_frame_rate(start_appliance: Start
     for bad in ("0", "abc", "1000", "-1"):
         refused = requests.get(f"{app.url}/stream.mjpg?fps={bad}", timeout=10)
         assert refused.status_code == 400 and "fps" in refused.json()["error"]
-    with requests.get(app.url + "/stream.mjpg?fps=5", stream=True, timeout=10) as thumbnail:
-        parts = iter_mjpeg(thumbnail)
-        next(parts)
-        before, started = app.pipeline.stats(), time.monotonic()
-        for _ in range(3):
-            next(parts)
-        elapsed, after = time.monotonic() - started, app.pipeline.stats()
+    elapsed, encoded, captured = watch(app, "/stream.mjpg?fps=5", 3)
     assert elapsed >= 0.45, f"3 frames at 5 frames/s came in {elapsed:.2f} s"
-    encoded = after.frames_encoded - before.frames_encoded
-    captured = after.frames_captured - before.frames_captured
     assert encoded <= 5 and captured >= 9, (encoded, captured)  # one encode per frame it got, not 20/s
 
 

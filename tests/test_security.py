@@ -29,7 +29,8 @@ from appliance.passwords import PasswordCheck, hash_password, verify_password
 from appliance.runtime import Appliance
 from appliance.server import request_state
 from appliance.web.security import FailureLimiter, HostAllowList, split_host
-from tests.helpers import iter_mjpeg, require_tool
+from tests.broker import free_port
+from tests.helpers import cpu_seconds, iter_mjpeg, require_tool, wait_until_serving
 
 Start = Callable[..., Appliance]
 PASSWORD = "correct horse battery staple"
@@ -304,11 +305,6 @@ def iter_queue(lines: queue.Queue[str]) -> Iterator[str]:
             return
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # --- authentication ----------------------------------------------------------------------------
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -505,22 +501,6 @@ def test_request_state_recognises_whole_requests() -> None:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_serving(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "serving on" in line:
-            return
-    raise AssertionError("appliance exited before serving:\n" + "".join(seen))
-
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
