@@ -131,7 +131,8 @@ def main(argv: Sequence[str] | None = None, backend: CameraBackend | None = None
     systemd.notify(f"READY=1\nSTATUS=serving on port {appliance.server.port}")
     interval = watchdog_interval(os.environ)
     try:
-        # The watchdog is pinged only while the capture loop is healthy, so systemd restarts a hung one.
+        # The watchdog is pinged only while the capture loop is healthy and the web server answers a
+        # request on loopback, so systemd restarts a hung loop or a wedged server.
         while not stopping.wait(interval):
             healthy, reason = appliance.health()
             if healthy:
