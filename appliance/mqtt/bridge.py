@@ -86,6 +86,7 @@ class MqttBridge:
         self._retained_cond = threading.Condition()
         self._camera_lock = threading.Lock()
         self.retained_ignored = 0
+        self.commands_received = 0  # camera commands taken from the broker (tests sync on it)
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self._connected = threading.Event()
@@ -265,6 +266,11 @@ class MqttBridge:
             "clear it with: mosquitto_pub -r -n -t %s", message.topic, message.topic)
         return True
 
+    def wait_commands_received(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` camera commands have come from the broker (tests)."""
+        with self._retained_cond:
+            return self._retained_cond.wait_for(lambda: self.commands_received >= count, timeout)
+
     def wait_retained_ignored(self, count: int, timeout: float) -> bool:
         """Block until ``count`` retained commands have been ignored (tests)."""
         with self._retained_cond:
@@ -282,6 +288,9 @@ class MqttBridge:
                         message.payload[:64])
             return
         self.commands.camera(command)
+        with self._retained_cond:
+            self.commands_received += 1
+            self._retained_cond.notify_all()
 
     def _on_snapshot_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if not self._ignore_retained(message):
