@@ -87,6 +87,7 @@ class CameraController:
         self._changed_at = clock()
         self._start_deadline: float | None = None
         self._run_token = 0
+        self._latest = StateChange(CameraState.OFF, CameraState.OFF, False, None, "start", self._changed_at)
 
     # --- listeners -----------------------------------------------------------------------------
 
@@ -136,6 +137,12 @@ class CameraController:
         with self._cond:
             return {"on": self._wanted, "state": self._state.value, "error": self._error,
                     "changed_at": self._changed_at}
+
+    def latest_change(self) -> StateChange:
+        """The newest state change (numbered by ``seq``): what a republish after a reconnect sends."""
+        self._check_start_deadline()
+        with self._cond:
+            return self._latest
 
     def wait_for(self, predicate: Callable[[CameraState], bool], timeout: float) -> bool:
         """Block until ``predicate(state)`` holds or ``timeout`` passes."""
@@ -266,7 +273,9 @@ class CameraController:
                 return
             self._state, self._error = state, error
             self._changed_at = self._clock()
-            change = StateChange(state, previous, self._wanted, error, source, self._changed_at)
+            change = StateChange(state, previous, self._wanted, error, source, self._changed_at,
+                                 self._latest.seq + 1)
+            self._latest = change
             log.info("camera %s -> %s (%s)%s", previous.value, state.value, source,
                      f": {error}" if error else "")
             self._dispatcher.state_changed(change)  # posted under the lock: listeners hear changes in order

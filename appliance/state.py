@@ -35,6 +35,7 @@ class StateChange:
     error: str | None
     source: str
     at: float
+    seq: int = 0  # counts the changes: a listener that also republishes can tell newer from older
 
     def as_dict(self) -> dict[str, Any]:
         return {"state": self.state.value, "previous": self.previous.value, "on": self.wanted_on,

@@ -85,6 +85,7 @@ class MqttBridge:
             camera_interval=settings.command_interval, snapshot_interval=settings.snapshot_interval)
         self._retained_cond = threading.Condition()
         self._camera_lock = threading.Lock()
+        self._camera_seq = -1  # the newest state change published
         self.retained_ignored = 0
         self.commands_received = 0  # camera commands taken from the broker (tests sync on it)
         self._stop = threading.Event()
@@ -188,7 +189,7 @@ class MqttBridge:
                                   self._configuration_url())
             for topic, payload in discovery_configs(topics, device).items():
                 self._publish(topic, json.dumps(payload), retain=True)
-        self._publish_camera()
+        self._publish_camera(self._controller.latest_change())
         self._publish(topics.motion_state, "ON" if self._motion_active else "OFF", retain=True)
         self._publish_stats()
 
@@ -203,24 +204,24 @@ class MqttBridge:
 
     # --- outgoing: controller listeners --------------------------------------------------------
 
-    def _publish_camera(self) -> None:
-        """The camera's *current* state, under one lock: a republish on reconnect (paho's thread) and a
-        change (the dispatcher's) may race, and whichever goes out last must carry the newest state."""
+    def _publish_camera(self, change: StateChange) -> None:
+        """One state change, in order. A republish after a reconnect (paho's thread) and the changes
+        (the dispatcher's) may race: under one lock, a change older than one already sent is dropped,
+        so the last retained state is always the newest, and every transition is still sent."""
         with self._camera_lock:
-            status = self._controller.status()
-            state, error = CameraState(status["state"]), status["error"]
-            self._publish_camera_locked(status["on"], state, error)
-
-    def _publish_camera_locked(self, wanted_on: bool, state: CameraState, error: str | None) -> None:
-        topics = self.topics
-        self._publish(topics.camera_state, "ON" if wanted_on else "OFF", retain=True)
-        self._publish(topics.camera_status, state.value, retain=True)
-        self._publish(topics.camera_problem, "ON" if state == CameraState.ERROR else "OFF", retain=True)
-        self._publish(topics.camera_attributes, json.dumps(camera_attributes(state, error)), retain=True)
+            if change.seq < self._camera_seq:
+                return
+            self._camera_seq = change.seq
+            topics = self.topics
+            self._publish(topics.camera_state, "ON" if change.wanted_on else "OFF", retain=True)
+            self._publish(topics.camera_status, change.state.value, retain=True)
+            self._publish(topics.camera_problem, "ON" if change.state == CameraState.ERROR else "OFF", retain=True)
+            self._publish(topics.camera_attributes, json.dumps(camera_attributes(change.state, change.error)),
+                          retain=True)
 
     def _on_state(self, change: StateChange) -> None:
         if self._connected.is_set():
-            self._publish_camera()
+            self._publish_camera(change)
 
     def _on_motion(self, change: EventChange, jpeg: bytes | None) -> None:
         event = change.event
