@@ -43,6 +43,9 @@ def test_unit_runs_what_the_role_installs() -> None:
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "Restart=on-failure" in unit
     assert "ExecStart=/opt/appliance/venv/bin/python -m appliance --config /etc/appliance/config.yaml" in unit
     assert "StateDirectory=appliance" in unit
+    # What one client, a leak or a flood may cost, and a writable working directory (lgpio's pipe).
+    for line in ("LimitNOFILE=", "MemoryMax=", "TasksMax=", "WorkingDirectory=%S/appliance", "MALLOC_ARENA_MAX=2"):
+        assert line in unit, line
 
 
 def test_the_role_copies_every_file_of_the_package() -> None:

@@ -507,3 +507,27 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+def test_full_viewer_and_page_slots_never_starve_the_api(start_appliance: Start) -> None:
+    app = start_appliance(stream={"max_viewers": 2, "max_live_clients": 1}, server={"extra_threads": 2})
+    camera_on(app)
+    held = [requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) for _ in range(2)]
+    held.append(requests.get(app.url + "/api/events/live", stream=True, timeout=10))
+    try:
+        assert all(response.status_code == 200 for response in held)
+        for _ in range(5):  # more requests than spare threads, one after another and at once
+            assert requests.get(app.url + "/stream.mjpg", timeout=5).status_code == 503
+            assert requests.get(app.url + "/api/events/live", timeout=5).status_code == 503
+        results: list[int] = []
+        workers = [threading.Thread(target=lambda: results.append(
+            requests.get(app.url + "/api/status", timeout=5).status_code)) for _ in range(6)]
+        started = time.monotonic()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(10)
+        assert results == [200] * 6 and time.monotonic() - started < 2.0
+    finally:
+        for response in held:
+            response.close()
