@@ -152,11 +152,13 @@ class FrameBroadcaster:
 
     def wait_until_due(self, slot: ViewerSlot) -> bool:
         """Sleep until the viewer wants its next frame; False if the camera run ended meanwhile."""
-        delay = slot.due - self._monotonic()
-        ended = self._ended
+        ended = self._ended  # this run's: a start() after this line brings a new one
         if slot.generation != self._generation:
             return False
-        return not (delay > 0 and ended.wait(delay)) and self._live and slot.generation == self._generation
+        delay = slot.due - self._monotonic()
+        if delay > 0 and ended.wait(delay):
+            return False
+        return self._live and slot.generation == self._generation
 
     def wait_for_viewers(self, count: int, timeout: float) -> bool:
         """Block until exactly ``count`` viewers remain (or ``timeout``): for shutdown and tests."""

@@ -59,7 +59,6 @@ class EventStore:
         self._sizes: dict[str, int] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()  # recent deletions, so late ends stay deleted
         self._next_seq = 1
-        self.problem: str | None = None  # the last write failure, for /api/status
         folder.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -133,7 +132,6 @@ class EventStore:
             self._records[event_id] = stored
             self._sizes[event_id] = self._size_on_disk(event_id)
             self._prune()
-            self.problem = None
             return True
 
     def _write(self, path: Path, data: bytes, keep: str) -> None:
@@ -145,7 +143,6 @@ class EventStore:
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or attempt == _WRITE_ATTEMPTS - 1 \
                         or not self._drop_oldest(keep, count=max(1, len(self._records) // 10)):
-                    self.problem = f"cannot write {path.name}: {exc.strerror or exc}"
                     raise
                 log.warning("disk full writing %s: removed the oldest events, trying again", path.name)
 

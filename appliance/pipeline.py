@@ -200,40 +200,42 @@ class CapturePipeline:
         detector = MotionDetector(self._config.motion)
         self._frame_times.clear()
         while not run.stop.is_set():
-            self._set_phase("opening")
-            try:
-                self._backend.open()
-            except Exception as exc:  # any failure of the backend, not only the ones it foresaw
-                reason = _reason(exc)
-                log.warning("camera open failed: %s; retrying in %.1f s", reason, delay)
-                run.report_state("error", reason)
-                self._close_backend()
-                self._set_phase("backoff")
-                run.stop.wait(delay)
-                delay = min(delay * 2, retry.maximum)
-                continue
-            captured_before = self._frames_captured
-            try:
-                self._stream(run, detector, lambda: run.report_state("on", None))
-            except CameraError as exc:
-                if not run.stop.is_set():
-                    log.warning("camera failed: %s; reopening in %.1f s", exc, delay)
-                    run.report_state("error", str(exc))
-            except Exception as exc:  # a backend's or our own bug must not kill the loop silently
-                log.exception("capture loop failed")
-                if not run.stop.is_set():
-                    run.report_state("error", f"internal error: {_reason(exc)}")
-            finally:
-                self._close_backend()
-                detector.reset()
-                self._frame_times.clear()  # the measured fps is of this session, not across an outage
-                self._end_event(run)
-            if self._frames_captured > captured_before:
-                delay = retry.initial  # the camera worked: a new failure starts the backoff anew
+            if self._open(run, delay):
+                captured_before = self._frames_captured
+                try:
+                    self._stream(run, detector, lambda: run.report_state("on", None))
+                except CameraError as exc:
+                    if not run.stop.is_set():
+                        log.warning("camera failed: %s; reopening in %.1f s", exc, delay)
+                        run.report_state("error", str(exc))
+                except Exception as exc:  # a backend's or our own bug must not kill the loop silently
+                    log.exception("capture loop failed")
+                    if not run.stop.is_set():
+                        run.report_state("error", f"internal error: {_reason(exc)}")
+                finally:
+                    self._close_backend()
+                    detector.reset()
+                    self._frame_times.clear()  # the measured fps is of this session, not across an outage
+                    self._end_event(run)
+                if self._frames_captured > captured_before:
+                    delay = retry.initial  # the camera worked: a new failure starts the backoff anew
             if not run.stop.is_set():
                 self._set_phase("backoff")
                 run.stop.wait(delay)
                 delay = min(delay * 2, retry.maximum)
+
+    def _open(self, run: _Run, delay: float) -> bool:
+        """Open the backend; on any failure of it, not only the ones it foresaw, report and close."""
+        self._set_phase("opening")
+        try:
+            self._backend.open()
+        except Exception as exc:
+            reason = _reason(exc)
+            log.warning("camera open failed: %s; retrying in %.1f s", reason, delay)
+            run.report_state("error", reason)
+            self._close_backend()
+            return False
+        return True
 
     def _close_backend(self) -> None:
         self._set_phase("closing")

@@ -37,6 +37,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -258,13 +259,13 @@ class _Handshake:
             self.socket.close()
 
 
+@dataclass(frozen=True)
 class _Limits:
-    def __init__(self, request_timeout: float, max_header: int, max_body: int, per_client: int, total: int) -> None:
-        self.request_timeout = request_timeout
-        self.max_header = max_header
-        self.max_body = max_body
-        self.per_client = per_client
-        self.total = total
+    request_timeout: float
+    max_header: int
+    max_body: int
+    per_client: int
+    total: int
 
 
 class GuardedServer(wsgi.Server):

@@ -248,7 +248,6 @@ class FaultyCamera(CameraBackend):
         self._lock = threading.Lock()
         self._inside: set[int] = set()
         self.most_inside = 0
-        self.hanging = threading.Event()  # set while a call is blocked in a hang
 
     def _enter(self) -> None:
         with self._lock:
@@ -261,9 +260,7 @@ class FaultyCamera(CameraBackend):
 
     def _hang(self, flag: threading.Event) -> None:
         if flag.is_set():
-            self.hanging.set()
             self.release.wait(60)
-            self.hanging.clear()
 
     def open(self) -> None:
         self._enter()

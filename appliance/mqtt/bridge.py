@@ -83,7 +83,7 @@ class MqttBridge:
             switch=lambda on: controller.on(source="mqtt") if on else controller.off(source="mqtt"),
             wanted_on=lambda: controller.wanted_on, snapshot=self._take_snapshot, republish=self.publish_all,
             camera_interval=settings.command_interval, snapshot_interval=settings.snapshot_interval)
-        self._retained_cond = threading.Condition()
+        self._counts = threading.Condition()  # guards the two counters below, for tests to wait on
         self._camera_lock = threading.Lock()
         self._camera_seq = -1  # the newest state change published
         self.retained_ignored = 0
@@ -258,10 +258,10 @@ class MqttBridge:
         """A retained command is the broker replaying an old one: never obey it (logged once per topic)."""
         if not message.retain:
             return False
-        with self._retained_cond:
+        with self._counts:
             self.retained_ignored += 1
             first = self.retained_ignored == 1
-            self._retained_cond.notify_all()
+            self._counts.notify_all()
         (log.warning if first else log.debug)(
             "MQTT: ignoring a retained message on %s: commands are obeyed when sent, not replayed; "
             "clear it with: mosquitto_pub -r -n -t %s", message.topic, message.topic)
@@ -269,13 +269,13 @@ class MqttBridge:
 
     def wait_commands_received(self, count: int, timeout: float) -> bool:
         """Block until ``count`` camera commands have come from the broker (tests)."""
-        with self._retained_cond:
-            return self._retained_cond.wait_for(lambda: self.commands_received >= count, timeout)
+        with self._counts:
+            return self._counts.wait_for(lambda: self.commands_received >= count, timeout)
 
     def wait_retained_ignored(self, count: int, timeout: float) -> bool:
         """Block until ``count`` retained commands have been ignored (tests)."""
-        with self._retained_cond:
-            return self._retained_cond.wait_for(lambda: self.retained_ignored >= count, timeout)
+        with self._counts:
+            return self._counts.wait_for(lambda: self.retained_ignored >= count, timeout)
 
     def _on_camera_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._ignore_retained(message):
@@ -289,9 +289,9 @@ class MqttBridge:
                         message.payload[:64])
             return
         self.commands.camera(command)
-        with self._retained_cond:
+        with self._counts:
             self.commands_received += 1
-            self._retained_cond.notify_all()
+            self._counts.notify_all()
 
     def _on_snapshot_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if not self._ignore_retained(message):
