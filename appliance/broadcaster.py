@@ -1,8 +1,9 @@
 """One encoded JPEG, many viewers.
 
-The capture thread publishes each encoded frame once; every viewer waits on one condition for a
-sequence number newer than the last it sent. A slow viewer simply skips to the newest frame, so it
-never delays the others, and every wait has a timeout so no viewer hangs when the camera stalls.
+The capture thread publishes each encoded frame once and wakes the stream writer
+(``appliance.fanout``), which hands the same bytes to every viewer that is due; a slow viewer simply
+skips to the newest frame, so it never delays the others. Snapshots wait here, on one condition,
+with a timeout, so none hangs when the camera stalls.
 
 Each viewer may ask for fewer frames (``?fps=`` on the stream): its slot says when it next wants
 one, and the capture thread encodes only while some viewer is due (or a snapshot is wanted), so a
@@ -36,9 +37,10 @@ class ViewerSlot:
 
 
 @dataclass(frozen=True)
-class Published:
-    """The newest frame: ``seq`` grows by one per publish, ``jpeg`` is None before the first."""
+class Current:
+    """The camera run now live and its newest stream frame (``jpeg`` None before the first)."""
 
+    generation: int
     seq: int
     jpeg: bytes | None
 
@@ -57,11 +59,21 @@ class FrameBroadcaster:
         self._still_at = 0.0
         self._generation = 0
         self._live = False
-        self._ended = threading.Event()  # set when the current run ends: low-rate viewers wait on it
-        self._ended.set()
         self._slots: set[ViewerSlot] = set()
         self._snapshot_waiters = 0
+        self._wakers: list[Callable[[], None]] = []
         self.published = 0
+
+    def add_waker(self, waker: Callable[[], None]) -> None:
+        """Call ``waker`` (quick, non-blocking) after every publish, start and stop: the stream writer."""
+        self._wakers = [*self._wakers, waker]
+
+    def remove_waker(self, waker: Callable[[], None]) -> None:
+        self._wakers = [w for w in self._wakers if w != waker]
+
+    def _wake_all(self) -> None:
+        for waker in self._wakers:
+            waker()
 
     # --- producer side -------------------------------------------------------------------------
 
@@ -71,16 +83,16 @@ class FrameBroadcaster:
             self._generation += 1
             self._live = True
             self._jpeg = self._still = None
-            self._ended = threading.Event()
             self._cond.notify_all()
+        self._wake_all()
 
     def stop(self) -> None:
         """The camera is off: every open stream ends at its next wake-up, which is now."""
         with self._cond:
             self._live = False
             self._jpeg = self._still = None
-            self._ended.set()
             self._cond.notify_all()
+        self._wake_all()
 
     def publish(self, jpeg: bytes | None, still: bytes | object | None = SAME) -> None:
         """Make ``jpeg`` the stream's newest frame and ``still`` the newest full-size one for snapshots
@@ -96,6 +108,8 @@ class FrameBroadcaster:
                 self._still = full
                 self._still_at = self._monotonic()
             self._cond.notify_all()
+        if jpeg is not None:
+            self._wake_all()
 
     def wants_frames(self) -> bool:
         """Whether a stream frame would be used now: some viewer is due. The capture thread encodes
@@ -117,6 +131,17 @@ class FrameBroadcaster:
     @property
     def live(self) -> bool:
         return self._live
+
+    @property
+    def newest_seq(self) -> int:
+        return self._seq
+
+    def current(self) -> Current | None:
+        """The live run and its newest frame, without waiting; None while the camera is off."""
+        with self._cond:
+            if not self._live:
+                return None
+            return Current(self._generation, self._seq, self._jpeg)
 
     @property
     def viewers(self) -> int:
@@ -150,38 +175,10 @@ class FrameBroadcaster:
         """The viewer has its frame: it wants the next one ``interval`` from now."""
         slot.due = self._monotonic() + slot.interval
 
-    def wait_until_due(self, slot: ViewerSlot) -> bool:
-        """Sleep until the viewer wants its next frame; False if the camera run ended meanwhile."""
-        ended = self._ended  # this run's: a start() after this line brings a new one
-        if slot.generation != self._generation:
-            return False
-        delay = slot.due - self._monotonic()
-        if delay > 0 and ended.wait(delay):
-            return False
-        return self._live and slot.generation == self._generation
-
     def wait_for_viewers(self, count: int, timeout: float) -> bool:
         """Block until exactly ``count`` viewers remain (or ``timeout``): for shutdown and tests."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self._slots) == count, timeout)
-
-    def wait_for_frame(self, generation: int, after_seq: int, timeout: float) -> Published | None:
-        """Wait for a frame newer than ``after_seq``.
-
-        Returns the newest frame (the same one again after ``timeout`` without a new frame, which lets
-        the stream re-send it and notice a vanished client), or None once the camera run has ended.
-        """
-        deadline = self._monotonic() + timeout
-        with self._cond:
-            while True:
-                if not self._live or self._generation != generation:
-                    return None
-                if self._seq > after_seq and self._jpeg is not None:
-                    return Published(self._seq, self._jpeg)
-                remaining = deadline - self._monotonic()
-                if remaining <= 0:
-                    return Published(self._seq, self._jpeg)
-                self._cond.wait(remaining)
 
     @contextmanager
     def _snapshot_demand(self) -> Iterator[None]:

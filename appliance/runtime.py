@@ -18,6 +18,7 @@ from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.config import AppConfig
 from appliance.controller import CameraController, StateFile
 from appliance.events import EventRecorder, EventStore
+from appliance.fanout import StreamFanout
 from appliance.gpio import FrontPanel
 from appliance.health import capture_health
 from appliance.live import LiveFeed
@@ -52,15 +53,18 @@ class Appliance:
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved)
         self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
                               self.events, self.live, integrations=self.integrations)
-        # Every viewer and every open page holds a server thread; API calls get their own spares.
-        threads = config.stream.max_viewers + config.stream.max_live_clients + config.server.extra_threads
         web = config.server
+        # One thread writes every live stream; each open page's live feed holds a server thread, and
+        # API calls (and streams being set up) get their own spares.
+        self.streams = StreamFanout(self.broadcaster, keepalive=config.stream.keepalive,
+                                    stall_timeout=web.socket_timeout)
+        threads = config.stream.max_live_clients + config.server.extra_threads
         self.server = HttpServer(self.app, web.host, web.port, threads=threads, socket_timeout=web.socket_timeout,
                                  request_timeout=web.request_timeout, max_header_bytes=web.max_header_bytes,
                                  max_body_bytes=web.max_body_bytes, max_connections=web.max_connections,
                                  max_connections_per_client=web.max_connections_per_client,
                                  tls=(web.tls.cert_file, web.tls.key_file) if web.tls.cert_file and web.tls.key_file
-                                 else None)
+                                 else None, streams=self.streams)
         self._stoppers: list[Callable[[], Any]] = []
         self.mqtt: MqttBridge | None = None
         if config.mqtt.host:
@@ -89,6 +93,8 @@ class Appliance:
         self._stoppers.append(self.recorder.close)
         self._stoppers.append(self.controller.close)  # last of all: listeners hear the final ``off``
         self.controller.restore()
+        self.streams.start()
+        self._stoppers.append(self.streams.stop)  # after the server: no stream arrives once it stops
         self.server.start()
         self._stoppers.append(self.server.stop)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them

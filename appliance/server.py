@@ -26,6 +26,7 @@ connection for the socket timeout); it is bound by the same request deadline.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import errno
 import http.client
 import json
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from cheroot import connections, server, wsgi
+
+from appliance.fanout import CAN_HAND_OFF, STREAM_SLOT, StreamFanout
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +103,15 @@ class GuardedConnection(server.HTTPConnection):
     deadline = 0.0
     counted: Counter[str] | None = None
     counted_lock: threading.Condition | None = None
+    handed_off = False  # a live stream: the stream writer owns the socket and closes it
 
     def close(self) -> None:
+        if self.handed_off:
+            # Only our file objects go (they hold references that would keep the descriptor open
+            # after the writer closes the socket); the socket and its count are the writer's now.
+            self.rfile.close()
+            self.wfile.close()
+            return
         self.close_slot(self)
         super().close()
 
@@ -268,13 +278,62 @@ class _Limits:
     total: int
 
 
+class StreamGateway(wsgi.Gateway_10):
+    """cheroot's WSGI 1.0 gateway, able to hand a live stream's socket to the stream writer.
+
+    When the app marks a response as a stream (``STREAM_SLOT`` in the environ), the gateway writes
+    its headers itself (``Connection: close``, no chunking: the body runs until either side closes)
+    and gives the socket to ``StreamFanout``; the worker thread is free again at once.
+    """
+
+    def respond(self) -> None:
+        fanout: StreamFanout | None = self.req.server.streams
+        if fanout is not None:
+            self.env[CAN_HAND_OFF] = True
+        response = self.req.server.wsgi_app(self.env, self.start_response)
+        slot = self.env.get(STREAM_SLOT)
+        if slot is None or fanout is None:
+            try:
+                for chunk in filter(None, response):
+                    if not isinstance(chunk, bytes):
+                        raise ValueError("WSGI applications must yield bytes")
+                    self.write(chunk)
+            finally:
+                self.req.ensure_headers_sent()
+                if hasattr(response, "close"):
+                    response.close()
+            return
+        if hasattr(response, "close"):
+            response.close()
+        self._hand_off(fanout, slot)
+
+    def _hand_off(self, fanout: StreamFanout, slot: Any) -> None:
+        req, conn = self.req, self.req.conn
+        req.close_connection = True
+        lines = [req.server.protocol.encode("ascii") + b" " + req.status]
+        lines += [name + b": " + value for name, value in req.outheaders]
+        lines += [b"Date: " + email.utils.formatdate(usegmt=True).encode("ascii"),
+                  b"Server: " + req.server.server_name.encode("ascii")]
+        try:
+            conn.wfile.write(b"\r\n".join(lines) + b"\r\n\r\n")
+            conn.wfile.flush()
+        except OSError:
+            fanout.release(slot)  # the viewer left before its headers went out
+            return
+        req.sent_headers = True
+        conn.handed_off = True
+        fanout.attach(conn.socket, slot, on_close=lambda: GuardedConnection.close_slot(conn))
+
+
 class GuardedServer(wsgi.Server):
     """cheroot's WSGI server with the guards described in the module docstring."""
 
     ConnectionClass = GuardedConnection
 
-    def __init__(self, *args: Any, limits: _Limits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: _Limits, streams: StreamFanout | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.gateway = StreamGateway
+        self.streams = streams
         self.limits = limits
         self.max_request_header_size = limits.max_header
         self.max_request_body_size = limits.max_body
@@ -352,12 +411,12 @@ class HttpServer:
     def __init__(self, app: Any, host: str, port: int, threads: int, socket_timeout: float,
                  request_timeout: float = 10.0, max_header_bytes: int = 16384, max_body_bytes: int = 65536,
                  max_connections: int = 512, max_connections_per_client: int = 64,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, streams: StreamFanout | None = None) -> None:
         limits = _Limits(request_timeout, max_header_bytes, max_body_bytes, max_connections_per_client,
                          max_connections)
         self._server = GuardedServer((host, port), app, numthreads=threads, max=threads,
                                      timeout=int(max(1, socket_timeout)), shutdown_timeout=1,
-                                     server_name="appliance", limits=limits,
+                                     server_name="appliance", limits=limits, streams=streams,
                                      request_queue_size=128)  # a burst of page loads waits, not refused
         self._server.expiration_interval = 0.25  # how often deadlines are checked
         self.tls = tls is not None

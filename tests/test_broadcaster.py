@@ -9,51 +9,32 @@ import pytest
 from appliance.broadcaster import FrameBroadcaster, TooManyViewers
 
 
-def test_viewers_get_the_newest_frame_and_skip_what_they_missed() -> None:
+def test_current_is_the_live_run_and_its_newest_frame() -> None:
     b = FrameBroadcaster(max_viewers=4)
+    assert b.current() is None
     b.start()
-    gen = b.add_viewer().generation
+    first = b.current()
+    assert first is not None and first.jpeg is None
     for i in range(5):
         b.publish(b"jpeg%d" % i)
-    frame = b.wait_for_frame(gen, 0, timeout=1)
-    assert frame is not None and frame.jpeg == b"jpeg4" and frame.seq == 5
-
-
-def test_a_waiting_viewer_wakes_on_publish() -> None:
-    b = FrameBroadcaster(max_viewers=4)
-    b.start()
-    gen = b.add_viewer().generation
-    got: list[bytes | None] = []
-    waiting = threading.Thread(target=lambda: got.append(b.wait_for_frame(gen, 0, timeout=5).jpeg))
-    waiting.start()
-    b.publish(b"x")
-    waiting.join(5)
-    assert got == [b"x"]
-
-
-def test_timeout_returns_the_same_frame_again() -> None:
-    b = FrameBroadcaster(max_viewers=4)
-    b.start()
-    gen = b.add_viewer().generation
-    b.publish(b"only")
-    first = b.wait_for_frame(gen, 0, timeout=1)
-    again = b.wait_for_frame(gen, first.seq, timeout=0.01)
-    assert again is not None and again.seq == first.seq and again.jpeg == b"only"
-
-
-def test_stop_ends_waiting_viewers_and_restart_is_a_new_run() -> None:
-    b = FrameBroadcaster(max_viewers=4)
-    b.start()
-    gen = b.add_viewer().generation
-    results: list[object] = []
-    waiting = threading.Thread(target=lambda: results.append(b.wait_for_frame(gen, 0, timeout=10)))
-    waiting.start()
+    now = b.current()
+    assert now is not None and now.jpeg == b"jpeg4" and now.seq == first.seq + 5
     b.stop()
-    waiting.join(2)
-    assert not waiting.is_alive() and results == [None]
+    assert b.current() is None
     b.start()
-    b.publish(b"new run")
-    assert b.wait_for_frame(gen, 0, timeout=1) is None  # a stream of the old run stays ended
+    again = b.current()
+    assert again is not None and again.generation == first.generation + 1 and again.jpeg is None
+
+
+def test_wakers_hear_publish_start_and_stop() -> None:
+    b = FrameBroadcaster(max_viewers=4)
+    heard: list[str] = []
+    b.add_waker(lambda: heard.append("woken"))
+    b.start()
+    b.publish(b"x")
+    b.publish(None, still=b"still only")  # no stream frame: nobody to wake
+    b.stop()
+    assert heard == ["woken"] * 3
 
 
 def test_viewer_limit_and_camera_off() -> None:

@@ -63,6 +63,7 @@ class SyntheticCamera(CameraBackend):
         self._things = self._make_things()
         self._index = 0
         self._next_due = 0.0
+        self._still: tuple[float, str, np.ndarray] | None = None
 
     @staticmethod
     def detect(settings: CameraSettings) -> bool:
@@ -125,8 +126,7 @@ class SyntheticCamera(CameraBackend):
                 cv2.circle(image, (x, y), thing.radius, thing.colour, -1, cv2.LINE_AA)
         return image
 
-    def _draw_clock(self, image: np.ndarray, now: float) -> None:
-        text = time.strftime("DEMO %H:%M:%S", time.localtime(now))
+    def _draw_clock(self, image: np.ndarray, text: str) -> None:
         scale = self._height / 1200
         cv2.putText(image, text, (self._width - int(self._width * 0.2), self._height - 10),
                     cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), 1, cv2.LINE_AA)
@@ -147,10 +147,22 @@ class SyntheticCamera(CameraBackend):
             period = 1.0 / self._settings.fps
             # Do not build up a debt of frames after a stall: schedule from now if far behind.
             self._next_due = max(self._next_due + period, self._monotonic() - period)
-        image = self.render(self._index)
+        index = self._index
         self._index += 1
         now = self._clock()
-        self._draw_clock(image, now)
+        text = time.strftime("DEMO %H:%M:%S", time.localtime(now))
+        moved = self._moving_time(index / self._settings.fps)
+        if index > 0 and moved == self._moving_time((index - 1) / self._settings.fps):
+            # The scene is still: a frame costs one copy of the picture, as a real capture does (the
+            # consumer draws its overlay on its own copy); a new picture only when the clock ticks.
+            still = self._still
+            if still is None or still[0] != moved or still[1] != text:
+                picture = self.render(index)
+                self._draw_clock(picture, text)
+                self._still = still = (moved, text, picture)
+            return Frame(image=still[2].copy(), timestamp=now)
+        image = self.render(index)
+        self._draw_clock(image, text)
         return Frame(image=image, timestamp=now)
 
     def close(self) -> None:
