@@ -92,19 +92,42 @@ class CameraSettings(Section):
         return self.read_timeout + period, 2 * period
 
 
+class Zone(Section):
+    """An area of the picture, in fractions of its width and height (so it survives a size change)."""
+
+    name: str = Field("zone", min_length=1, max_length=40)
+    mode: Literal["exclude", "include"] = "exclude"
+    points: list[tuple[float, float]] = Field(min_length=3, max_length=32)
+
+    @field_validator("points")
+    @classmethod
+    def _inside_the_frame(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for x, y in points:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"point ({x:g}, {y:g}) is outside the frame: x and y are fractions from 0 to 1")
+        return points
+
+
+SENSITIVITY = {"low": 32, "medium": 20, "high": 12}
+"""The named sensitivity levels and the pixel threshold each stands for (lower finds fainter change)."""
+
+
 class MotionSettings(Section):
-    """Parameters of the frame-differencing detector and of event hysteresis."""
+    """Parameters of the motion detector (``appliance.motion``) and of event hysteresis."""
 
     enabled: bool = True
     fps: float = Field(5.0, gt=0, le=120, description="frames analysed per second, whatever the camera delivers")
-    width: int = Field(400, ge=64, le=1920)
-    blur: int = Field(21, ge=1, le=99)
-    background_weight: float = Field(0.1, gt=0, le=1, description="weight of a new frame at 30 frames/s")
-    threshold: int = Field(25, ge=1, le=254)
+    width: int = Field(320, ge=64, le=1920)
+    blur: int = Field(5, ge=1, le=99)
+    background_weight: float = Field(0.05, gt=0, le=1, description="weight of a new frame at 30 frames/s")
+    threshold: int = Field(SENSITIVITY["medium"], ge=1, le=254)
+    lightswitch: float = Field(0.4, gt=0, le=1, description="a change over more of the frame is light, not motion")
     min_area: float = Field(0.002, ge=0, le=1, description="fraction of the frame that must change")
     warmup_frames: int = Field(10, ge=0, description="analysed frames that learn the background first")
     start_frames: int = Field(3, ge=1, description="consecutive analysed frames with motion that start an event")
     event_gap: float = Field(5.0, gt=0, description="seconds without motion that end an event")
+    max_event_seconds: float = Field(300.0, ge=10, description="an event this long ends; the next starts at once")
+    zones: list[Zone] = Field(default_factory=list, max_length=16)
 
     @field_validator("blur")
     @classmethod
@@ -112,6 +135,11 @@ class MotionSettings(Section):
         if value % 2 == 0:
             raise ValueError("must be odd (a Gaussian kernel size)")
         return value
+
+    @property
+    def sensitivity(self) -> str:
+        """The named level ``threshold`` stands for, or ``custom``."""
+        return next((name for name, value in SENSITIVITY.items() if value == self.threshold), "custom")
 
 
 class OverlaySettings(Section):

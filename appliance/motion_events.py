@@ -41,6 +41,7 @@ class MotionResult:
     area: float = 0.0
     score: float = 0.0
     warming_up: bool = False
+    light_change: bool = False  # most of the frame changed at once: taken as light, background renewed
 
     @property
     def box(self) -> Box | None:
@@ -97,13 +98,17 @@ class MotionEventTracker:
 
     An event starts after ``start_frames`` consecutive frames with motion, so one noisy frame is not
     an event, and ends when ``event_gap`` seconds pass without motion, so a person pausing mid-room
-    does not split one visit into many events.
+    does not split one visit into many events. An event that lasts ``max_seconds`` (a flag flapping
+    all afternoon, a detector stuck on) ends there and, while motion goes on, the next one starts at
+    once: automations see an end, and the history gets one entry per period rather than one forever.
     """
 
     start_frames: int
     event_gap: float
+    max_seconds: float = float("inf")
     _streak: int = 0
     _last_motion: float = 0.0
+    _started: float = 0.0  # monotonic start of the current event
     _current: MotionEvent | None = field(default=None)
 
     @property
@@ -117,6 +122,11 @@ class MotionEventTracker:
         if result.motion:
             self._streak += 1
             self._last_motion = mono
+            if self._current is not None and mono - self._started >= self.max_seconds:
+                ended = replace(self._current, ended_at=now)
+                self._current = None
+                self._streak = self.start_frames  # the motion goes on: the next event starts now
+                return EventChange("end", ended)
             if self._current is not None:
                 box = result.box
                 current = self._current
@@ -131,6 +141,7 @@ class MotionEventTracker:
             if self._streak >= self.start_frames:
                 self._current = MotionEvent(id=new_event_id(now), started_at=now, box=result.box,
                                             peak_score=result.score, peak_area=result.area, frames=1)
+                self._started = mono
                 return EventChange("start", self._current)
             return None
         self._streak = 0

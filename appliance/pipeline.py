@@ -88,7 +88,8 @@ class CapturePipeline:
         self._last_frame_at: float | None = None
         self.encoder_name, self._encode_jpeg = choose_encoder(config.stream.encoder, config.camera.jpeg_quality,
                                                               config.camera.size)
-        self._tracker = MotionEventTracker(start_frames=config.motion.start_frames, event_gap=config.motion.event_gap)
+        self._tracker = MotionEventTracker(start_frames=config.motion.start_frames, event_gap=config.motion.event_gap,
+                                           max_seconds=config.motion.max_event_seconds)
         self._last_event: dict[str, object] | None = None
 
     @property

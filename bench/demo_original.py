@@ -54,7 +54,7 @@ class Viewer(http.server.BaseHTTPRequestHandler):
                 gray = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (7, 7), 0)
                 if background is None:
                     background = gray.astype("float")
-                cv2.accumulateWeighted(gray, background, 0.5)
+                cv2.accumulateWeighted(gray, background, 0.1)
                 delta = cv2.absdiff(gray, cv2.convertScaleAbs(background))
                 mask = cv2.dilate(cv2.threshold(delta, 25, 255, cv2.THRESH_BINARY)[1], None, iterations=2)
                 contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

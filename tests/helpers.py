@@ -60,7 +60,9 @@ def make_config(tmp_path: Any, **sections: Any) -> AppConfig:
                    "synthetic": {"objects": 0}},
         "server": {"host": "127.0.0.1", "port": 0, "socket_timeout": 3},
         "retry": {"initial": 0.05, "maximum": 0.2},
-        "motion": {"fps": 20},  # as fast as the test camera: event tests stay short
+        # As fast as the test camera, and a background that absorbs stopped objects in about a second
+        # (the default takes ~15 s): event tests stay short.
+        "motion": {"fps": 20, "background_weight": 0.3},
         "state_dir": str(tmp_path / "state"),
     }
     for key, value in sections.items():

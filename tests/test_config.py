@@ -16,8 +16,8 @@ def test_defaults_are_the_documented_ones() -> None:
     config = load_config(None, environ={})
     assert config.camera.backend == "auto"
     assert config.server.port == 8000
-    assert config.motion.background_weight == 0.1
-    assert config.motion.threshold == 25
+    assert config.motion.background_weight == 0.05
+    assert config.motion.threshold == 20 and config.motion.sensitivity == "medium"
     assert config.motion.warmup_frames == 10
     assert config.motion.fps == 5.0
 

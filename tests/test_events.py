@@ -98,7 +98,7 @@ def test_http_events_api_and_traversal(start_appliance: Any, tmp_path: Path) -> 
 
 def test_motion_events_are_recorded_and_announced_live(start_appliance: Any) -> None:
     app = start_appliance(camera={"synthetic": {"objects": 3, "motion_period": 2, "motion_duration": 0.8}},
-                          motion={"warmup_frames": 5, "event_gap": 0.3})
+                          motion={"warmup_frames": 5, "event_gap": 0.3, "background_weight": 1.0})
     with requests.get(app.url + "/api/events/live", stream=True, timeout=20) as feed:
         assert feed.headers["Content-Type"].startswith("text/event-stream")
         requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()

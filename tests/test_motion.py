@@ -75,8 +75,10 @@ def test_minimum_area_ignores_small_changes() -> None:
 def test_background_absorbs_an_object_that_stops() -> None:
     detector = warmed()
     parked = scene(300, size=60)
-    results = [detector.detect(parked).motion for _ in range(60)]
+    results = [detector.detect(parked, elapsed=0.2).motion for _ in range(150)]  # 30 s at 5 fps
     assert results[0] and not results[-1]
+    settled = results.index(False) * 0.2
+    assert 5 <= settled <= 25  # slowly: a passer-by is not absorbed while it moves, a parked car is
 
 
 MOTION = MotionResult(motion=True, area=0.1, score=0.5)
@@ -126,7 +128,7 @@ def test_motion_is_analysed_at_its_own_rate_not_the_cameras(start_appliance: Any
 def test_events_still_start_and_end_at_a_lower_analysis_rate(start_appliance: Any) -> None:
     app = start_appliance(camera={"fps": 40, "synthetic": {"objects": 3, "motion_period": 1.5,
                                                             "motion_duration": 0.6}},
-                          motion={"fps": 15, "warmup_frames": 3, "event_gap": 0.2})
+                          motion={"fps": 15, "warmup_frames": 3, "event_gap": 0.2, "background_weight": 1.0})
     heard: list[str] = []
     app.controller.add_motion_listener(lambda change, jpeg: heard.append(change.kind))
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
@@ -151,4 +153,4 @@ def test_the_background_forgets_at_the_same_speed_in_seconds_at_any_analysis_rat
             frames += 1
             assert frames < 1000
         settled[fps] = frames / fps  # seconds until the object became background
-    assert abs(settled[30] - settled[5]) <= 0.25, settled
+    assert abs(settled[30] - settled[5]) <= 0.1 * settled[30] + 0.2, settled
