@@ -15,6 +15,7 @@ from appliance.config import AppConfig
 from appliance.controller import CameraController
 from appliance.events import EventStore
 from appliance.live import LiveFeed
+from appliance.motion_control import MotionControl
 from appliance.web import api, history, pages, security, stream
 from appliance.web.services import Services, json_error
 
@@ -23,13 +24,14 @@ log = logging.getLogger(__name__)
 
 def create_app(controller: CameraController, broadcaster: FrameBroadcaster, config: AppConfig,
                backend_name: str, backend_description: str, events: EventStore, live: LiveFeed,
-               integrations: Callable[[], dict[str, Any]] = dict) -> Flask:
+               integrations: Callable[[], dict[str, Any]] = dict, motion: MotionControl | None = None) -> Flask:
     """Build the web app around parts the entry point (or a test) created."""
     app = Flask(__name__, template_folder="templates", static_folder="static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["appliance"] = Services(controller, broadcaster, config, backend_name, backend_description,
-                                           events, live, integrations)
+                                           events, live, integrations,
+                                           motion=motion or MotionControl(config.motion, None))
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 

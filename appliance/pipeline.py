@@ -27,7 +27,7 @@ import numpy as np
 
 from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends.base import CameraBackend, CameraError, Frame
-from appliance.config import AppConfig
+from appliance.config import AppConfig, MotionSettings
 from appliance.encoder import EncodeError, choose_encoder
 from appliance.motion import MotionDetector
 from appliance.motion_events import EventChange, MotionEventTracker, MotionResult
@@ -70,9 +70,12 @@ class CapturePipeline:
     """Owns the capture thread and the per-frame work; the controller decides when it runs."""
 
     def __init__(self, backend: CameraBackend, config: AppConfig, broadcaster: FrameBroadcaster,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 motion_settings: Callable[[], MotionSettings] | None = None) -> None:
         self._backend = backend
         self._config = config
+        # Read at every frame: settings changed at run time (MotionControl) apply from the next one.
+        self._motion_settings = motion_settings or (lambda: config.motion)
         self._broadcaster = broadcaster
         self._monotonic = monotonic
         self._lock = threading.Lock()
@@ -198,7 +201,7 @@ class CapturePipeline:
     def _loop(self, run: _Run) -> None:
         retry = self._config.retry
         delay = retry.initial
-        detector = MotionDetector(self._config.motion)
+        detector = MotionDetector(self._motion_settings())
         self._frame_times.clear()
         while not run.stop.is_set():
             if self._open(run, delay):
@@ -247,8 +250,7 @@ class CapturePipeline:
 
     def _stream(self, run: _Run, detector: MotionDetector, on_first_frame: Callable[[], None]) -> None:
         camera = self._config.camera
-        motion = self._config.motion
-        period = 1.0 / motion.fps  # motion is analysed at its own rate, not the camera's
+        period = 1.0 / self._motion_settings().fps  # motion is analysed at its own rate, not the camera's
         next_analysis = self._monotonic()
         result: MotionResult | None = None  # the latest analysis: its boxes stay on the overlay until the next
         analysed_at: float | None = None
@@ -273,6 +275,12 @@ class CapturePipeline:
                 on_first_frame()
                 first = False
             change: EventChange | None = None
+            motion = self._motion_settings()
+            if motion is not detector.settings:
+                detector.configure(motion)
+                if not motion.enabled:  # paused: an event in progress ends now, its boxes go
+                    result = None
+                    self._end_event(run)
             if motion.enabled and now >= next_analysis:
                 # Keep the rate, but after a stall start again from now rather than catch up.
                 next_analysis = max(next_analysis + period, now - period)

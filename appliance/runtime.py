@@ -22,6 +22,7 @@ from appliance.fanout import StreamFanout
 from appliance.gpio import FrontPanel
 from appliance.health import capture_health
 from appliance.live import LiveFeed
+from appliance.motion_control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
 from appliance.pipeline import CapturePipeline
 from appliance.server import HttpServer
@@ -43,7 +44,9 @@ class Appliance:
         self.state_dir: Path = config.resolved_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.broadcaster = FrameBroadcaster(config.stream.max_viewers)
-        self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic)
+        self.motion = MotionControl(config.motion, self.state_dir / "motion.json")
+        self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
+                                        motion_settings=lambda: self.motion.settings)
         self.controller = CameraController(
             self.pipeline, StateFile(self.state_dir / "state.json"),
             start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
@@ -52,7 +55,7 @@ class Appliance:
         self.live = LiveFeed(config.stream.max_live_clients)
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved)
         self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
-                              self.events, self.live, integrations=self.integrations)
+                              self.events, self.live, integrations=self.integrations, motion=self.motion)
         web = config.server
         # One thread writes every live stream; each open page's live feed holds a server thread, and
         # API calls (and streams being set up) get their own spares.

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from appliance.health import capture_health
+from appliance.motion_control import MotionSettingsError, public
 from appliance.web.services import Services, json_error
 
 bp = Blueprint("api", __name__)
@@ -45,6 +46,33 @@ def put_camera() -> Response:
     controller = services.controller
     result = controller.on(source="api") if body["on"] else controller.off(source="api")
     return switch_response(services, result)
+
+
+@bp.get("/api/motion")
+def get_motion() -> Response:
+    """Detection on/off, sensitivity and zones, as they are now."""
+    control = Services.of().motion
+    assert control is not None
+    return jsonify(public(control.settings))
+
+
+@bp.put("/api/motion")
+def put_motion() -> Response:
+    """Change any of ``enabled``, ``sensitivity`` (or ``threshold``) and ``zones``; the capture thread
+    uses them from its next frame, and they are kept across restarts. All or nothing: one invalid
+    value changes nothing and is named in the 400."""
+    control = Services.of().motion
+    assert control is not None
+    if request.mimetype != "application/json":
+        return json_error(415, f"Content-Type must be application/json, not {request.mimetype or 'none'!r}")
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        return json_error(400, 'body must be a JSON object such as {"enabled": false}')
+    try:
+        settings = control.update(body)
+    except MotionSettingsError as exc:
+        return json_error(400, str(exc))
+    return jsonify(public(settings))
 
 
 @bp.post("/api/camera/toggle")

@@ -16,6 +16,7 @@ from appliance.config import AppConfig
 from appliance.controller import CameraController
 from appliance.events import EventStore
 from appliance.live import LiveFeed
+from appliance.motion_control import MotionControl
 
 NO_CACHE = {"Cache-Control": "no-cache, no-store, private", "Pragma": "no-cache"}
 
@@ -32,6 +33,7 @@ class Services:
     events: EventStore
     live: LiveFeed
     integrations: Callable[[], dict[str, Any]] = dict
+    motion: MotionControl | None = None
     started_at: float = field(default_factory=time.monotonic)
     version: str = __version__
 

@@ -1,0 +1,101 @@
+"""Motion settings a user changes at run time: detection on/off, sensitivity and zones.
+
+The config file gives the starting values; what the page, the API or Home Assistant change is kept in
+``motion.json`` in the state folder (written durably) and wins at the next start, so pausing
+detection while at home survives a power cut. The settings are one immutable ``MotionSettings``
+swapped under a lock: the capture thread reads the current one at each analysed frame, so a change
+takes effect on the next frame without stopping the camera.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from appliance.config import SENSITIVITY, MotionSettings
+from appliance.durable import durable_write
+
+log = logging.getLogger(__name__)
+
+RUNTIME_KEYS = ("enabled", "threshold", "zones")
+"""What is changed at run time and kept across restarts; the rest comes from the config file."""
+
+
+class MotionSettingsError(ValueError):
+    """A change that cannot be applied; the message says which key and why."""
+
+
+def public(settings: MotionSettings) -> dict[str, Any]:
+    """The run-time settings as the API, the page and MQTT show them."""
+    return {"enabled": settings.enabled, "sensitivity": settings.sensitivity, "threshold": settings.threshold,
+            "levels": dict(SENSITIVITY), "zones": [zone.model_dump() for zone in settings.zones]}
+
+
+class MotionControl:
+    """Owns the current motion settings; every way in calls ``update``, every listener hears it."""
+
+    def __init__(self, initial: MotionSettings, path: Path | None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[MotionSettings], None]] = []
+        self._settings = initial
+        if path is not None and path.exists():
+            try:
+                saved = json.loads(path.read_text())
+                self._settings = self._merged(initial, saved)
+            except (OSError, ValueError, MotionSettingsError) as exc:
+                log.warning("ignoring saved motion settings in %s: %s", path, exc)
+
+    @property
+    def settings(self) -> MotionSettings:
+        return self._settings
+
+    def add_listener(self, listener: Callable[[MotionSettings], None]) -> None:
+        self._listeners.append(listener)
+
+    def update(self, changes: dict[str, Any]) -> MotionSettings:
+        """Apply ``changes`` (``enabled``, ``sensitivity`` or ``threshold``, ``zones``), keep them and tell
+        the listeners. Raises MotionSettingsError, and changes nothing, if any of them is invalid."""
+        with self._lock:
+            updated = self._merged(self._settings, changes)
+            if self._path is not None:
+                kept = {key: value for key, value in updated.model_dump(mode="json").items() if key in RUNTIME_KEYS}
+                durable_write(self._path, json.dumps(kept, indent=1).encode())
+            self._settings = updated
+        for listener in list(self._listeners):
+            try:
+                listener(updated)
+            except Exception:
+                log.exception("motion settings listener failed")
+        return updated
+
+    @staticmethod
+    def _merged(current: MotionSettings, changes: Any) -> MotionSettings:
+        if not isinstance(changes, dict):
+            raise MotionSettingsError(f"motion settings must be a JSON object, not {type(changes).__name__}")
+        unknown = sorted(set(changes) - {*RUNTIME_KEYS, "sensitivity"})
+        if unknown:
+            raise MotionSettingsError(f"unknown key(s): {', '.join(unknown)}; accepted: enabled, sensitivity, "
+                                      "threshold, zones")
+        values = dict(changes)
+        if "sensitivity" in values:
+            level = values.pop("sensitivity")
+            if level not in SENSITIVITY:
+                raise MotionSettingsError(f"'sensitivity' must be one of {', '.join(SENSITIVITY)}, not {level!r}")
+            if "threshold" in values and values["threshold"] != SENSITIVITY[level]:
+                raise MotionSettingsError("give 'sensitivity' or 'threshold', not both")
+            values["threshold"] = SENSITIVITY[level]
+        if "enabled" in values and not isinstance(values["enabled"], bool):
+            raise MotionSettingsError(f"'enabled' must be true or false, not {values['enabled']!r}")
+        try:
+            return MotionSettings.model_validate({**current.model_dump(), **values})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                                 for error in exc.errors())
+            raise MotionSettingsError(problems) from None
