@@ -228,7 +228,10 @@ def test_service_runs_under_systemd_and_answers(deployed: dict[str, object], con
     assert peek.stdout == "", peek.stdout
     container.run("mosquitto_pub", *other, "-t", "appliance/testcam/camera/set", "-m", "OFF")
     # A snapshot asked for after that OFF arrives only if the camera is still on: the OFF never came.
-    snapshot = subprocess.Popen(["nsenter", "-t", str(container.init_pid), "-a", "mosquitto_sub", *home_assistant,
+    # stdbuf: mosquitto_sub's stdout is a pipe, so without it the SUBACK line waits in its buffer until
+    # enough other output (a snapshot) pushes it out, and the request below would go out 30 s late.
+    snapshot = subprocess.Popen(["nsenter", "-t", str(container.init_pid), "-a", "stdbuf", "-oL", "mosquitto_sub",
+                                 *home_assistant,
                                  "-d", "-R", "-C", "1", "-W", "30", "-F", "%x", "-t", "appliance/testcam/snapshot"],
                                 stdout=subprocess.PIPE, text=True)
     assert snapshot.stdout is not None
