@@ -30,8 +30,7 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["appliance"] = Services(controller, broadcaster, config, backend_name, backend_description,
-                                           events, live, integrations,
-                                           motion=motion or MotionControl(config.motion, None))
+                                           events, live, motion or MotionControl(config.motion, None), integrations)
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 

@@ -440,7 +440,8 @@ def redact(value: Any, key: str | None = None) -> Any:
     return value
 
 
-def _describe(error: ValidationError, tree: Mapping[str, Any]) -> str:
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem: the key, its value (secrets redacted) and why it is refused."""
     lines = []
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
@@ -455,7 +456,11 @@ def _describe(error: ValidationError, tree: Mapping[str, Any]) -> str:
             if any(part in SECRET_KEYS for part in named):
                 message = message.split(",")[0]  # pydantic may quote the input in its message
             lines.append(f"{key or '(top level)'} = {value!r}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return lines
+
+
+def _describe(error: ValidationError, tree: Mapping[str, Any]) -> str:
+    return "invalid configuration:\n  " + "\n  ".join(describe_errors(error))
 
 
 def load_config(

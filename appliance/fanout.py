@@ -134,7 +134,7 @@ class StreamFanout:
                     if mask & selectors.EVENT_READ:
                         self._read(viewer)
                     if mask & selectors.EVENT_WRITE and viewer in self._viewers:
-                        self._flush(viewer, self._monotonic())
+                        self._flush(viewer)
                 self._take_arrivals()
                 self._serve(self._monotonic())
         except Exception:
@@ -195,9 +195,9 @@ class StreamFanout:
                 viewer.seq, viewer.sent_at = current.seq, now
                 viewer.pending, viewer.pending_since = memoryview(part_for(current.jpeg)), now
                 self._broadcaster.sent(viewer.slot)
-                self._flush(viewer, now)
+                self._flush(viewer)
 
-    def _flush(self, viewer: _Viewer, now: float) -> None:
+    def _flush(self, viewer: _Viewer) -> None:
         """Write as much of the pending part as the socket takes now."""
         pending = viewer.pending
         try:
@@ -253,8 +253,3 @@ class StreamFanout:
             arriving, self._arriving = self._arriving, []
         for viewer in [*self._viewers, *arriving]:
             self._close(viewer)
-
-    @property
-    def attached(self) -> int:
-        """Viewers whose stream this thread writes (for tests and status)."""
-        return len(self._viewers)

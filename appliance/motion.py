@@ -14,7 +14,7 @@ Background subtraction on a small blurred grey image, made to ignore what is not
   night mode), the background is taken afresh and nothing is reported for that frame.
 - **The background forgets moving things slowly.** Still pixels follow the scene at
   ``background_weight``; pixels under motion at a tenth of it, so a car does not leave a ghost,
-  while something that stays (a parked car) is still absorbed within a minute or so.
+  while something that stays (a parked car) becomes background in about 15 s at the default weight.
 - **Specks are removed** (a morphological opening) before the changed area and the boxes are taken;
   **zones** (polygons in fractions of the frame) exclude areas or restrict detection to areas.
 
@@ -82,7 +82,6 @@ class MotionDetector:
         self._zones: np.ndarray | None = None
         self._zones_for: tuple[int, int] | None = None
         self.mask: np.ndarray | None = None  # the last analysed frame's motion mask, at the small size
-        self.light_step = 0.0  # the fraction of cells whose light jumped, in the last frame
         self.reset()
 
     @property
@@ -140,15 +139,10 @@ class MotionDetector:
             self._take_background(small)
             return MotionResult(motion=False, warming_up=settings.warmup_frames > 0)
         background = cv2.convertScaleAbs(self._background)
-        matched = self._match_light(small, background)
+        matched, jumped = self._match_light(small, background)
         self._frames += 1
-        if self.light_step >= LIGHT_STEP_CELLS:
-            # The light jumped over much of the picture (a lamp, night mode, a flash): whatever moved
-            # in this frame cannot be told from it, so the frame becomes the background and the next
-            # one is compared with it.
-            self._take_background(small)
-            self.mask = None
-            return MotionResult(motion=False, light_change=True)
+        if jumped >= LIGHT_STEP_CELLS:
+            return self._light_changed(small)
         delta = cv2.absdiff(matched, background)
         if self._noise is None or self._frames % NOISE_EVERY == 0:  # noise drifts slowly: sample it
             noise = cv2.mean(delta, mask=self._still)[0]
@@ -160,9 +154,7 @@ class MotionDetector:
             raw = cv2.bitwise_and(raw, watched)
         watched_pixels = raw.size if watched is None else max(1, cv2.countNonZero(watched))
         if cv2.countNonZero(raw) > settings.lightswitch * watched_pixels:
-            self._take_background(small)  # the light changed (night mode, a flash): start afresh
-            self.mask = None
-            return MotionResult(motion=False, light_change=True)
+            return self._light_changed(small)
         mask = cv2.morphologyEx(raw, cv2.MORPH_OPEN, self._kernel)
         self._learn(small, mask, elapsed)
         self.mask = mask
@@ -189,6 +181,14 @@ class MotionDetector:
             boxes.append(_scaled(cv2.boundingRect(mask), 0, 0, sx, sy))
         return MotionResult(motion=True, boxes=tuple(boxes), area=area, score=score)
 
+    def _light_changed(self, small: np.ndarray) -> MotionResult:
+        """The light jumped over much of the picture (a lamp, night mode, a flash): whatever moved in
+        this frame cannot be told from it, so the frame becomes the background and the next one is
+        compared with it."""
+        self._take_background(small)
+        self.mask = None
+        return MotionResult(motion=False, light_change=True)
+
     def _take_background(self, small: np.ndarray) -> None:
         self._background = small.astype(np.float32)
         self._still = None
@@ -196,8 +196,9 @@ class MotionDetector:
         self._noise = None
         self._frames = max(self._frames, 1)
 
-    def _match_light(self, small: np.ndarray, background: np.ndarray) -> np.ndarray:
-        """``small`` with the light change since the background divided out, cell by cell."""
+    def _match_light(self, small: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, float]:
+        """``small`` with the light change since the background divided out, cell by cell, and the
+        fraction of cells whose light jumped by more than ``LIGHT_STEP``."""
         h, w = small.shape
         cols, rows = GRID
         cw, ch = max(1, min(CELL_SAMPLES, w // cols)), max(1, min(CELL_SAMPLES, h // rows))
@@ -212,12 +213,13 @@ class MotionDetector:
         # The median, not the mean: a car or a person covering less than half a cell leaves it alone.
         gains = np.median(ratio.reshape(rows, ch, cols, cw).transpose(0, 2, 1, 3).reshape(rows, cols, ch * cw),
                           axis=2)
-        self.light_step = float(np.count_nonzero(np.abs(gains - 1.0) > LIGHT_STEP)) / gains.size
         self._gains = gains
-        if float(np.abs(gains - 1.0).max()) < 0.05:
-            return small  # the light is as it was: nothing to correct
+        change = np.abs(gains - 1.0)
+        jumped = float(np.count_nonzero(change > LIGHT_STEP)) / gains.size
+        if float(change.max()) < 0.05:
+            return small, jumped  # the light is as it was: nothing to correct
         field = cv2.resize(np.clip(gains, 0.2, 5.0), (w, h), interpolation=cv2.INTER_LINEAR)
-        return cv2.convertScaleAbs((small.astype(np.float32) + 8.0) * field - 8.0)
+        return cv2.convertScaleAbs((small.astype(np.float32) + 8.0) * field - 8.0), jumped
 
     def _learn(self, small: np.ndarray, mask: np.ndarray, elapsed: float | None) -> None:
         """Fold the frame into the background: still pixels at the full weight, moving ones slowly."""

@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from appliance.config import SENSITIVITY, MotionSettings
+from appliance.config import SENSITIVITY, MotionSettings, describe_errors
 from appliance.durable import durable_write
 
 log = logging.getLogger(__name__)
@@ -38,12 +37,11 @@ def public(settings: MotionSettings) -> dict[str, Any]:
 
 
 class MotionControl:
-    """Owns the current motion settings; every way in calls ``update``, every listener hears it."""
+    """Owns the current motion settings; every way in calls ``update``."""
 
     def __init__(self, initial: MotionSettings, path: Path | None) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[MotionSettings], None]] = []
         self._settings = initial
         if path is not None and path.exists():
             try:
@@ -56,23 +54,15 @@ class MotionControl:
     def settings(self) -> MotionSettings:
         return self._settings
 
-    def add_listener(self, listener: Callable[[MotionSettings], None]) -> None:
-        self._listeners.append(listener)
-
     def update(self, changes: dict[str, Any]) -> MotionSettings:
-        """Apply ``changes`` (``enabled``, ``sensitivity`` or ``threshold``, ``zones``), keep them and tell
-        the listeners. Raises MotionSettingsError, and changes nothing, if any of them is invalid."""
+        """Apply ``changes`` (``enabled``, ``sensitivity`` or ``threshold``, ``zones``) and keep them.
+        Raises MotionSettingsError, and changes nothing, if any of them is invalid."""
         with self._lock:
             updated = self._merged(self._settings, changes)
             if self._path is not None:
                 kept = {key: value for key, value in updated.model_dump(mode="json").items() if key in RUNTIME_KEYS}
                 durable_write(self._path, json.dumps(kept, indent=1).encode())
             self._settings = updated
-        for listener in list(self._listeners):
-            try:
-                listener(updated)
-            except Exception:
-                log.exception("motion settings listener failed")
         return updated
 
     @staticmethod
@@ -96,6 +86,4 @@ class MotionControl:
         try:
             return MotionSettings.model_validate({**current.model_dump(), **values})
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-                                 for error in exc.errors())
-            raise MotionSettingsError(problems) from None
+            raise MotionSettingsError("; ".join(describe_errors(exc))) from None

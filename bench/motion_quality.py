@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from appliance.config import MotionSettings  # noqa: E402
 from appliance.motion import MotionDetector  # noqa: E402
-from appliance.motion_events import MotionEventTracker, MotionResult  # noqa: E402
+from appliance.motion_events import Box, MotionEventTracker, MotionResult  # noqa: E402
 
 FPS = 30.0
 MOVING_FRACTION = 0.002  # ground truth "moves" on a frame when at least this fraction of it is 255
@@ -80,8 +80,6 @@ def _boxes(mask: np.ndarray, min_pixels: float) -> list[tuple[int, int, int, int
 
 
 def _result(rects: list[tuple[int, int, int, int]], area: float) -> MotionResult:
-    from appliance.motion_events import Box
-
     boxes = tuple(Box(*rect) for rect in rects)
     return MotionResult(motion=bool(boxes), boxes=boxes, area=area, score=0.5 if boxes else 0.0)
 

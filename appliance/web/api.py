@@ -51,9 +51,7 @@ def put_camera() -> Response:
 @bp.get("/api/motion")
 def get_motion() -> Response:
     """Detection on/off, sensitivity and zones, as they are now."""
-    control = Services.of().motion
-    assert control is not None
-    return jsonify(public(control.settings))
+    return jsonify(public(Services.of().motion.settings))
 
 
 @bp.put("/api/motion")
@@ -62,7 +60,6 @@ def put_motion() -> Response:
     uses them from its next frame, and they are kept across restarts. All or nothing: one invalid
     value changes nothing and is named in the 400."""
     control = Services.of().motion
-    assert control is not None
     if request.mimetype != "application/json":
         return json_error(415, f"Content-Type must be application/json, not {request.mimetype or 'none'!r}")
     body = request.get_json(force=True, silent=True)

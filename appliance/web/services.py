@@ -32,8 +32,8 @@ class Services:
     backend_description: str
     events: EventStore
     live: LiveFeed
+    motion: MotionControl
     integrations: Callable[[], dict[str, Any]] = dict
-    motion: MotionControl | None = None
     started_at: float = field(default_factory=time.monotonic)
     version: str = __version__
 
