@@ -34,7 +34,8 @@ __all__ = ["MotionDetector", "zone_mask"]
 NOISE_FACTOR = 4.0
 """The pixel threshold is at least this many times the mean difference of still pixels."""
 JOIN = 2
-"""Pixels of dilation that join the parts of one moving body into one box."""
+"""Pixels of dilation that join the parts of one moving body into one box, and the margin around
+moving pixels that the background learns slowly."""
 NOISE_EVERY = 4
 """The noise is measured on every this many analysed frames (it drifts slowly; measuring costs)."""
 GRID = (8, 6)
@@ -100,7 +101,7 @@ class MotionDetector:
     def reset(self) -> None:
         """Forget the background (after the camera restarts, the scene may have changed)."""
         self._background: np.ndarray | None = None
-        self._still: np.ndarray | None = None  # 255 where the previous frame had no motion
+        self._still: np.ndarray | None = None  # 255 where the previous frame had no motion; None: all
         self._gains: np.ndarray | None = None  # the light change per cell found in the previous frame
         self._noise: float | None = None
         self._frames = 0
@@ -156,19 +157,22 @@ class MotionDetector:
         if cv2.countNonZero(raw) > settings.lightswitch * watched_pixels:
             return self._light_changed(small)
         mask = cv2.morphologyEx(raw, cv2.MORPH_OPEN, self._kernel)
-        self._learn(small, mask, elapsed)
+        changed = int(cv2.countNonZero(mask))
+        # Grown by JOIN pixels, the mask serves twice: it joins the parts of one body into one box,
+        # and it marks what the background learns slowly (with a margin around the moving body).
+        grown = cv2.dilate(mask, self._kernel, iterations=JOIN) if changed else None
+        self._learn(small, grown, elapsed)
         self.mask = mask
         if self._frames <= settings.warmup_frames:
             return MotionResult(motion=False, warming_up=True)
-        changed = int(cv2.countNonZero(mask))
         area = changed / mask.size
         if changed == 0 or area < settings.min_area:
             return MotionResult(motion=False, area=area)
         score = min(1.0, cv2.sumElems(cv2.bitwise_and(delta, mask))[0] / changed / 255.0)
         # Per axis: a lores grey image may not have exactly the main stream's aspect ratio.
         sx, sy = image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]
-        joined = cv2.dilate(mask, self._kernel, iterations=JOIN)  # the parts of one body make one box
-        contours, _ = cv2.findContours(joined, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        assert grown is not None  # changed > 0
+        contours, _ = cv2.findContours(grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         min_pixels = max(4.0, settings.min_area * mask.size / 4)
         boxes = []
         for contour in contours:
@@ -209,7 +213,8 @@ class MotionDetector:
             # Where something moved last frame, its pixels say nothing about the light: they vote for
             # the gain their cell had then.
             moving = cv2.resize(self._still, half, interpolation=cv2.INTER_NEAREST) == 0
-            np.copyto(ratio, cv2.resize(self._gains, half, interpolation=cv2.INTER_NEAREST), where=moving)
+            np.copyto(ratio.reshape(rows, ch, cols, cw), self._gains[:, None, :, None],
+                      where=moving.reshape(rows, ch, cols, cw))
         # The median, not the mean: a car or a person covering less than half a cell leaves it alone.
         gains = np.median(ratio.reshape(rows, ch, cols, cw).transpose(0, 2, 1, 3).reshape(rows, cols, ch * cw),
                           axis=2)
@@ -221,11 +226,15 @@ class MotionDetector:
         field = cv2.resize(np.clip(gains, 0.2, 5.0), (w, h), interpolation=cv2.INTER_LINEAR)
         return cv2.convertScaleAbs((small.astype(np.float32) + 8.0) * field - 8.0), jumped
 
-    def _learn(self, small: np.ndarray, mask: np.ndarray, elapsed: float | None) -> None:
-        """Fold the frame into the background: still pixels at the full weight, moving ones slowly."""
+    def _learn(self, small: np.ndarray, moving: np.ndarray | None, elapsed: float | None) -> None:
+        """Fold the frame into the background: still pixels at the full weight, ``moving`` ones slowly
+        (None: nothing moved, every pixel is still)."""
         assert self._background is not None
         weight = self._settings.background_weight
-        moving = cv2.dilate(mask, self._kernel, iterations=2)
+        if moving is None:
+            cv2.accumulateWeighted(small, self._background, _per_frame(weight, elapsed))
+            self._still = None
+            return
         still = cv2.bitwise_not(moving)
         cv2.accumulateWeighted(small, self._background, _per_frame(weight, elapsed), mask=still)
         cv2.accumulateWeighted(small, self._background, _per_frame(weight * MOVING_SLOWDOWN, elapsed), mask=moving)
