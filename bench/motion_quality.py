@@ -22,8 +22,8 @@ On the labelled sequence, per detector:
   found with the box around the ground truth's moving pixels (a missed frame counts 0);
 - **pixel precision, recall, F-measure** of the detector's mask under CDnet's rules (inside
   ``ROI.bmp``, frames of ``temporalROI.txt``; shadow counts as background, 85 and 170 are not scored);
-- **CPU ms per frame** (thread CPU time of the detector alone, the best of three passes) and the
-  **events** the tracker raised.
+- **CPU ms per frame** (thread CPU time of the detector alone, the best of five passes taken in turn
+  with the other detectors') and the **events** the tracker raised.
 
 Then the same detectors on motion-free clips made from the sequence's background (the per-pixel
 median of frames spread over it): sensor noise with mains flicker, a lamp switched on and off (bright
@@ -207,17 +207,19 @@ def _events(results: Iterator[tuple[int, MotionResult]], settings: MotionSetting
     return started
 
 
-def cpu_per_frame(sequence: Sequence, make: Callable[[], Detector], passes: int = 3) -> float:
-    """Thread CPU seconds per frame of a fresh detector over the whole sequence: the best of ``passes``
-    (the machine is shared; the least disturbed pass is the closest to the detector's own cost)."""
-    best = float("inf")
+def cpu_per_frame(sequence: Sequence, makers: list[Callable[[], Detector]], passes: int = 5) -> list[float]:
+    """Thread CPU seconds per frame of each detector (a fresh one per pass) over the whole sequence:
+    the best of ``passes``, with the detectors' passes interleaved so that a busy spell of the shared
+    machine falls on all of them alike rather than on one."""
+    best = [float("inf")] * len(makers)
     for _ in range(passes):
-        detector = make()
-        started = time.thread_time()
-        for frame in sequence.frames:
-            detector.step(frame)
-        best = min(best, time.thread_time() - started)
-    return best / len(sequence.frames)
+        for index, make in enumerate(makers):
+            detector = make()
+            started = time.thread_time()
+            for frame in sequence.frames:
+                detector.step(frame)
+            best[index] = min(best[index], time.thread_time() - started)
+    return [seconds / len(sequence.frames) for seconds in best]
 
 
 def score(sequence: Sequence, detector: Detector, settings: MotionSettings) -> dict[str, float]:
@@ -312,10 +314,9 @@ def main() -> int:
                                             lambda: PreviousDetector(settings.min_area), DemoLoop,
                                             lambda: Mog2(settings.min_area)]
     rows = []
-    for make in makers:
+    for make, cpu in zip(makers, cpu_per_frame(sequence, makers), strict=True):
         detector = make()
-        rows.append((detector.name, score(sequence, detector, settings)
-                     | {"cpu_ms": 1000 * cpu_per_frame(sequence, make)}))
+        rows.append((detector.name, score(sequence, detector, settings) | {"cpu_ms": 1000 * cpu}))
     generated = clips(background_of(sequence))
     false: dict[str, dict[str, int]] = {}
     for make in makers:
