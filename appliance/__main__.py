@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -107,17 +106,22 @@ def main(argv: Sequence[str] | None = None, backend: CameraBackend | None = None
         return 0
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    # SIGTERM and SIGINT are blocked before any thread exists, so every thread inherits the block and
+    # the kernel keeps the signal pending until the main thread takes it with sigtimedwait below. A
+    # Python handler runs only when the kernel happens to deliver the signal to the main thread; sent
+    # to any of the others, the main thread slept on in its wait and SIGTERM went unanswered.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        return _serve(config, backend, stop_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+
+
+def _serve(config: AppConfig, backend: Any, stop_signals: set[signal.Signals]) -> int:
+    """Run the appliance until SIGTERM or SIGINT (blocked by the caller), feeding systemd's watchdog."""
     from appliance.runtime import Appliance  # heavy imports (OpenCV) only when really running
 
-    stopping = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stopping.set()
-
-    # The WSGI server would exit through the default handlers without releasing the camera.
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     try:
         appliance = Appliance(config, backend=backend)
         appliance.start()
@@ -133,7 +137,13 @@ def main(argv: Sequence[str] | None = None, backend: CameraBackend | None = None
     try:
         # The watchdog is pinged only while the capture loop is healthy and the web server answers a
         # request on loopback, so systemd restarts a hung loop or a wedged server.
-        while not stopping.wait(interval):
+        while True:
+            received = (signal.sigtimedwait(stop_signals, interval) if interval
+                        else signal.sigwait(stop_signals))
+            if received is not None:
+                number = received if isinstance(received, int) else received.si_signo
+                log.info("received %s, shutting down", signal.Signals(number).name)
+                break
             healthy, reason = appliance.health()
             if healthy:
                 systemd.notify("WATCHDOG=1")
