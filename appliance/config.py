@@ -148,6 +148,7 @@ class OverlaySettings(Section):
     timestamp: bool = True
     timestamp_format: str = "%Y-%m-%d %H:%M:%S"
     motion_boxes: bool = True
+    zones: bool = True
 
 
 class StreamSettings(Section):

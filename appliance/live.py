@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.config import MotionSettings
+from appliance.motion_control import public
 from appliance.state import StateChange
 
 
@@ -67,6 +69,10 @@ class LiveFeed:
 
     def on_state(self, change: StateChange) -> None:
         self.publish(LiveMessage("state", change.as_dict()))
+
+    def on_motion_settings(self, settings: MotionSettings) -> None:
+        """Detection on/off, sensitivity or zones changed (on the page, over the API or from MQTT)."""
+        self.publish(LiveMessage("motion_settings", public(settings)))
 
     def on_event_saved(self, kind: str, record: dict[str, Any]) -> None:
         self.publish(LiveMessage("motion", {"kind": kind, "event": record}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,12 @@ def public(settings: MotionSettings) -> dict[str, Any]:
 
 
 class MotionControl:
-    """Owns the current motion settings; every way in calls ``update``."""
+    """Owns the current motion settings; every way in calls ``update``, every listener hears it."""
 
     def __init__(self, initial: MotionSettings, path: Path | None) -> None:
         self._path = path
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[MotionSettings], None]] = []
         self._settings = initial
         if path is not None and path.exists():
             try:
@@ -54,15 +56,27 @@ class MotionControl:
     def settings(self) -> MotionSettings:
         return self._settings
 
+    def add_listener(self, listener: Callable[[MotionSettings], None]) -> None:
+        """Hear every change (MQTT publishes it), called on the thread that made the change."""
+        self._listeners = [*self._listeners, listener]
+
+    def remove_listener(self, listener: Callable[[MotionSettings], None]) -> None:
+        self._listeners = [known for known in self._listeners if known != listener]
+
     def update(self, changes: dict[str, Any]) -> MotionSettings:
-        """Apply ``changes`` (``enabled``, ``sensitivity`` or ``threshold``, ``zones``) and keep them.
-        Raises MotionSettingsError, and changes nothing, if any of them is invalid."""
+        """Apply ``changes`` (``enabled``, ``sensitivity`` or ``threshold``, ``zones``), keep them and tell
+        the listeners. Raises MotionSettingsError, and changes nothing, if any of them is invalid."""
         with self._lock:
             updated = self._merged(self._settings, changes)
             if self._path is not None:
                 kept = {key: value for key, value in updated.model_dump(mode="json").items() if key in RUNTIME_KEYS}
                 durable_write(self._path, json.dumps(kept, indent=1).encode())
             self._settings = updated
+        for listener in self._listeners:
+            try:
+                listener(updated)
+            except Exception:
+                log.exception("motion settings listener failed")
         return updated
 
     @staticmethod

@@ -305,20 +305,23 @@ class CapturePipeline:
         one encode serves both when the stream is not scaled. Returns the still, if one was made."""
         image = frame.image
         overlay = self._config.overlay
+        motion = self._motion_settings()
+        zones = motion.zones if motion.enabled else ()
         target = self._config.stream.size
         height, width = image.shape[:2]
         if target is None or tuple(target) == (width, height):
-            draw_overlay(image, frame.timestamp, result, overlay)
+            draw_overlay(image, frame.timestamp, result, overlay, zones=zones)
             jpeg = self._encode(image)
             self._broadcaster.publish(jpeg)
             return jpeg
         stream = still = None
         if want_stream:  # scaled first, from the clean frame: the overlay is drawn at the stream's size
             small = cv2.resize(image, tuple(target), interpolation=cv2.INTER_AREA)
-            draw_overlay(small, frame.timestamp, result, overlay, scale=(target[0] / width, target[1] / height))
+            draw_overlay(small, frame.timestamp, result, overlay, scale=(target[0] / width, target[1] / height),
+                         zones=zones)
             stream = self._encode(small)
         if want_still:
-            draw_overlay(image, frame.timestamp, result, overlay)
+            draw_overlay(image, frame.timestamp, result, overlay, zones=zones)
             still = self._encode(image)
         self._broadcaster.publish(stream, still)
         return still

@@ -73,7 +73,7 @@ class Appliance:
         if config.mqtt.host:
             self.mqtt = MqttBridge(config.mqtt, self.controller, name=config.name,
                                    model=backend.describe(), page_port=lambda: self.server.port,
-                                   snapshot=self.snapshot, stats=self.stats)
+                                   snapshot=self.snapshot, stats=self.stats, motion=self.motion)
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,
@@ -92,6 +92,7 @@ class Appliance:
         """Restore the saved camera state first (without waiting for the camera), then open the ways
         in: the web server, MQTT and the button, so an early ``off`` from any of them is never undone."""
         self.controller.add_listener(self.live.on_state)
+        self.motion.add_listener(self.live.on_motion_settings)
         self.controller.add_motion_listener(self.recorder.on_motion)
         self._stoppers.append(self.recorder.close)
         self._stoppers.append(self.controller.close)  # last of all: listeners hear the final ``off``

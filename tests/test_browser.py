@@ -148,3 +148,56 @@ def test_with_login_the_page_stream_and_live_feed_work_after_credentials(start_a
     expect(page.locator("#camera-state")).to_have_text("off", timeout=3_000)
     context.close()
     assert blocked == []
+
+
+def test_a_zone_drawn_on_the_page_is_stored_and_applied(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(camera={"size": "640x360", "synthetic": {"objects": 3}})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    wait_for_live_picture(page)
+    expect(page.locator("#zones-text")).to_have_text("No zones: the whole picture is watched.")
+    page.select_option("#zone-mode", "include")
+    page.click("#zone-draw")
+    expect(page.locator("#zone-save")).to_be_disabled()
+    box = page.locator("#live").bounding_box()
+    assert box is not None
+    corners = [(0.1, 0.1), (0.6, 0.1), (0.6, 0.8), (0.1, 0.8)]
+    for x, y in corners:
+        page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+    expect(page.locator("#zone-draft")).to_be_visible()
+    page.click("#zone-save")
+    expect(page.locator("#zones-text")).to_have_text("Zones: zone 1 (watched)")
+    stored = requests.get(app.url + "/api/motion", timeout=5).json()["zones"]
+    assert len(stored) == 1 and stored[0]["mode"] == "include"
+    for (x, y), (sx, sy) in zip(corners, stored[0]["points"], strict=True):
+        assert abs(x - sx) < 0.02 and abs(y - sy) < 0.02, stored
+    assert app.motion.settings.zones[0].mode == "include"  # what the capture thread reads at each frame
+    # Applied: the stream's overlay outlines the watched area in yellow (nothing else in the demo is).
+    frames = app.pipeline.stats().frames_captured
+    assert app.pipeline.wait_for_frames(frames + 3, timeout=10)
+    jpeg = requests.get(app.url + "/snapshot.jpg", timeout=10).content
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    # Yellow: the demo's objects all have blue above 120, its background has red below 90.
+    yellow = (image[..., 0] < 120) & (image[..., 1] > 190) & (image[..., 2] > 200)
+    ys, xs = np.nonzero(yellow)
+    assert len(xs) > 200, "no zone outline on the picture"
+    assert abs(xs.min() / 640 - 0.1) < 0.02 and abs(xs.max() / 640 - 0.6) < 0.02
+    assert abs(ys.min() / 360 - 0.1) < 0.02 and abs(ys.max() / 360 - 0.8) < 0.02
+    # Clearing on the page removes it everywhere.
+    page.click("#zones-clear")
+    expect(page.locator("#zones-text")).to_have_text("No zones: the whole picture is watched.")
+    assert app.motion.settings.zones == []
+
+
+def test_motion_settings_changed_elsewhere_show_on_the_page(start_appliance: Any, page: Page) -> None:
+    app = start_appliance()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("#motion-enabled")).to_be_checked()
+    requests.put(app.url + "/api/motion", json={"enabled": False, "sensitivity": "high"}, timeout=5)
+    expect(page.locator("#motion-enabled")).not_to_be_checked()
+    expect(page.locator("#motion-sensitivity")).to_have_value("high")
+    page.select_option("#motion-sensitivity", "low")
+    page.check("#motion-enabled")
+    expect(page.locator("#motion-enabled")).to_be_checked()
+    body = requests.get(app.url + "/api/motion", timeout=5).json()
+    assert body["sensitivity"] == "low" and body["enabled"] is True

@@ -130,6 +130,46 @@ def test_camera_set_commands_and_garbage(broker: Broker, start_appliance: Start)
         assert app.controller.status()["on"] is True
 
 
+def test_motion_detection_switch_and_sensitivity_from_home_assistant(
+        broker: Broker, start_appliance: Start, tmp_path: Path) -> None:
+    app = start_with_mqtt(start_appliance, broker)
+    detection, sensitivity = f"{PREFIX}/motion/detection", f"{PREFIX}/motion/sensitivity"
+    with Recorder(broker.port, [detection, sensitivity, "homeassistant/#"]) as ha:
+        switch = json.loads(ha.wait_for("homeassistant/switch/cam1/motion_detection/config").payload)
+        select = json.loads(ha.wait_for("homeassistant/select/cam1/motion_sensitivity/config").payload)
+        assert switch["command_topic"] == f"{detection}/set" and switch["state_topic"] == detection
+        assert select["command_topic"] == f"{sensitivity}/set" and select["state_topic"] == sensitivity
+        assert select["options"] == ["low", "medium", "high", "custom"]
+        assert ha.wait_for(detection).payload == b"ON" and ha.wait_for(sensitivity).payload == b"medium"
+        ha.publish(f"{detection}/set", "OFF")
+        ha.wait_for(detection, lambda p: p == b"OFF")
+        assert app.motion.settings.enabled is False  # what the capture thread reads at its next frame
+        ha.publish(f"{sensitivity}/set", "high")
+        ha.wait_for(sensitivity, lambda p: p == b"high")
+        assert app.motion.settings.threshold == 12
+        # Garbage is logged and ignored; a change over REST is published.
+        ha.seen.clear()
+        for garbage in [b"", b"loud", b"\xff", b"custom", b"1" * 5000]:
+            ha.publish(f"{sensitivity}/set", garbage)
+        requests.put(app.url + "/api/motion", json={"sensitivity": "low"}, timeout=5).raise_for_status()
+        ha.wait_for(sensitivity, lambda p: p == b"low")
+        assert app.motion.settings.enabled is False
+        # Nothing was published between "high" and "low": the garbage changed nothing.
+        assert [m.payload for m in ha.seen if m.topic == sensitivity] == []
+    # Kept across a restart, like a change from the page; a retained command the broker replays to
+    # the new connection is ignored, as for the camera switch.
+    app.stop()
+    with Recorder(broker.port, [detection]) as ha:
+        ha.publish(f"{detection}/set", "ON", retain=True)
+    try:
+        with Appliance(make_config(tmp_path, mqtt=mqtt_section(broker))) as again:
+            assert again.mqtt is not None and again.mqtt.wait_retained_ignored(1, timeout=10)
+            assert again.motion.settings.enabled is False and again.motion.settings.sensitivity == "low"
+    finally:
+        with Recorder(broker.port, [detection]) as ha:
+            ha.publish(f"{detection}/set", b"", retain=True)  # clear the retained command
+
+
 def test_rest_toggle_shows_up_on_mqtt(broker: Broker, start_appliance: Start) -> None:
     app = start_with_mqtt(start_appliance, broker)
     with Recorder(broker.port, [f"{PREFIX}/camera/state"]) as ha:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from appliance.config import ConfigError, MqttSettings
+from appliance.config import SENSITIVITY, ConfigError, MotionSettings, MqttSettings
+from appliance.motion_control import MotionControl, MotionSettingsError
 from appliance.motion_events import EventChange
 from appliance.mqtt.commands import CommandMailbox
 from appliance.mqtt.discovery import camera_attributes, device_block, discovery_configs
@@ -65,13 +66,15 @@ class MqttBridge:
 
     def __init__(self, settings: MqttSettings, controller: CameraController,
                  name: str, model: str, page_port: Callable[[], int], snapshot: Callable[[], bytes | None],
-                 stats: Callable[[], dict[str, Any]], hostname: str | None = None) -> None:
+                 stats: Callable[[], dict[str, Any]], hostname: str | None = None,
+                 motion: MotionControl | None = None) -> None:
         if not settings.host:
             raise ValueError("mqtt.host is not set")
         self._settings = settings
         self._controller = controller
         self._snapshot = snapshot
         self._stats = stats
+        self._motion = motion
         self._name = name
         self._model = model
         self._page_port = page_port
@@ -115,6 +118,8 @@ class MqttBridge:
         client.message_callback_add(topics.camera_set, self._on_camera_set)
         client.message_callback_add(topics.snapshot_set, self._on_snapshot_set)
         client.message_callback_add(topics.ha_status, self._on_ha_status)
+        client.message_callback_add(topics.motion_detection_set, self._on_detection_set)
+        client.message_callback_add(topics.motion_sensitivity_set, self._on_sensitivity_set)
 
     @property
     def connected(self) -> bool:
@@ -127,6 +132,8 @@ class MqttBridge:
         """Listen to the controller and connect in the background; never blocks on the broker."""
         self._controller.add_listener(self._on_state)
         self._controller.add_motion_listener(self._on_motion)
+        if self._motion is not None:
+            self._motion.add_listener(self._publish_motion_settings)
         self._client.connect_async(self._settings.host, self._settings.port, keepalive=self._settings.keepalive)
         self._client.loop_start()
         self.commands.start()
@@ -140,6 +147,8 @@ class MqttBridge:
         self._stop.set()
         self._controller.remove_listener(self._on_state)
         self._controller.remove_motion_listener(self._on_motion)
+        if self._motion is not None:
+            self._motion.remove_listener(self._publish_motion_settings)
         self.commands.close(timeout=0.5)  # a camera start in flight is cut short by the controller's shutdown
         if self._connected.is_set():
             info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
@@ -171,7 +180,8 @@ class MqttBridge:
             return
         log.info("MQTT: connected to %s:%d", self._settings.host, self._settings.port)
         topics = self.topics
-        client.subscribe([(topics.camera_set, 1), (topics.snapshot_set, 1), (topics.ha_status, 1)])
+        client.subscribe([(topics.camera_set, 1), (topics.snapshot_set, 1), (topics.ha_status, 1),
+                          (topics.motion_detection_set, 1), (topics.motion_sensitivity_set, 1)])
         self._connected.set()
         self.publish_all()
 
@@ -191,7 +201,16 @@ class MqttBridge:
                 self._publish(topic, json.dumps(payload), retain=True)
         self._publish_camera(self._controller.latest_change())
         self._publish(topics.motion_state, "ON" if self._motion_active else "OFF", retain=True)
+        if self._motion is not None:
+            self._publish_motion_settings(self._motion.settings)
         self._publish_stats()
+
+    def _publish_motion_settings(self, settings: MotionSettings) -> None:
+        """Detection on/off and the sensitivity, retained: HA's switch and select show them."""
+        if not self._connected.is_set():
+            return  # publish_all sends them after the next connect
+        self._publish(self.topics.motion_detection, "ON" if settings.enabled else "OFF", retain=True)
+        self._publish(self.topics.motion_sensitivity, settings.sensitivity, retain=True)
 
     def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         # Retained state goes out at QoS 0: every connect republishes all of it, and paho re-sends
@@ -278,15 +297,8 @@ class MqttBridge:
             return self._counts.wait_for(lambda: self.retained_ignored >= count, timeout)
 
     def _on_camera_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._ignore_retained(message):
-            return
-        try:
-            command = message.payload.decode("utf-8").strip().upper()
-        except UnicodeDecodeError:
-            command = ""
-        if command not in ("ON", "OFF", "TOGGLE"):
-            log.warning("MQTT: ignoring %s payload %r: expected ON, OFF or TOGGLE", message.topic,
-                        message.payload[:64])
+        command = self._command(message, ("ON", "OFF", "TOGGLE"))
+        if command is None:
             return
         self.commands.camera(command)
         with self._counts:
@@ -296,6 +308,37 @@ class MqttBridge:
     def _on_snapshot_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if not self._ignore_retained(message):
             self.commands.snapshot()
+
+    def _on_detection_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        command = self._command(message, ("ON", "OFF"))
+        if command is not None and self._motion is not None:
+            self._change_motion({"enabled": command == "ON"}, message.topic)
+
+    def _on_sensitivity_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        command = self._command(message, tuple(name.upper() for name in SENSITIVITY))
+        if command is not None and self._motion is not None:
+            self._change_motion({"sensitivity": command.lower()}, message.topic)
+
+    def _command(self, message: mqtt.MQTTMessage, accepted: tuple[str, ...]) -> str | None:
+        """The upper-cased payload if it is one of ``accepted`` and not a retained replay; else logged, None."""
+        if self._ignore_retained(message):
+            return None
+        try:
+            command = message.payload.decode("utf-8").strip().upper()
+        except UnicodeDecodeError:
+            command = ""
+        if command not in accepted:
+            log.warning("MQTT: ignoring %s payload %r: expected %s", message.topic, message.payload[:64],
+                        ", ".join(accepted))
+            return None
+        return command
+
+    def _change_motion(self, changes: dict[str, Any], topic: str) -> None:
+        assert self._motion is not None
+        try:
+            self._motion.update(changes)  # a durable write of a few hundred bytes, on paho's thread
+        except (MotionSettingsError, OSError) as exc:
+            log.warning("MQTT: could not apply %s from %s: %s", changes, topic, exc)
 
     def _take_snapshot(self) -> None:
         jpeg = self._snapshot()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import __version__
+from appliance.config import SENSITIVITY
 from appliance.mqtt.topics import Topics
 from appliance.state import CameraState
 
@@ -58,6 +59,14 @@ def discovery_configs(topics: Topics, device: dict[str, Any]) -> dict[str, dict[
         entity("sensor", "camera_state", name="Camera state", device_class="enum",
                options=[state.value for state in CameraState], state_topic=topics.camera_status,
                entity_category="diagnostic", icon="mdi:cctv"),
+        entity("switch", "motion_detection", name="Motion detection", icon="mdi:motion-sensor",
+               entity_category="config", command_topic=topics.motion_detection_set,
+               state_topic=topics.motion_detection, payload_on="ON", payload_off="OFF",
+               state_on="ON", state_off="OFF"),
+        # "custom" is shown when the threshold was set by number (config or API); it cannot be chosen.
+        entity("select", "motion_sensitivity", name="Motion sensitivity", icon="mdi:tune-variant",
+               entity_category="config", command_topic=topics.motion_sensitivity_set,
+               state_topic=topics.motion_sensitivity, options=[*SENSITIVITY, "custom"]),
         entity("camera", "snapshot", name="Snapshot", topic=topics.snapshot),
         entity("button", "take_snapshot", name="Take snapshot", icon="mdi:camera",
                command_topic=topics.snapshot_set, payload_press="PRESS"),

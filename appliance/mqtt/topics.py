@@ -60,6 +60,22 @@ class Topics:
         return f"{self.prefix}/motion/event"
 
     @property
+    def motion_detection(self) -> str:
+        return f"{self.prefix}/motion/detection"
+
+    @property
+    def motion_detection_set(self) -> str:
+        return f"{self.prefix}/motion/detection/set"
+
+    @property
+    def motion_sensitivity(self) -> str:
+        return f"{self.prefix}/motion/sensitivity"
+
+    @property
+    def motion_sensitivity_set(self) -> str:
+        return f"{self.prefix}/motion/sensitivity/set"
+
+    @property
     def snapshot(self) -> str:
         return f"{self.prefix}/snapshot"
 

@@ -162,6 +162,7 @@ function connectEvents() {
     if (m.kind === "start" || m.kind === "end") renderMotion(m.kind === "start");
     addEvent(m.event);
   });
+  source.addEventListener("motion_settings", (e) => renderMotionSettings(JSON.parse(e.data)));
   source.addEventListener("open", () => { clearInterval(pollTimer); pollTimer = null; refreshStatus(); });
   source.addEventListener("error", () => {
     // EventSource reconnects by itself; poll meanwhile so the page never goes stale.
@@ -169,7 +170,103 @@ function connectEvents() {
   });
 }
 
+// --- motion settings and zones -----------------------------------------------------------------
+// Zones are polygons in fractions of the picture, drawn by clicking its corners on the live image.
+const motionEnabled = $("motion-enabled");
+const sensitivity = $("motion-sensitivity");
+const zoneMode = $("zone-mode");
+const zoneDraw = $("zone-draw");
+const zoneSave = $("zone-save");
+const zoneCancel = $("zone-cancel");
+const zonesClear = $("zones-clear");
+const zonesText = $("zones-text");
+const zoneHelp = $("zone-help");
+const zoneDraft = $("zone-draft");
+const zoneShape = $("zone-draft-shape");
+const motionError = $("motion-error");
+let motionSettings = { enabled: true, sensitivity: "medium", zones: [] };
+let draft = null;  // the corners placed so far while drawing, else null
+
+function renderMotionSettings(m) {
+  motionSettings = m;
+  motionEnabled.checked = m.enabled;
+  sensitivity.value = m.sensitivity;
+  zonesClear.disabled = m.zones.length === 0;
+  zonesText.textContent = m.zones.length === 0 ? "No zones: the whole picture is watched."
+    : "Zones: " + m.zones.map((z) => z.name + " (" + (z.mode === "include" ? "watched" : "ignored") + ")").join(", ");
+  document.body.dataset.zones = String(m.zones.length);
+}
+
+async function putMotion(body) {
+  motionError.hidden = true;
+  try {
+    const r = await fetch("/api/motion", { method: "PUT", headers: { "Content-Type": "application/json" },
+                                           body: JSON.stringify(body) });
+    const answer = await r.json();
+    if (r.ok) renderMotionSettings(answer);
+    else { motionError.hidden = false; motionError.textContent = answer.error || "Request failed"; }
+  } catch (e) {
+    motionError.hidden = false;
+    motionError.textContent = "The appliance did not answer.";
+  }
+}
+
+async function loadMotion() {
+  try {
+    const r = await fetch("/api/motion");
+    if (r.ok) renderMotionSettings(await r.json());
+  } catch (e) { /* shown as it was; the live feed brings changes */ }
+}
+
+// Where the picture really is inside the <img> box (object-fit: contain leaves bars).
+function pictureRect() {
+  const box = live.getBoundingClientRect();
+  const w = live.naturalWidth || box.width, h = live.naturalHeight || box.height;
+  const scale = Math.min(box.width / w, box.height / h);
+  return { left: box.left + (box.width - w * scale) / 2, top: box.top + (box.height - h * scale) / 2,
+           width: w * scale, height: h * scale };
+}
+
+function renderDraft() {
+  zoneDraft.toggleAttribute("hidden", draft === null);  // an <svg> has no .hidden property
+  if (draft === null) return;
+  const pic = pictureRect(), view = $("view").getBoundingClientRect();
+  zoneDraft.style.left = (pic.left - view.left) + "px";
+  zoneDraft.style.top = (pic.top - view.top) + "px";
+  zoneDraft.style.width = pic.width + "px";
+  zoneDraft.style.height = pic.height + "px";
+  zoneShape.setAttribute("points", draft.map(([x, y]) => x + "," + y).join(" "));
+  zoneSave.disabled = draft.length < 3;
+}
+
+function setDrawing(on) {
+  draft = on ? [] : null;
+  document.body.dataset.drawing = String(on);
+  zoneDraw.hidden = on;
+  zoneSave.hidden = zoneCancel.hidden = zoneHelp.hidden = !on;
+  renderDraft();
+}
+
+live.addEventListener("click", (e) => {
+  if (draft === null) return;
+  const pic = pictureRect();
+  const clamp = (v) => Math.min(1, Math.max(0, Math.round(v * 1000) / 1000));
+  draft.push([clamp((e.clientX - pic.left) / pic.width), clamp((e.clientY - pic.top) / pic.height)]);
+  renderDraft();
+});
+zoneDraw.addEventListener("click", () => setDrawing(true));
+zoneCancel.addEventListener("click", () => setDrawing(false));
+zoneSave.addEventListener("click", async () => {
+  const zone = { name: "zone " + (motionSettings.zones.length + 1), mode: zoneMode.value, points: draft };
+  setDrawing(false);
+  await putMotion({ zones: [...motionSettings.zones, zone] });
+});
+zonesClear.addEventListener("click", () => putMotion({ zones: [] }));
+motionEnabled.addEventListener("change", () => putMotion({ enabled: motionEnabled.checked }));
+sensitivity.addEventListener("change", () => putMotion({ sensitivity: sensitivity.value }));
+
 renderCamera({ on: current.on, state: current.state, error: null });
 refreshStatus();
 loadEvents();
+loadMotion();
 connectEvents();
