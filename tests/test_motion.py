@@ -102,6 +102,20 @@ def test_event_needs_consecutive_frames_and_ends_after_the_gap() -> None:
     assert end.event.frames == 2
 
 
+def test_an_event_that_lasts_too_long_ends_and_the_next_starts_at_once() -> None:
+    tracker = MotionEventTracker(start_frames=2, event_gap=2.0, max_seconds=10.0)
+    assert tracker.update(MOTION, 0.0) is None
+    first = tracker.update(MOTION, 1.0)
+    assert first is not None and first.kind == "start"
+    changes = [tracker.update(MOTION, t) for t in (5.0, 10.9, 11.0, 11.5, 12.0)]
+    assert changes[:2] == [None, None]
+    end = changes[2]
+    assert end is not None and end.kind == "end" and end.event.id == first.event.id and end.event.ended_at == 11.0
+    start = changes[3]  # motion goes on: the next event starts with the next frame, no new streak needed
+    assert start is not None and start.kind == "start" and start.event.id != first.event.id
+    assert changes[4] is None
+
+
 def test_event_keeps_the_peak_and_finish_ends_it() -> None:
     tracker = MotionEventTracker(start_frames=1, event_gap=5.0)
     tracker.update(MotionResult(motion=True, area=0.1, score=0.2), 0.0)

@@ -18,7 +18,7 @@ import requests
 
 from appliance.runtime import Appliance
 from tests.broker import Broker, Recorder, make_certs
-from tests.helpers import CountingCamera, decode_jpeg, make_config
+from tests.helpers import CountingCamera, FaultyCamera, decode_jpeg, make_config
 
 pytestmark = [pytest.mark.broker]
 
@@ -168,6 +168,28 @@ def test_motion_detection_switch_and_sensitivity_from_home_assistant(
     finally:
         with Recorder(broker.port, [detection]) as ha:
             ha.publish(f"{detection}/set", b"", retain=True)  # clear the retained command
+
+
+def test_the_motion_sensor_is_off_whenever_the_camera_is_off_or_in_error(
+        broker: Broker, start_appliance: Start, tmp_path: Path) -> None:
+    """An automation holding a light on while motion is ON must not be left ON by a dead camera."""
+    config = make_config(tmp_path, camera={"synthetic": {"objects": 3, "motion_period": 600,
+                                                         "motion_duration": 600}})
+    camera = FaultyCamera(config.camera)  # the demo scene, moving all the time, and a plug to pull
+    app = start_with_mqtt(start_appliance, broker, backend=camera, motion={"warmup_frames": 3})
+    motion = f"{PREFIX}/motion/state"
+    with Recorder(broker.port, [motion]) as ha:
+        ha.wait_for(motion, lambda p: p == b"OFF")
+        requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+        ha.wait_for(motion, lambda p: p == b"ON", timeout=15)
+        requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
+        ha.wait_for(motion, lambda p: p == b"OFF", timeout=5)
+        requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+        ha.wait_for(motion, lambda p: p == b"ON", timeout=15)
+        camera.gone.set()  # unplugged while the scene moves
+        ha.wait_for(motion, lambda p: p == b"OFF", timeout=10)
+        assert app.controller.state.value == "error"
+        camera.gone.clear()
 
 
 def test_rest_toggle_shows_up_on_mqtt(broker: Broker, start_appliance: Start) -> None:
