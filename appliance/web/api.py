@@ -69,6 +69,8 @@ def put_motion() -> Response:
         settings = control.update(body)
     except MotionSettingsError as exc:
         return json_error(400, str(exc))
+    except OSError as exc:  # a full or failing card: the change is refused whole, not half-kept
+        return json_error(503, f"could not save the motion settings, nothing changed: {exc}", retry_after=30)
     return jsonify(public(settings))
 
 
