@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,13 +25,16 @@ log = logging.getLogger(__name__)
 
 def create_app(controller: CameraController, broadcaster: FrameBroadcaster, config: AppConfig,
                backend_name: str, backend_description: str, events: EventStore, live: LiveFeed,
-               integrations: Callable[[], dict[str, Any]] = dict, motion: MotionControl | None = None) -> Flask:
+               integrations: Callable[[], dict[str, Any]] = dict, motion: MotionControl | None = None,
+               clip_counters: Callable[[], dict[str, int]] = dict) -> Flask:
     """Build the web app around parts the entry point (or a test) created."""
     app = Flask(__name__, template_folder="templates", static_folder="static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["appliance"] = Services(controller, broadcaster, config, backend_name, backend_description,
-                                           events, live, motion or MotionControl(config.motion, None), integrations)
+    app.extensions["appliance"] = Services(
+        controller, broadcaster, config, backend_name, backend_description, events, live,
+        motion or MotionControl(config.motion, None), integrations, clip_counters,
+        clip_viewers=threading.BoundedSemaphore(config.events.clip.max_viewers))
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 

@@ -7,6 +7,7 @@ YAML file, ``APPLIANCE_<SECTION>__<KEY>`` environment variables, command-line fl
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -239,6 +240,15 @@ class ServerSettings(Section):
     max_body_bytes: int = Field(65536, ge=1024, le=16777216)
     max_connections: int = Field(512, ge=8, le=65536, description="open connections at once, all clients")
     max_connections_per_client: int = Field(64, ge=2, le=4096, description="open connections from one address")
+    public_url: str | None = Field(
+        None, description="the address others reach the page at (links in MQTT messages); default: found")
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be an http:// or https:// address, e.g. http://camera.local:8000")
+        return None if value is None else value.rstrip("/")
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -257,12 +267,40 @@ class RetrySettings(Section):
     maximum: float = Field(30.0, gt=0)
 
 
+MAX_PRE_ROLL_BYTES = 64 * 1024 * 1024
+"""The pre-roll ring keeps raw frames (no encode while nothing moves): this bounds its memory."""
+
+
+class ClipSettings(Section):
+    """The clip each motion event records: from ``pre_seconds`` before its start to ``post_seconds``
+    after its end, at ``fps`` and at most ``size`` (the camera's shape is kept, never enlarged)."""
+
+    enabled: bool = True
+    pre_seconds: float = Field(3.0, ge=0, le=30)
+    post_seconds: float = Field(3.0, ge=0, le=60)
+    fps: float = Field(10.0, gt=0, le=30, description="frames kept per second (at most the camera's)")
+    size: Size = Field((640, 360), description="largest WxH of a clip frame")
+    quality: int = Field(75, ge=10, le=100, description="JPEG quality of clip frames")
+    max_viewers: int = Field(4, ge=1, le=32, description="clips replayed at once (each holds a server thread)")
+
+    @model_validator(mode="after")
+    def _ring_fits(self) -> ClipSettings:
+        width, height = self.size
+        ring = math.ceil(self.pre_seconds * self.fps) * width * height * 3
+        if ring > MAX_PRE_ROLL_BYTES:
+            raise ValueError(f"the pre-roll would hold {ring // 2**20} MiB of raw frames (pre_seconds x fps x "
+                             f"size); keep it under {MAX_PRE_ROLL_BYTES // 2**20} MiB with a lower fps, size or "
+                             "pre_seconds")
+        return self
+
+
 class EventsSettings(Section):
-    """Bounds of the motion history kept on disk."""
+    """Bounds of the motion history kept on disk (snapshots and clips together)."""
 
     max_count: int = Field(500, ge=1)
     max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
     min_free_bytes: int = Field(64 * 1024 * 1024, ge=0, description="free space the history leaves on the disk")
+    clip: ClipSettings = ClipSettings()
 
 
 class TlsSettings(Section):

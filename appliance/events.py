@@ -1,4 +1,4 @@
-"""Motion history on disk: one JSON record and one JPEG per event, bounded by count, size and free space.
+"""Motion history on disk: a JSON record, a JPEG and a clip per event, bounded by count, size and free space.
 
 Ids come from ``new_event_id`` (UTC start time + random hex) and are checked against that exact
 pattern before they become file names: no id can address a file outside the events folder.
@@ -14,6 +14,9 @@ Built for an SD card in a Pi that loses power, has no real-time clock and fills 
 - On a full disk (``ENOSPC``) the oldest events go and the write is tried again; the store keeps
   ``min_free_bytes`` free for the rest of the system, and an error never reaches the camera.
 - A deleted event stays deleted, even if the event was still running and its end comes later.
+- A clip (``appliance.clip_files``) grows frame by frame while its event runs; every frame counts in
+  ``max_bytes`` at once, older events make room for it, and it goes with its event. A clip that would
+  fill ``max_bytes`` on its own stops there rather than push out everything else.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from appliance.clip_files import DATA_SUFFIX, INDEX_SUFFIX, ClipIndex, ClipWriter, clip_paths, read_index
+from appliance.clips import ClipFrame
 from appliance.durable import TEMP_PREFIX, durable_write
+from appliance.encoder import EncodeError
 from appliance.motion_events import EventChange, new_event_id
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,8 @@ class EventStore:
         self._min_free = min_free_bytes
         self._free_bytes = free_bytes or (lambda path: shutil.disk_usage(path).free)
         self._lock = threading.Lock()
+        self._clip_grew = threading.Condition(self._lock)  # replays of a clip being recorded wait on it
+        self._clips: dict[str, ClipWriter] = {}  # clips being recorded
         self._records: dict[str, dict[str, Any]] = {}
         self._sizes: dict[str, int] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()  # recent deletions, so late ends stay deleted
@@ -84,10 +92,14 @@ class EventStore:
                 path.unlink(missing_ok=True)
                 continue
             records[event_id] = record
-        for jpg in self.folder.glob("*.jpg"):
-            if jpg.stem not in records:
-                log.warning("removing %s: no event record belongs to it", jpg.name)
-                jpg.unlink(missing_ok=True)
+        for pattern in ("*.jpg", "*" + DATA_SUFFIX, "*" + INDEX_SUFFIX):
+            for path in self.folder.glob(pattern):
+                if path.stem not in records:
+                    log.warning("removing %s: no event record belongs to it", path.name)
+                    path.unlink(missing_ok=True)
+        for event_id, record in records.items():  # a clip cut short by a power cut keeps its whole frames
+            index = read_index(self.folder, event_id)
+            record["clip"] = index.summary(recording=False) if index is not None and index.entries else None
         # Old records have no sequence number: their ids (start time) order them, before every new one.
         ordered = sorted(records, key=lambda i: (int(records[i].get("seq", 0)) if str(records[i].get("seq", 0))
                                                  .isdigit() else 0, i))
@@ -106,7 +118,8 @@ class EventStore:
         return self.folder / f"{event_id}.json", self.folder / f"{event_id}.jpg"
 
     def _size_on_disk(self, event_id: str) -> int:
-        return sum(path.stat().st_size for path in self._paths(event_id) if path.exists())
+        paths = (*self._paths(event_id), *clip_paths(self.folder, event_id))
+        return sum(path.stat().st_size for path in paths if path.exists())
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -127,7 +140,7 @@ class EventStore:
             self._make_room(len(jpeg or b"") + 4096, keep=event_id)
             if jpeg is not None:
                 self._write(jpg_path, jpeg, keep=event_id)
-            stored = {**record, "seq": seq, "has_snapshot": jpg_path.exists()}
+            stored = {**record, "seq": seq, "has_snapshot": jpg_path.exists(), "clip": self._clip_summary(event_id)}
             self._write(json_path, json.dumps(stored).encode(), keep=event_id)
             self._records[event_id] = stored
             self._sizes[event_id] = self._size_on_disk(event_id)
@@ -174,10 +187,14 @@ class EventStore:
                 self._deleted.popitem(last=False)
 
     def _remove(self, event_id: str, json_path: Path, jpg_path: Path) -> None:
-        jpg_path.unlink(missing_ok=True)
-        json_path.unlink(missing_ok=True)
+        writer = self._clips.pop(event_id, None)
+        if writer is not None:
+            writer.close(sync=False)
+        for path in (jpg_path, *clip_paths(self.folder, event_id), json_path):
+            path.unlink(missing_ok=True)
         self._records.pop(event_id, None)
         self._sizes.pop(event_id, None)
+        self._clip_grew.notify_all()
 
     def _ordered(self) -> list[str]:
         """Oldest first, by sequence number: the order events happened in, whatever the clock said."""
@@ -192,13 +209,126 @@ class EventStore:
             total -= self._sizes.get(oldest, 0)
             self._remove(oldest, *self._paths(oldest))
 
+    # --- clips ---------------------------------------------------------------------------------
+
+    def _clip_summary(self, event_id: str) -> dict[str, Any] | None:
+        """Under the lock: the clip as the event's JSON shows it, live while it is being recorded."""
+        writer = self._clips.get(event_id)
+        if writer is not None:
+            return writer.index.summary(recording=True)
+        return self._records.get(event_id, {}).get("clip")
+
+    def begin_clip(self, event_id: str, width: int, height: int, fps: float) -> bool:
+        """Open the clip of an event (its record may come a moment later); False when the event was
+        deleted already. Raises OSError when the disk refuses even after pruning."""
+        self._paths(event_id)
+        with self._lock:
+            if event_id in self._deleted or event_id in self._clips or self._records.get(event_id, {}).get("clip"):
+                return False
+            self._make_room(65536, keep=event_id)
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    writer = ClipWriter(self.folder, event_id, width, height, fps)
+                    break
+                except OSError as exc:
+                    for path in clip_paths(self.folder, event_id):
+                        path.unlink(missing_ok=True)
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or attempt == _WRITE_ATTEMPTS - 1 \
+                            or not self._drop_oldest(event_id, count=max(1, len(self._records) // 10)):
+                        raise
+            self._clips[event_id] = writer
+            self._sizes[event_id] = self._sizes.get(event_id, 0) + writer.bytes
+            return True
+
+    def append_clip(self, event_id: str, jpeg: bytes, wall: float, mono: float) -> bool:
+        """Add a frame to a clip being recorded, making room in ``max_bytes`` and on the disk from the
+        oldest events. False when the clip is not recording (deleted, or it stopped at the limit)."""
+        with self._lock:
+            writer = self._clips.get(event_id)
+            if writer is None:
+                return False
+            needed = len(jpeg) + 64
+            self._make_room(needed, keep=event_id)
+            while sum(self._sizes.values()) + needed > self._max_bytes and self._drop_oldest(event_id, 1):
+                pass
+            if sum(self._sizes.values()) + needed > self._max_bytes:
+                log.warning("the clip of %s stops at %d frames: it alone fills events.max_bytes", event_id,
+                            len(writer.index.entries))
+                self._finish_clip(event_id)
+                return False
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    added = writer.append(jpeg, wall, mono)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or attempt == _WRITE_ATTEMPTS - 1 \
+                            or not self._drop_oldest(event_id, count=max(1, len(self._records) // 10)):
+                        raise
+            self._sizes[event_id] = self._sizes.get(event_id, 0) + added
+            self._clip_grew.notify_all()
+            return True
+
+    def finish_clip(self, event_id: str) -> dict[str, Any] | None:
+        """End a clip: make it durable and write its final summary into the record, which is returned
+        (None when the event is gone or has no record yet: its save writes the summary then)."""
+        with self._lock:
+            return self._finish_clip(event_id)
+
+    def _finish_clip(self, event_id: str) -> dict[str, Any] | None:
+        writer = self._clips.pop(event_id, None)
+        self._clip_grew.notify_all()
+        if writer is None:
+            return None
+        writer.close()
+        record = self._records.get(event_id)
+        if record is None:
+            return None
+        record = {**record, "clip": writer.index.summary(recording=False) if writer.index.entries else None}
+        json_path, _ = self._paths(event_id)
+        self._write(json_path, json.dumps(record).encode(), keep=event_id)
+        self._records[event_id] = record
+        self._sizes[event_id] = self._size_on_disk(event_id)
+        return record
+
+    def clip(self, event_id: str) -> tuple[ClipIndex, Path, bool]:
+        """A clip to read: its index as it stands, its data file and whether it is still recording."""
+        self._paths(event_id)
+        with self._lock:
+            if event_id not in self._records:
+                raise UnknownEvent(event_id)
+            writer = self._clips.get(event_id)
+            if writer is not None:
+                index = writer.index
+                return ClipIndex(index.width, index.height, index.fps, list(index.entries)), writer.data_path, True
+        index = read_index(self.folder, event_id)
+        if index is None or not index.entries:
+            raise UnknownEvent(event_id)
+        return index, clip_paths(self.folder, event_id)[0], False
+
+    def wait_clip(self, event_id: str, frames: int, timeout: float) -> bool:
+        """Wait until a recording clip has more than ``frames`` frames or ends; False on timeout."""
+        with self._lock:
+            return self._clip_grew.wait_for(
+                lambda: event_id not in self._clips or len(self._clips[event_id].index.entries) > frames, timeout)
+
+    def close_clips(self) -> None:
+        """Shutdown: clips still recording end where they are, durable."""
+        with self._lock:
+            for event_id in list(self._clips):
+                self._finish_clip(event_id)
+
     # --- reading -------------------------------------------------------------------------------
+
+    def _public(self, event_id: str) -> dict[str, Any]:
+        """Under the lock: the record as the API shows it (a recording clip's figures as they are now)."""
+        record = self._records[event_id]
+        return {**record, "clip": self._clip_summary(event_id)} if event_id in self._clips else record
 
     def list(self, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
         """Newest first; returns one page and the total count."""
         with self._lock:
             ids = self._ordered()[::-1]
-            return [self._records[i] for i in ids[offset:offset + limit]], len(ids)
+            return [self._public(i) for i in ids[offset:offset + limit]], len(ids)
 
     def count(self) -> int:
         with self._lock:
@@ -207,10 +337,9 @@ class EventStore:
     def get(self, event_id: str) -> dict[str, Any]:
         self._paths(event_id)
         with self._lock:
-            try:
-                return self._records[event_id]
-            except KeyError:
-                raise UnknownEvent(event_id) from None
+            if event_id not in self._records:
+                raise UnknownEvent(event_id)
+            return self._public(event_id)
 
     def snapshot(self, event_id: str) -> bytes:
         _, jpg_path = self._paths(event_id)
@@ -228,15 +357,31 @@ class EventStore:
 
 
 class EventRecorder:
-    """A motion listener that saves events through the store on its own writer thread.
+    """A motion listener that saves events through the store on its own writer thread, and the sink
+    that encodes and writes their clips there too (``appliance.clips.ClipSink``).
 
-    ``on_saved(kind, record)`` hears each event once it is on disk (``kind``: ``start``, ``end`` or
-    ``snapshot``), so a page told about an event can load its snapshot at once.
+    ``on_saved(kind, record)`` hears each event once it is on disk (``kind``: ``start``, ``end``,
+    ``snapshot``, or ``clip`` when its clip is complete), so a page told about an event can load its
+    snapshot at once.
+
+    Clip frames wait for the writer in a queue of at most ``max_pending`` frames: when the card is
+    too slow for them, new frames are dropped (and counted) rather than piling up in memory.
     """
 
-    def __init__(self, store: EventStore, on_saved: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, store: EventStore, on_saved: Callable[[str, dict[str, Any]], None],
+                 encode: Callable[[Any], bytes] | None = None, clip_fps: float = 10.0,
+                 max_pending: int = 20) -> None:
         self._store = store
         self._on_saved = on_saved
+        self._encode = encode
+        self._clip_fps = clip_fps
+        self._max_pending = max_pending
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._opened: set[str] = set()  # clips begun in the store (writer thread only)
+        self._failed: set[str] = set()  # clips the disk refused: not tried again frame by frame
+        self.clip_frames_encoded = 0
+        self.clip_frames_dropped = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-writer")
 
     def on_motion(self, change: EventChange, jpeg: bytes | None) -> None:
@@ -260,15 +405,90 @@ class EventRecorder:
             record = {**record, "has_snapshot": False}
         self._on_saved(kind, record)
 
+    def counters(self) -> dict[str, int]:
+        """Clip frames encoded, and dropped because the writer fell behind (``/api/status``)."""
+        return {"frames_encoded": self.clip_frames_encoded, "frames_dropped": self.clip_frames_dropped}
+
+    # --- clips (called on the capture thread: they only queue) -----------------------------------
+
+    def clip_begin(self, event_id: str, frames: Any) -> None:
+        self._submit(self._clip_begin, event_id, list(frames))
+
+    def clip_frame(self, event_ids: tuple[str, ...], frame: ClipFrame) -> None:
+        with self._pending_lock:
+            if self._pending >= self._max_pending:
+                self.clip_frames_dropped += 1
+                return
+            self._pending += 1
+        if not self._submit(self._clip_frame, event_ids, frame):
+            with self._pending_lock:
+                self._pending -= 1
+
+    def clip_end(self, event_id: str) -> None:
+        self._submit(self._clip_end, event_id)
+
+    def _submit(self, work: Callable[..., None], *args: Any) -> bool:
+        try:
+            self._writer.submit(work, *args)
+            return True
+        except RuntimeError:  # closed: the appliance is stopping
+            return False
+
+    # --- clips (the writer thread) ------------------------------------------------------------------
+
+    def _clip_begin(self, event_id: str, frames: list[ClipFrame]) -> None:
+        for frame in frames:
+            self._append(event_id, frame)
+
+    def _clip_frame(self, event_ids: tuple[str, ...], frame: ClipFrame) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+        for event_id in event_ids:
+            self._append(event_id, frame)
+
+    def _append(self, event_id: str, frame: ClipFrame) -> None:
+        """Encode the frame (once, whichever clips it is in) and add it to the clip, opened at its first."""
+        if event_id in self._failed or self._encode is None:
+            return
+        try:
+            if frame.jpeg is None:
+                frame.jpeg = self._encode(frame.image)
+                frame.image = None  # the JPEG is all any clip needs from now on
+                self.clip_frames_encoded += 1
+            if event_id not in self._opened:
+                if not self._store.begin_clip(event_id, frame.width, frame.height, self._clip_fps):
+                    self._failed.add(event_id)  # deleted meanwhile: it stays deleted
+                    return
+                self._opened.add(event_id)
+            if not self._store.append_clip(event_id, frame.jpeg, frame.wall, frame.mono):
+                self._failed.add(event_id)  # deleted, or it stopped at the limit
+        except (OSError, EncodeError) as exc:  # a full card must not stop the camera
+            log.error("cannot record the clip of %s: %s", event_id, exc)
+            self._failed.add(event_id)
+            with contextlib.suppress(OSError):
+                self._store.finish_clip(event_id)
+
+    def _clip_end(self, event_id: str) -> None:
+        self._failed.discard(event_id)
+        self._opened.discard(event_id)
+        try:
+            record = self._store.finish_clip(event_id)
+        except OSError as exc:
+            log.error("cannot finish the clip of %s: %s", event_id, exc)
+            return
+        if record is not None:
+            self._on_saved("clip", record)
+
     def flush(self) -> None:
         """Wait for queued writes (tests, shutdown)."""
         self._writer.submit(lambda: None).result(timeout=30)
 
     def close(self, timeout: float = 1.0) -> None:
-        """Write what is queued within ``timeout`` (a stalled SD card must not hold up shutdown)."""
+        """Write what is queued within ``timeout`` (a stalled SD card must not hold up shutdown); clips
+        still recording end durable where they are."""
         last = None
         with contextlib.suppress(RuntimeError):
-            last = self._writer.submit(lambda: None)
+            last = self._writer.submit(self._store.close_clips)
         self._writer.shutdown(wait=False)
         if last is not None:
             try:

@@ -27,6 +27,7 @@ import numpy as np
 
 from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends.base import CameraBackend, CameraError, Frame
+from appliance.clips import ClipSink, ClipTap
 from appliance.config import AppConfig, MotionSettings
 from appliance.encoder import EncodeError, choose_encoder
 from appliance.motion import MotionDetector
@@ -54,6 +55,8 @@ class PipelineStats:
     last_frame_age: float | None
     motion_active: bool
     last_event: dict[str, object] | None
+    clip_frames_taken: int = 0
+    clips_recording: int = 0
 
 
 class _Run:
@@ -71,7 +74,8 @@ class CapturePipeline:
 
     def __init__(self, backend: CameraBackend, config: AppConfig, broadcaster: FrameBroadcaster,
                  monotonic: Callable[[], float] = time.monotonic,
-                 motion_settings: Callable[[], MotionSettings] | None = None) -> None:
+                 motion_settings: Callable[[], MotionSettings] | None = None,
+                 clip_sink: ClipSink | None = None) -> None:
         self._backend = backend
         self._config = config
         # Read at every frame: settings changed at run time (MotionControl) apply from the next one.
@@ -94,6 +98,8 @@ class CapturePipeline:
         self._tracker = MotionEventTracker(start_frames=config.motion.start_frames, event_gap=config.motion.event_gap,
                                            max_seconds=config.motion.max_event_seconds)
         self._last_event: dict[str, object] | None = None
+        clip = config.events.clip
+        self._clips = ClipTap(clip, config.overlay, clip_sink) if clip_sink is not None and clip.enabled else None
 
     @property
     def backend(self) -> CameraBackend:
@@ -194,7 +200,9 @@ class CapturePipeline:
         age = None if self._last_frame_at is None else self._monotonic() - self._last_frame_at
         return PipelineStats(self._frames_captured, self._frames_encoded, self._frames_analysed, round(fps, 2),
                              self._frame_size,
-                             age, self._tracker.current is not None, self._last_event)
+                             age, self._tracker.current is not None, self._last_event,
+                             self._clips.frames_taken if self._clips else 0,
+                             self._clips.recording if self._clips else 0)
 
     # --- the thread ----------------------------------------------------------------------------
 
@@ -221,6 +229,8 @@ class CapturePipeline:
                     detector.reset()
                     self._frame_times.clear()  # the measured fps is of this session, not across an outage
                     self._end_event(run)
+                    if self._clips is not None:
+                        self._clips.close()
                 if self._frames_captured > captured_before:
                     delay = retry.initial  # the camera worked: a new failure starts the backoff anew
             if not run.stop.is_set():
@@ -288,6 +298,8 @@ class CapturePipeline:
                 analysed_at = now
                 self._frames_analysed += 1
                 change = self._tracker.update(result, frame.timestamp, monotonic=now)
+            if self._clips is not None:  # before the stream's overlay is drawn on the frame
+                self._clips.offer(frame, result, motion.zones if motion.enabled else (), now, motion.enabled)
             starting = change is not None and change.kind == "start"
             want_stream = now >= next_encode and self._broadcaster.wants_frames()
             want_still = starting or self._broadcaster.wants_still()
@@ -340,6 +352,11 @@ class CapturePipeline:
             run.report_motion(change, jpeg)
         except Exception:  # a listener's bug must not stop the camera
             log.exception("motion listener failed")
+        if self._clips is not None:
+            if change.kind == "start":
+                self._clips.started(change.event.id)
+            else:
+                self._clips.ended(change.event.id, self._monotonic())
 
     def _end_event(self, run: _Run) -> None:
         change = self._tracker.finish(time.time())

@@ -17,6 +17,7 @@ from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.config import AppConfig
 from appliance.controller import CameraController, StateFile
+from appliance.encoder import choose_encoder
 from appliance.events import EventRecorder, EventStore
 from appliance.fanout import StreamFanout
 from appliance.gpio import FrontPanel
@@ -26,6 +27,7 @@ from appliance.motion_control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
 from appliance.pipeline import CapturePipeline
 from appliance.server import HttpServer
+from appliance.web.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +47,21 @@ class Appliance:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.broadcaster = FrameBroadcaster(config.stream.max_viewers)
         self.motion = MotionControl(config.motion, self.state_dir / "motion.json")
-        self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
-                                        motion_settings=lambda: self.motion.settings)
-        self.controller = CameraController(
-            self.pipeline, StateFile(self.state_dir / "state.json"),
-            start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
         self.events = EventStore(self.state_dir / "events", config.events.max_count, config.events.max_bytes,
                                  config.events.min_free_bytes)
         self.live = LiveFeed(config.stream.max_live_clients)
-        self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved)
+        clip = config.events.clip
+        self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved,
+                                      encode=choose_encoder(config.stream.encoder, clip.quality, clip.size)[1],
+                                      clip_fps=clip.fps, max_pending=max(4, int(2 * clip.fps)))
+        self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
+                                        motion_settings=lambda: self.motion.settings, clip_sink=self.recorder)
+        self.controller = CameraController(
+            self.pipeline, StateFile(self.state_dir / "state.json"),
+            start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
         self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
-                              self.events, self.live, integrations=self.integrations, motion=self.motion)
+                              self.events, self.live, integrations=self.integrations, motion=self.motion,
+                              clip_counters=self.recorder.counters)
         web = config.server
         # One thread writes every live stream; each open page's live feed holds a server thread, and
         # API calls (and streams being set up) get their own spares.
@@ -73,7 +79,8 @@ class Appliance:
         if config.mqtt.host:
             self.mqtt = MqttBridge(config.mqtt, self.controller, name=config.name,
                                    model=backend.describe(), page_port=lambda: self.server.port,
-                                   snapshot=self.snapshot, stats=self.stats, motion=self.motion)
+                                   snapshot=self.snapshot, stats=self.stats, motion=self.motion,
+                                   public_url=config.server.public_url, clips=config.events.clip.enabled)
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,
@@ -102,6 +109,7 @@ class Appliance:
         self.server.start()
         self._stoppers.append(self.server.stop)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
+        self._stoppers.append(Services.of(self.app).stopping.set)  # and clip replays
         self._stoppers.append(self.controller.shutdown)
         if self.mqtt is not None:
             self.mqtt.start()

@@ -67,7 +67,7 @@ class MqttBridge:
     def __init__(self, settings: MqttSettings, controller: CameraController,
                  name: str, model: str, page_port: Callable[[], int], snapshot: Callable[[], bytes | None],
                  stats: Callable[[], dict[str, Any]], hostname: str | None = None,
-                 motion: MotionControl | None = None) -> None:
+                 motion: MotionControl | None = None, public_url: str | None = None, clips: bool = False) -> None:
         if not settings.host:
             raise ValueError("mqtt.host is not set")
         self._settings = settings
@@ -78,6 +78,8 @@ class MqttBridge:
         self._name = name
         self._model = model
         self._page_port = page_port
+        self._public_url = public_url
+        self._clips = clips
         self.topics = Topics.from_settings(settings, hostname)
         # Unique per process: two Pis that share a host name must not throw each other off the broker.
         client_id = settings.client_id or f"camera-appliance-{self.topics.device_id}-{secrets.token_hex(4)}"
@@ -164,7 +166,10 @@ class MqttBridge:
     # --- connection ----------------------------------------------------------------------------
 
     def _configuration_url(self) -> str:
-        """The page's address as the broker's network sees this device (the route towards the broker)."""
+        """The page's address: ``server.public_url`` when set, else as the broker's network sees this
+        device (its address on the route towards the broker)."""
+        if self._public_url:
+            return self._public_url + "/"
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                 probe.connect((self._settings.host, self._settings.port))
@@ -258,6 +263,10 @@ class MqttBridge:
             "area": round(event.peak_area, 4),
             "score": round(event.peak_score, 4),
         }
+        if self._clips:  # the clip is being recorded from the start: its address holds from now on
+            base = self._configuration_url().rstrip("/")
+            body["clip"] = f"{base}/api/events/{event.id}/clip.mjpg"
+            body["clip_download"] = f"{base}/api/events/{event.id}/clip"
         if jpeg is not None:
             self._publish(topics.snapshot, jpeg, retain=True)
         self._publish(topics.motion_state, "ON" if change.kind == "start" else "OFF", retain=True)

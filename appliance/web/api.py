@@ -116,6 +116,8 @@ def status_body(services: Services) -> dict[str, Any]:
         "name": services.config.name,
         "live_clients": services.live.clients,
         "events_stored": services.events.count(),
+        "clips": {"enabled": services.config.events.clip.enabled, "recording": stats.clips_recording,
+                  "frames_taken": stats.clip_frames_taken, **services.clip_counters()},
         "state_file": {"ok": services.controller.state_file_problem is None,
                        "problem": services.controller.state_file_problem},
         **services.integrations(),

@@ -1,15 +1,20 @@
-"""Motion history and the live feed of the page (server-sent events)."""
+"""Motion history, event clips, and the live feed of the page (server-sent events)."""
 
 from __future__ import annotations
 
 import json
 import queue
+import threading
+import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from flask import Blueprint, Response, jsonify, request
 
-from appliance.events import UnknownEvent
+from appliance.avi import avi_size, avi_stream
+from appliance.clip_files import ClipEntry
+from appliance.events import EventStore, UnknownEvent
+from appliance.fanout import BOUNDARY
 from appliance.live import CLOSED, TooManyClients
 from appliance.web.api import camera_body, status_body
 from appliance.web.services import NO_CACHE, Services, json_error
@@ -62,6 +67,89 @@ def event_snapshot(event_id: str) -> Response:
         return json_error(404, f"no snapshot for event {event_id!r}")
     # Events never change once saved: let the browser keep thumbnails.
     return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+def _open_clip(event_id: str) -> tuple[Any, BinaryIO, bool] | Response:
+    """The clip's index, its data file opened (so a delete meanwhile cannot cut the answer short) and
+    whether it is still recording; or the 404 to answer."""
+    try:
+        index, data_path, recording = Services.of().events.clip(event_id)
+        return index, open(data_path, "rb"), recording  # closed when the response is
+    except (UnknownEvent, FileNotFoundError):
+        return json_error(404, f"no clip for event {event_id!r}")
+
+
+@bp.get("/api/events/<event_id>/clip.mjpg")
+def clip_replay(event_id: str) -> Response:
+    """The clip as MJPEG at the pace it was recorded (an ``<img>`` plays it; so do ffmpeg and VLC).
+    A clip still recording is followed to its end. Each part carries ``X-Timestamp`` (wall clock) and
+    ``X-Clip-Time`` (seconds into the clip). At most ``events.clip.max_viewers`` replays run at once:
+    each holds a server thread for the clip's length."""
+    services = Services.of()
+    opened = _open_clip(event_id)
+    if isinstance(opened, Response):
+        return opened
+    index, data, recording = opened
+    if not services.clip_viewers.acquire(blocking=False):
+        data.close()
+        limit = services.config.events.clip.max_viewers
+        return json_error(503, f"{limit} clips are being replayed already (events.clip.max_viewers)", retry_after=5)
+    released = threading.Event()
+
+    def release() -> None:
+        data.close()
+        if not released.is_set():
+            released.set()
+            services.clip_viewers.release()
+
+    body = _paced_parts(services.events, event_id, index.entries, data, recording, services.stopping)
+    response = Response(body, mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                        headers={**NO_CACHE, "X-Accel-Buffering": "no"})
+    response.call_on_close(release)
+    return response
+
+
+def _paced_parts(events: EventStore, event_id: str, entries: list[ClipEntry], data: BinaryIO, recording: bool,
+                 stopping: threading.Event) -> Iterator[bytes]:
+    """Each frame when its time in the clip comes, counted from the first; ends at shutdown."""
+    started = time.monotonic()
+    sent = 0
+    while True:
+        for entry in entries[sent:]:
+            delay = started + entry.t - time.monotonic()
+            if delay > 0 and stopping.wait(delay):
+                return
+            data.seek(entry.offset)
+            jpeg = data.read(entry.size)
+            head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+                    f"X-Timestamp: {entry.wall:.3f}\r\nX-Clip-Time: {entry.t:.3f}\r\n\r\n")
+            yield head.encode("ascii") + jpeg + b"\r\n"
+        sent = len(entries)
+        if not recording:
+            return
+        while not events.wait_clip(event_id, sent, timeout=1.0):  # the post-roll is still coming
+            if stopping.is_set():
+                return
+        try:
+            index, _, recording = events.clip(event_id)
+        except UnknownEvent:
+            return  # deleted while it played
+        entries = index.entries
+
+
+@bp.get("/api/events/<event_id>/clip")
+def clip_download(event_id: str) -> Response:
+    """The clip as a Motion-JPEG AVI file (no re-encode), for VLC, mpv, ffmpeg or a desktop player."""
+    opened = _open_clip(event_id)
+    if isinstance(opened, Response):
+        return opened
+    index, data, recording = opened
+    headers = {"Content-Length": str(avi_size(index)),
+               "Content-Disposition": f'attachment; filename="{event_id}.avi"',
+               **(NO_CACHE if recording else {"Cache-Control": "private, max-age=86400"})}
+    response = Response(avi_stream(index, data), mimetype="video/x-msvideo", headers=headers)
+    response.call_on_close(data.close)
+    return response
 
 
 @bp.delete("/api/events/<event_id>")

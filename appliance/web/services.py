@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,8 +35,11 @@ class Services:
     live: LiveFeed
     motion: MotionControl
     integrations: Callable[[], dict[str, Any]] = dict
+    clip_counters: Callable[[], dict[str, int]] = dict  # frames encoded and dropped by the clip writer
     started_at: float = field(default_factory=time.monotonic)
     version: str = __version__
+    stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: replays end
+    clip_viewers: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(4))
 
     @classmethod
     def of(cls, app: Flask | None = None) -> Services:
