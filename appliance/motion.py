@@ -44,6 +44,8 @@ CELL_SAMPLES = 10
 """Each cell's light is the median over at most this many by this many averaged samples."""
 MOVING_SLOWDOWN = 0.1
 """Pixels under motion join the background at this fraction of ``background_weight``."""
+GAIN_PULL = 0.1
+"""Per analysed frame, a covered cell's light gain moves this fraction of the way to the still pixels'."""
 REFERENCE_FPS = 30.0
 """The rate ``background_weight`` is given at."""
 LIGHT_STEP = 0.15
@@ -211,9 +213,14 @@ class MotionDetector:
         ratio = (cv2.resize(background, half, interpolation=cv2.INTER_AREA).astype(np.float32) + 8.0) / frame
         if self._still is not None and self._gains is not None:
             # Where something moved last frame, its pixels say nothing about the light: they vote for
-            # the gain their cell had then.
+            # the gain their cell had then, drawn a little towards the still pixels' gain each frame.
+            # Without the pull, a cell that stays covered keeps a gain taken while it was covered, the
+            # matched frame stays wrong there, and so it stays "moving": a ghost that never goes.
             moving = cv2.resize(self._still, half, interpolation=cv2.INTER_NEAREST) == 0
-            np.copyto(ratio.reshape(rows, ch, cols, cw), self._gains[:, None, :, None],
+            still_ratio = ratio[~moving]
+            overall = float(np.median(still_ratio)) if still_ratio.size else 1.0
+            votes = self._gains + GAIN_PULL * (overall - self._gains)
+            np.copyto(ratio.reshape(rows, ch, cols, cw), votes[:, None, :, None],
                       where=moving.reshape(rows, ch, cols, cw))
         # The median, not the mean: a car or a person covering less than half a cell leaves it alone.
         gains = np.median(ratio.reshape(rows, ch, cols, cw).transpose(0, 2, 1, 3).reshape(rows, cols, ch * cw),
