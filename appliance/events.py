@@ -15,8 +15,8 @@ Built for an SD card in a Pi that loses power, has no real-time clock and fills 
   ``min_free_bytes`` free for the rest of the system, and an error never reaches the camera.
 - A deleted event stays deleted, even if the event was still running and its end comes later.
 - A clip (``appliance.clip_files``) grows frame by frame while its event runs; every frame counts in
-  ``max_bytes`` at once, older events make room for it, and it goes with its event. A clip that would
-  fill ``max_bytes`` on its own stops there rather than push out everything else.
+  ``max_bytes`` at once, older events make room for it, and it goes with its event. One clip stops at
+  half of ``max_bytes``, so a flag flapping all day cannot push out every other event.
 """
 
 from __future__ import annotations
@@ -248,14 +248,14 @@ class EventStore:
             if writer is None:
                 return False
             needed = len(jpeg) + 64
+            if writer.bytes + needed > self._max_bytes // 2:
+                log.warning("the clip of %s stops at %d frames: one clip may take half of events.max_bytes",
+                            event_id, len(writer.index.entries))
+                self._finish_clip(event_id)
+                return False
             self._make_room(needed, keep=event_id)
             while sum(self._sizes.values()) + needed > self._max_bytes and self._drop_oldest(event_id, 1):
                 pass
-            if sum(self._sizes.values()) + needed > self._max_bytes:
-                log.warning("the clip of %s stops at %d frames: it alone fills events.max_bytes", event_id,
-                            len(writer.index.entries))
-                self._finish_clip(event_id)
-                return False
             for attempt in range(_WRITE_ATTEMPTS):
                 try:
                     added = writer.append(jpeg, wall, mono)

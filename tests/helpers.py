@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,40 @@ class FaultyCamera(CameraBackend):
 def capture_threads() -> int:
     """Capture threads alive in this process right now."""
     return sum(1 for thread in threading.enumerate() if thread.name == "capture" and thread.is_alive())
+
+
+class SceneCamera(CameraBackend):
+    """A still scene (a textured wall) in which a square moves while ``moving`` is set: motion exactly
+    when a test wants it. Delivers ``camera.fps`` frames a second, like a real camera."""
+
+    name = "scene"
+
+    def __init__(self, settings: CameraSettings) -> None:
+        width, height = settings.size
+        rng = np.random.default_rng(1)
+        coarse = rng.integers(60, 200, (height // 20, width // 20, 3), dtype=np.uint8)
+        self._wall = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_NEAREST)
+        self._period = 1.0 / settings.fps
+        self._closed = threading.Event()
+        self.moving = threading.Event()
+        self._x = 0
+        self._next_due = 0.0
+
+    def open(self) -> None:
+        self._closed.clear()
+        self._next_due = time.monotonic()
+
+    def read(self, timeout: float) -> Frame:
+        delay = self._next_due - time.monotonic()
+        if delay > 0 and self._closed.wait(delay):  # the camera's frame rate
+            raise CameraError("closed while reading")
+        self._next_due = max(self._next_due + self._period, time.monotonic() - self._period)
+        image = self._wall.copy()
+        if self.moving.is_set():
+            height, width = image.shape[:2]
+            self._x = (self._x + width // 40) % (width - height // 3)
+            cv2.rectangle(image, (self._x, height // 3), (self._x + height // 3, 2 * height // 3), (20, 20, 240), -1)
+        return Frame(image=image, timestamp=time.time())
+
+    def close(self) -> None:
+        self._closed.set()

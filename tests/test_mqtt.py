@@ -204,7 +204,7 @@ def test_motion_publishes_state_events_and_snapshot(broker: Broker, start_applia
     app = start_with_mqtt(
         start_appliance, broker,
         camera={"synthetic": {"objects": 3, "motion_period": 4, "motion_duration": 1.5}},
-        motion={"warmup_frames": 5, "event_gap": 0.5})
+        motion={"warmup_frames": 5, "event_gap": 0.5}, server={"public_url": "http://garden-cam.local:8000/"})
     with Recorder(broker.port, [f"{PREFIX}/motion/#", f"{PREFIX}/snapshot"]) as ha:
         ha.wait_for(f"{PREFIX}/motion/state", lambda p: p == b"OFF")
         requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
@@ -218,6 +218,12 @@ def test_motion_publishes_state_events_and_snapshot(broker: Broker, start_applia
     assert start["type"] == "start" and end["type"] == "end"
     assert start["time"].endswith("+00:00") and end["ended_at"]
     assert end["box"]["w"] > 0 and 0 < end["area"] <= 1 and 0 < end["score"] <= 1
+    # The clip records from the start: its links, built on server.public_url, are in both messages.
+    clip = f"http://garden-cam.local:8000/api/events/{start['id']}/clip"
+    assert start["clip"] == end["clip"] == clip + ".mjpg" and end["clip_download"] == clip
+    local = requests.get(app.url + clip.removeprefix("http://garden-cam.local:8000") + ".mjpg", stream=True, timeout=10)
+    with local:
+        assert local.status_code == 200 and local.headers["Content-Type"].startswith("multipart/x-mixed-replace")
 
 
 def test_snapshot_on_request(broker: Broker, start_appliance: Start) -> None:
