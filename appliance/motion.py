@@ -45,7 +45,7 @@ CELL_SAMPLES = 10
 MOVING_SLOWDOWN = 0.1
 """Pixels under motion join the background at this fraction of ``background_weight``."""
 GAIN_PULL = 0.1
-"""Per analysed frame, a covered cell's light gain moves this fraction of the way to the still pixels'."""
+"""Per frame at 30 frames/s, a covered cell's light gain moves this fraction of the way to the median cell's."""
 REFERENCE_FPS = 30.0
 """The rate ``background_weight`` is given at."""
 LIGHT_STEP = 0.15
@@ -142,7 +142,7 @@ class MotionDetector:
             self._take_background(small)
             return MotionResult(motion=False, warming_up=settings.warmup_frames > 0)
         background = cv2.convertScaleAbs(self._background)
-        matched, jumped = self._match_light(small, background)
+        matched, jumped = self._match_light(small, background, elapsed)
         self._frames += 1
         if jumped >= LIGHT_STEP_CELLS:
             return self._light_changed(small)
@@ -202,7 +202,8 @@ class MotionDetector:
         self._noise = None
         self._frames = max(self._frames, 1)
 
-    def _match_light(self, small: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, float]:
+    def _match_light(self, small: np.ndarray, background: np.ndarray,
+                     elapsed: float | None) -> tuple[np.ndarray, float]:
         """``small`` with the light change since the background divided out, cell by cell, and the
         fraction of cells whose light jumped by more than ``LIGHT_STEP``."""
         h, w = small.shape
@@ -213,13 +214,12 @@ class MotionDetector:
         ratio = (cv2.resize(background, half, interpolation=cv2.INTER_AREA).astype(np.float32) + 8.0) / frame
         if self._still is not None and self._gains is not None:
             # Where something moved last frame, its pixels say nothing about the light: they vote for
-            # the gain their cell had then, drawn a little towards the still pixels' gain each frame.
-            # Without the pull, a cell that stays covered keeps a gain taken while it was covered, the
-            # matched frame stays wrong there, and so it stays "moving": a ghost that never goes.
+            # the gain their cell had then, drawn a little towards the frame's typical gain (the median
+            # cell's) each frame. Without the pull, a cell that stays covered keeps a gain taken while it
+            # was covered, the matched frame stays wrong there, and so it stays "moving": a ghost.
             moving = cv2.resize(self._still, half, interpolation=cv2.INTER_NEAREST) == 0
-            still_ratio = ratio[~moving]
-            overall = float(np.median(still_ratio)) if still_ratio.size else 1.0
-            votes = self._gains + GAIN_PULL * (overall - self._gains)
+            pull = _per_frame(GAIN_PULL, elapsed)
+            votes = self._gains + pull * (float(np.median(self._gains)) - self._gains)
             np.copyto(ratio.reshape(rows, ch, cols, cw), votes[:, None, :, None],
                       where=moving.reshape(rows, ch, cols, cw))
         # The median, not the mean: a car or a person covering less than half a cell leaves it alone.

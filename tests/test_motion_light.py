@@ -16,7 +16,7 @@ from appliance.config import MotionSettings, Zone
 from appliance.motion import MotionDetector, zone_mask
 from appliance.motion_events import MotionEventTracker
 
-FPS = 5.0
+FPS = 5
 
 
 def backdrop(seed: int = 3) -> np.ndarray:
@@ -132,3 +132,21 @@ def test_zone_points_must_lie_inside_the_frame() -> None:
         Zone(points=[(0.0, 0.0), (1.5, 0.0), (0.0, 1.0)])
     with pytest.raises(ValueError):
         Zone(points=[(0.0, 0.0), (1.0, 0.0)])  # two points are not an area
+
+
+def test_something_that_moves_through_and_leaves_leaves_no_ghost() -> None:
+    """A large object crossing whole cells of the light grid, then gone: the motion ends within a
+    second (a covered cell once kept the light gain it had while covered, and stayed "moving")."""
+    rng = np.random.default_rng(5)
+    scene = backdrop()
+    settings = MotionSettings(background_weight=0.3)
+    detector = MotionDetector(settings)
+    moving = []
+    for index in range(8 * FPS):
+        frame = scene.copy()
+        if 2 * FPS <= index < 4 * FPS:  # a van, half the frame high, drives across for two seconds
+            x = (index - 2 * FPS) * 20
+            frame[60:200, x:x + 120] = (30, 30, 200)
+        moving.append(detector.detect(shot(frame, rng), elapsed=1 / FPS).motion)
+    assert any(moving[2 * FPS:4 * FPS])
+    assert not any(moving[5 * FPS:]), [i for i, m in enumerate(moving) if m]
