@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from appliance.events import EventStore
 from appliance.live import LiveFeed
 from appliance.motion_control import MotionControl
 from appliance.web import api, history, pages, security, stream
-from appliance.web.services import Services, json_error
+from appliance.web.services import Gate, Services, json_error
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
     app.extensions["appliance"] = Services(
         controller, broadcaster, config, backend_name, backend_description, events, live,
         motion or MotionControl(config.motion, None), integrations, clip_counters,
-        clip_viewers=threading.BoundedSemaphore(config.events.clip.max_viewers))
+        clip_viewers=Gate(config.events.clip.max_viewers))
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 

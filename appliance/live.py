@@ -39,7 +39,7 @@ class LiveFeed:
     def __init__(self, max_clients: int, queue_size: int = 64) -> None:
         self._max_clients = max_clients
         self._queue_size = queue_size
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._clients: set[queue.Queue[LiveMessage]] = set()
         self._closed = False
 
@@ -55,11 +55,18 @@ class LiveFeed:
                 raise TooManyClients(f"live page limit of {self._max_clients} reached")
             client: queue.Queue[LiveMessage] = queue.Queue(self._queue_size)
             self._clients.add(client)
+            self._lock.notify_all()
             return client
 
     def unsubscribe(self, client: queue.Queue[LiveMessage]) -> None:
         with self._lock:
             self._clients.discard(client)
+            self._lock.notify_all()
+
+    def wait_for_clients(self, count: int, timeout: float) -> bool:
+        """Block until exactly ``count`` pages follow the feed (or ``timeout``): for tests."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._clients) == count, timeout)
 
     def publish(self, message: LiveMessage) -> None:
         with self._lock:

@@ -162,8 +162,8 @@ def test_a_zone_drawn_on_the_page_is_stored_and_applied(start_appliance: Any, pa
     box = page.locator("#live").bounding_box()
     assert box is not None
     corners = [(0.1, 0.1), (0.6, 0.1), (0.6, 0.8), (0.1, 0.8)]
-    for x, y in corners:
-        page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+    for x, y in corners:  # relative to the picture: Playwright scrolls it into view first
+        page.locator("#live").click(position={"x": x * box["width"], "y": y * box["height"]})
     expect(page.locator("#zone-draft")).to_be_visible()
     page.click("#zone-save")
     expect(page.locator("#zones-text")).to_have_text("Zones: zone 1 (watched)")
@@ -201,3 +201,144 @@ def test_motion_settings_changed_elsewhere_show_on_the_page(start_appliance: Any
     expect(page.locator("#motion-enabled")).to_be_checked()
     body = requests.get(app.url + "/api/motion", timeout=5).json()
     assert body["sensitivity"] == "low" and body["enabled"] is True
+
+
+# --- clips, hidden tabs, snapshot mode, several tabs --------------------------------------------------
+
+def set_shown(page: Page, shown: bool) -> None:
+    """Emulate the tab being hidden or shown again: the browser's visibilityState and its event."""
+    page.evaluate("""shown => {
+        Object.defineProperty(document, "visibilityState", { value: shown ? "visible" : "hidden", configurable: true });
+        Object.defineProperty(document, "hidden", { value: !shown, configurable: true });
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""", shown)
+
+
+def test_clicking_an_event_plays_its_clip_in_place(start_appliance: Any, page: Page, tmp_path: Path) -> None:
+    from tests.helpers import SceneCamera, make_config
+
+    camera = SceneCamera(make_config(tmp_path).camera)
+    app = start_appliance(backend=camera, motion={"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0},
+                          events={"clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10}})
+    feed = app.live.subscribe()
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    assert app.pipeline.wait_for_frames(30, timeout=10)
+    camera.moving.set()
+    assert app.pipeline.wait_for_frames(70, timeout=10)
+    camera.moving.clear()
+    while (message := feed.get(timeout=20)).kind != "motion" or message.data["kind"] != "clip":
+        pass
+    seconds = message.data["event"]["clip"]["seconds"]
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    item = page.locator("#events li").first
+    expect(item).to_have_attribute("data-clip", "true")
+    expect(item.locator("a.clip")).to_have_text(f"▶ {round(seconds)} s")
+    thumbnail = item.locator("img")
+    expect(thumbnail).to_have_js_property("complete", True)
+    item.locator("img").click()
+    expect(item).to_have_attribute("data-playing", "true")
+    assert "/clip.mjpg" in (thumbnail.get_attribute("src") or "")
+    replaying = requests.get(app.url + "/api/status", timeout=5).json()["clips"]["replaying"]
+    assert replaying == 1
+    expect(thumbnail).to_have_js_property("naturalWidth", 320)  # the clip's first picture is on the page
+    # At its end the thumbnail comes back, and the replay's connection is gone.
+    expect(item).to_have_attribute("data-playing", "false", timeout=int((seconds + 5) * 1000))
+    assert (thumbnail.get_attribute("src") or "").endswith("/snapshot.jpg")
+    assert requests.get(app.url + "/api/status", timeout=5).json()["clips"]["replaying"] == 0
+    assert item.locator("time").is_visible() and item.locator("button").is_visible()  # time and delete stay
+
+
+def test_a_hidden_tab_closes_its_stream_and_feed_and_reopens_them_when_shown(start_appliance: Any,
+                                                                            page: Page) -> None:
+    app = start_appliance(camera={"synthetic": {"objects": 2}})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    wait_for_live_picture(page)
+    assert app.broadcaster.wait_for_viewers(1, timeout=10) and app.live.wait_for_clients(1, timeout=10)
+    set_shown(page, False)
+    assert app.broadcaster.wait_for_viewers(0, timeout=10), "the hidden tab still streams"
+    assert app.live.wait_for_clients(0, timeout=10), "the hidden tab still follows the live feed"
+    expect(page.locator("#offline-text")).to_have_text("Paused while the page is hidden.")
+    set_shown(page, True)
+    wait_for_live_picture(page)
+    assert app.broadcaster.wait_for_viewers(1, timeout=10) and app.live.wait_for_clients(1, timeout=10)
+    requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
+    expect(page.locator("#camera-state")).to_have_text("off")  # the feed works again
+
+
+def test_snapshot_mode_updates_the_picture_without_a_stream(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(camera={"synthetic": {"objects": 2}})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    wait_for_live_picture(page)
+    expect(page.locator("body")).to_have_attribute("data-view-mode", "mjpeg")
+    page.select_option("#view-mode", "snapshots")
+    expect(page.locator("body")).to_have_attribute("data-view-mode", "snapshots")
+    expect(page.locator("#view-mode-text")).to_contain_text("Snapshots")
+    assert app.broadcaster.wait_for_viewers(0, timeout=10), "the MJPEG stream stayed open"
+    expect(page.locator("#live")).to_have_attribute("data-snapshots", "8", timeout=10_000)  # about 2 s of them
+    before = live_pixels(page)
+    expect(page.locator("#live")).to_have_attribute("data-snapshots", "16", timeout=10_000)
+    assert np.abs(live_pixels(page).astype(int) - before).mean() > 0.5, "the picture did not change"
+    assert app.broadcaster.viewers == 0
+    page.reload(wait_until="domcontentloaded")  # the choice is kept
+    expect(page.locator("body")).to_have_attribute("data-view-mode", "snapshots")
+    wait_for_live_picture(page)
+
+
+@pytest.mark.parametrize(("agent", "touch", "mode"), [
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "Version/17.5 Mobile/15E148 Safari/604.1", True, "snapshots"),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "CriOS/126.0 Mobile/15E148 Safari/604.1", True, "snapshots"),  # Chrome on iOS is WebKit too
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 "
+     "Safari/605.1.15", True, "snapshots"),  # an iPad asking for the desktop site: touch gives it away
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 "
+     "Safari/605.1.15", False, "mjpeg"),  # Safari on a Mac plays MJPEG
+    ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile "
+     "Safari/537.36", True, "mjpeg"),
+])
+def test_the_automatic_mode_follows_the_user_agent_rule(start_appliance: Any, browser: Browser, agent: str,
+                                                        touch: bool, mode: str) -> None:
+    app = start_appliance()
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    context = browser.new_context(user_agent=agent, has_touch=touch, is_mobile=touch and "Mac" not in agent)
+    # Chromium's touch emulation reports one touch point; iPhones and iPads report five.
+    context.add_init_script(f"Object.defineProperty(navigator, 'maxTouchPoints', {{ get: () => {5 if touch else 0} }})")
+    page = context.new_page()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("body")).to_have_attribute("data-view-mode", mode)
+    expect(page.locator("#view-mode")).to_have_value("auto")
+    if mode == "snapshots":
+        expect(page.locator("#view-mode-text")).to_contain_text("does not play MJPEG")
+    wait_for_live_picture(page)
+    context.close()
+
+
+def test_four_tabs_share_one_live_feed_and_each_streams(start_appliance: Any, browser: Browser) -> None:
+    app = start_appliance(camera={"synthetic": {"objects": 2}})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    context = browser.new_context()
+    tabs = []
+    for _ in range(4):
+        tab = context.new_page()
+        tab.set_default_timeout(15_000)
+        tab.goto(app.url + "/", wait_until="domcontentloaded")
+        tabs.append(tab)
+    # Four visible tabs: four streams and one feed, five connections (six is HTTP/1.1's limit per host).
+    for tab in tabs:
+        wait_for_live_picture(tab)
+    assert app.broadcaster.wait_for_viewers(4, timeout=10)
+    assert app.live.wait_for_clients(1, timeout=10), f"{app.live.clients} live feeds for one browser"
+    # The usual case: the last tab is in front, the others are hidden. Whichever held the feed, the
+    # tab in front still streams and hears the news.
+    for tab in tabs[:3]:
+        set_shown(tab, False)
+    assert app.broadcaster.wait_for_viewers(1, timeout=10)
+    assert app.live.wait_for_clients(1, timeout=10)
+    requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
+    expect(tabs[3].locator("#camera-state")).to_have_text("off")
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    expect(tabs[3].locator("#camera-state")).to_have_text("on")
+    wait_for_live_picture(tabs[3])
+    context.close()

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import requests
 
 from appliance.camera_backends.synthetic import SyntheticCamera
@@ -337,3 +339,25 @@ def test_stream_size_scales_the_stream_while_snapshots_and_events_stay_full_size
     events, _ = app.events.list()
     assert events, "the moving demo scene made no event"
     assert decode_jpeg(app.events.snapshot(events[-1]["id"])).shape == (240, 320, 3)
+
+
+def test_the_page_installs_as_a_home_screen_app_from_the_appliance_alone(start_appliance: Any) -> None:
+    app = start_appliance(name="Garden camera")
+    page = requests.get(app.url + "/", timeout=5).text
+    assert 'rel="manifest" href="/manifest.webmanifest"' in page and 'rel="apple-touch-icon"' in page
+    answer = requests.get(app.url + "/manifest.webmanifest", timeout=5)
+    assert answer.headers["Content-Type"].startswith("application/manifest+json")
+    manifest = answer.json()
+    assert manifest["name"] == "Garden camera" and manifest["display"] == "standalone"
+    assert manifest["start_url"] == "/" and len(manifest["short_name"]) <= 12
+    sizes = set()
+    for icon in manifest["icons"]:
+        assert icon["src"].startswith("/")  # served here: nothing from outside
+        png = requests.get(app.url + icon["src"], timeout=5)
+        assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
+        image = cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR)
+        assert f"{image.shape[1]}x{image.shape[0]}" == icon["sizes"]
+        sizes.add(icon["sizes"])
+    assert {"192x192", "512x512"} <= sizes  # what Chrome asks for to offer installing
+    touch = requests.get(app.url + "/static/apple-touch-icon.png", timeout=5)
+    assert cv2.imdecode(np.frombuffer(touch.content, np.uint8), cv2.IMREAD_COLOR).shape == (180, 180, 3)

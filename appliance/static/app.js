@@ -1,6 +1,12 @@
 // The page follows the appliance's state through server-sent events (/api/events/live) and falls back
 // to polling /api/status if the event stream is unavailable. No external resources: the Pi is often
 // on a network without internet.
+//
+// Connections: a browser opens at most 6 at once to one host over HTTP/1.1. A visible tab holds one,
+// its live picture (the MJPEG stream; none in snapshot mode, which makes short requests). The feed of
+// state changes is shared: one visible tab of the browser holds it and passes what it hears to the
+// others (BroadcastChannel), so four tabs hold five connections, not eight. A hidden tab holds none:
+// its picture, feed and clip replays stop, and start again when it is shown.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -17,24 +23,92 @@ const eventsEmpty = $("events-empty");
 let current = { on: document.body.dataset.on === "true", state: document.body.dataset.state };
 let streaming = false;
 let retryTimer = null;
+let shown = document.visibilityState !== "hidden";
+
+// --- how the live picture arrives ----------------------------------------------------------------
+// iOS and iPadOS WebKit (every browser there) show only the first picture of an MJPEG stream: there
+// the page asks for snapshots a few times a second instead. iPadOS says "Macintosh" but has touch.
+const MODE_KEY = "appliance.view-mode";
+const SNAPSHOT_INTERVAL = 250;  // ms between snapshot requests: up to 4 pictures a second
+const modeChoice = $("view-mode");
+const modeText = $("view-mode-text");
+let snapshotTimer = null;
+let snapshotUrl = null;
+
+function mjpegAnimates(userAgent, touchPoints) {
+  return !(/iPhone|iPad|iPod/.test(userAgent) || (/Macintosh/.test(userAgent) && touchPoints > 1));
+}
+
+function chosenMode() {
+  let chosen = "auto";
+  try { chosen = localStorage.getItem(MODE_KEY) || "auto"; } catch (e) { /* storage may be off */ }
+  return ["auto", "mjpeg", "snapshots"].includes(chosen) ? chosen : "auto";
+}
+
+function viewMode() {
+  const chosen = chosenMode();
+  if (chosen !== "auto") return chosen;
+  return mjpegAnimates(navigator.userAgent, navigator.maxTouchPoints || 0) ? "mjpeg" : "snapshots";
+}
+
+function renderMode() {
+  const mode = viewMode();
+  document.body.dataset.viewMode = mode;
+  modeChoice.value = chosenMode();
+  modeText.textContent = mode === "mjpeg" ? "Live video (MJPEG stream)"
+    : "Snapshots, up to " + Math.round(1000 / SNAPSHOT_INTERVAL) + " a second"
+      + (chosenMode() === "auto" ? " (this browser does not play MJPEG streams)" : "");
+}
+
+modeChoice.addEventListener("change", () => {
+  try { localStorage.setItem(MODE_KEY, modeChoice.value); } catch (e) { /* this page only */ }
+  const wasStreaming = streaming;
+  stopStream("Switching…");
+  renderMode();
+  if (wasStreaming || current.state === "on") startStream();
+});
 
 function startStream() {
-  if (streaming) return;
+  if (streaming || !shown) return;
   streaming = true;
   live.hidden = false;
   offline.hidden = true;
   live.dataset.loaded = "false";
-  live.src = "/stream.mjpg?t=" + Date.now();
+  if (viewMode() === "mjpeg") live.src = "/stream.mjpg?t=" + Date.now();
+  else nextSnapshot();
 }
 
 function stopStream(message) {
   streaming = false;
   clearTimeout(retryTimer);
+  clearTimeout(snapshotTimer);
   live.dataset.loaded = "false";
   live.removeAttribute("src");
+  if (snapshotUrl) URL.revokeObjectURL(snapshotUrl);
+  snapshotUrl = null;
   live.hidden = true;
   offline.hidden = false;
   offlineText.textContent = message;
+}
+
+// Snapshot mode: the next picture is asked for once the last one has arrived, so a slow phone
+// link gets fewer pictures rather than a queue of them.
+async function nextSnapshot() {
+  const asked = Date.now();
+  let wait = SNAPSHOT_INTERVAL;
+  try {
+    const r = await fetch("/snapshot.jpg", { cache: "no-store" });
+    if (!streaming || viewMode() !== "snapshots") return;
+    if (r.ok) {
+      const previous = snapshotUrl;
+      snapshotUrl = URL.createObjectURL(await r.blob());
+      live.src = snapshotUrl;
+      if (previous) URL.revokeObjectURL(previous);
+      live.dataset.snapshots = String(Number(live.dataset.snapshots || 0) + 1);
+      wait = Math.max(0, SNAPSHOT_INTERVAL - (Date.now() - asked));
+    } else wait = 1000;
+  } catch (e) { wait = 1000; }
+  if (streaming) snapshotTimer = setTimeout(nextSnapshot, wait);
 }
 
 // An MJPEG <img> fires "load" with its first frame: from then on the picture is live.
@@ -42,6 +116,7 @@ live.addEventListener("load", () => { if (streaming) live.dataset.loaded = "true
 
 // The stream ends when the camera goes off or errors; if it should be on, reconnect shortly.
 live.addEventListener("error", () => {
+  if (!streaming || viewMode() !== "mjpeg") return;
   streaming = false;
   live.dataset.loaded = "false";
   if (current.state === "on") {
@@ -51,7 +126,7 @@ live.addEventListener("error", () => {
 });
 
 function renderCamera(status) {
-  current = { on: status.on, state: status.state };
+  current = { on: status.on, state: status.state, error: status.error || null };
   document.body.dataset.state = status.state;
   document.body.dataset.on = String(status.on);
   stateText.textContent = status.state;
@@ -59,7 +134,8 @@ function renderCamera(status) {
   toggle.setAttribute("aria-pressed", String(status.on));
   errorText.hidden = !status.error;
   errorText.textContent = status.error ? "Camera problem: " + status.error : "";
-  if (status.state === "on") startStream();
+  if (!shown) stopStream("Paused while the page is hidden.");
+  else if (status.state === "on") startStream();
   else if (status.state === "off") stopStream("The camera is off.");
   else if (status.state === "starting") stopStream("The camera is starting…");
   else if (status.state === "stopping") stopStream("The camera is stopping…");
@@ -81,13 +157,47 @@ function formatTime(epoch) {
   return epoch ? new Date(epoch * 1000).toLocaleString() : "…";
 }
 
+// --- clips: a click on an event plays its clip in place of its thumbnail ---------------------------
+function eventUrl(ev, tail) { return "/api/events/" + encodeURIComponent(ev.id) + tail; }
+
+function stopClip(li) {
+  if (!li || li.dataset.playing !== "true") return;
+  clearTimeout(li.clipTimer);
+  li.dataset.playing = "false";
+  const img = li.querySelector("img");
+  if (li.dataset.snapshot === "true") img.src = li.dataset.thumbnail;
+  else img.removeAttribute("src");
+}
+
+function stopAllClips() { eventsList.querySelectorAll('li[data-playing="true"]').forEach(stopClip); }
+
+function playClip(li, ev) {
+  if (li.dataset.playing === "true") { stopClip(li); return; }
+  stopAllClips();  // one replay at a time: each holds a connection
+  li.dataset.playing = "true";
+  li.querySelector("img").src = eventUrl(ev, "/clip.mjpg") + "?t=" + Date.now();
+  // The <img> keeps the last picture when the replay ends: show the thumbnail again after it.
+  li.clipTimer = setTimeout(() => stopClip(li), (ev.clip.seconds + 1.5) * 1000);
+}
+
 function eventItem(ev) {
   const li = document.createElement("li");
   li.dataset.id = ev.id;
   const img = document.createElement("img");
   img.loading = "lazy";
   img.alt = (ev.kind === "snapshot" ? "Snapshot at " : "Motion at ") + formatTime(ev.started_at);
-  if (ev.has_snapshot !== false) img.src = "/api/events/" + encodeURIComponent(ev.id) + "/snapshot.jpg";
+  li.dataset.thumbnail = eventUrl(ev, "/snapshot.jpg");
+  li.dataset.snapshot = String(ev.has_snapshot !== false);
+  if (ev.has_snapshot !== false) img.src = li.dataset.thumbnail;
+  const clip = ev.clip && ev.clip.frames > 0 ? ev.clip : null;
+  li.dataset.clip = String(Boolean(clip));
+  if (clip) {
+    img.title = "Play the clip";
+    img.tabIndex = 0;
+    img.setAttribute("role", "button");
+    img.addEventListener("click", () => playClip(li, ev));
+    img.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") playClip(li, ev); });
+  }
   const meta = document.createElement("div");
   meta.className = "meta";
   const when = document.createElement("time");
@@ -103,13 +213,22 @@ function eventItem(ev) {
     if (r.ok || r.status === 404) li.remove();
     eventsEmpty.hidden = eventsList.children.length > 0;
   });
-  meta.append(when, del);
+  if (clip) {
+    const length = document.createElement("a");
+    length.className = "clip";
+    length.href = eventUrl(ev, "/clip");
+    length.download = ev.id + ".avi";
+    length.title = "Download the clip (" + clip.frames + " pictures" + (clip.recording ? ", still recording" : "") + ")";
+    length.textContent = "▶ " + Math.round(clip.seconds) + " s";
+    meta.append(when, length, del);
+  } else meta.append(when, del);
   li.append(img, meta);
   return li;
 }
 
 function addEvent(ev) {
   const existing = eventsList.querySelector(`li[data-id="${CSS.escape(ev.id)}"]`);
+  if (existing && existing.dataset.playing === "true") return;  // the replay goes on; a click later sees the news
   if (existing) existing.replaceWith(eventItem(ev));
   else eventsList.prepend(eventItem(ev));
   while (eventsList.children.length > 24) eventsList.lastElementChild.remove();
@@ -151,24 +270,117 @@ toggle.addEventListener("click", async () => {
   }
 });
 
+// --- the live feed, one per browser ---------------------------------------------------------------
+// The visible tab holding the lease (in localStorage, renewed every 2 s) opens the feed and passes
+// each message on; the others listen. A lease, not the Web Locks API: that needs HTTPS, and the
+// appliance is usually reached over plain HTTP. Two tabs may both hold the feed for a moment; the
+// next renewal settles it. Without BroadcastChannel every tab opens its own feed.
+const FEED_KINDS = ["state", "status", "motion", "motion_settings"];
+const LEASE_KEY = "appliance.feed-lease";
+const tabId = Math.random().toString(36).slice(2);
+const channel = "BroadcastChannel" in window ? new BroadcastChannel("appliance-live-feed") : null;
+let source = null;
 let pollTimer = null;
-function connectEvents() {
-  if (!window.EventSource) { pollTimer = setInterval(refreshStatus, 2000); return; }
-  const source = new EventSource("/api/events/live");
-  source.addEventListener("state", (e) => renderCamera(JSON.parse(e.data)));
-  source.addEventListener("status", (e) => renderStats(JSON.parse(e.data)));
-  source.addEventListener("motion", (e) => {
-    const m = JSON.parse(e.data);
-    if (m.kind === "start" || m.kind === "end") renderMotion(m.kind === "start");
-    addEvent(m.event);
-  });
-  source.addEventListener("motion_settings", (e) => renderMotionSettings(JSON.parse(e.data)));
+let leaseTimer = null;
+let lastNews = Date.now();
+
+function handleFeed(kind, data) {
+  lastNews = Date.now();
+  if (kind === "state") renderCamera(data);
+  else if (kind === "status") renderStats(data);
+  else if (kind === "motion_settings") renderMotionSettings(data);
+  else if (kind === "motion") {
+    if (data.kind === "start" || data.kind === "end") renderMotion(data.kind === "start");
+    addEvent(data.event);
+  }
+}
+
+function openFeed() {
+  if (source || !shown) return;
+  if (!window.EventSource) { if (!pollTimer) pollTimer = setInterval(refreshStatus, 2000); return; }
+  source = new EventSource("/api/events/live");
+  document.body.dataset.feed = "own";
+  for (const kind of FEED_KINDS) {
+    source.addEventListener(kind, (e) => {
+      const data = JSON.parse(e.data);
+      handleFeed(kind, data);
+      if (channel) channel.postMessage({ kind, data });
+    });
+  }
   source.addEventListener("open", () => { clearInterval(pollTimer); pollTimer = null; refreshStatus(); });
   source.addEventListener("error", () => {
     // EventSource reconnects by itself; poll meanwhile so the page never goes stale.
     if (!pollTimer) pollTimer = setInterval(refreshStatus, 2000);
   });
 }
+
+function closeFeed() {
+  if (source) source.close();
+  source = null;
+  clearInterval(pollTimer);
+  pollTimer = null;
+  document.body.dataset.feed = channel ? "shared" : "none";
+}
+
+function readLease() {
+  try {
+    const lease = JSON.parse(localStorage.getItem(LEASE_KEY));
+    return lease && lease.until > Date.now() ? lease.id : null;
+  } catch (e) { return undefined; }  // no storage: no sharing
+}
+
+function tendLease() {
+  if (!shown) return;
+  const holder = readLease();
+  if (holder === undefined || holder === null || holder === tabId) {
+    try { localStorage.setItem(LEASE_KEY, JSON.stringify({ id: tabId, until: Date.now() + 5000 })); } catch (e) { /* own feed */ }
+    openFeed();
+  } else {
+    closeFeed();
+    // The tab holding the feed went quiet (hung, or its feed is down): ask for the state ourselves.
+    if (Date.now() - lastNews > 6000) refreshStatus();
+  }
+}
+
+function connectEvents() {
+  if (!shown) return;
+  if (!channel) { openFeed(); return; }
+  tendLease();
+  clearInterval(leaseTimer);
+  leaseTimer = setInterval(tendLease, 2000);
+}
+
+function disconnectEvents() {
+  clearInterval(leaseTimer);
+  leaseTimer = null;
+  if (source && readLease() === tabId) {
+    try { localStorage.removeItem(LEASE_KEY); } catch (e) { /* it runs out by itself */ }
+  }
+  closeFeed();
+}
+
+if (channel) channel.addEventListener("message", (e) => { if (!source) handleFeed(e.data.kind, e.data.data); });
+// Another tab gave the feed up (hidden or closed): take it over now rather than at the next renewal.
+window.addEventListener("storage", (e) => { if (e.key === LEASE_KEY && shown && channel) tendLease(); });
+
+// --- a hidden tab costs nothing ----------------------------------------------------------------------
+function pageShown(visible) {
+  if (visible === shown) return;
+  shown = visible;
+  document.body.dataset.shown = String(shown);
+  if (!shown) {
+    disconnectEvents();
+    stopAllClips();
+    stopStream("Paused while the page is hidden.");
+  } else {
+    connectEvents();
+    refreshStatus();
+    renderCamera({ on: current.on, state: current.state, error: current.error || null });
+  }
+}
+document.addEventListener("visibilitychange", () => pageShown(document.visibilityState !== "hidden"));
+window.addEventListener("pagehide", () => disconnectEvents());
+window.addEventListener("pageshow", (e) => { if (e.persisted) { shown = false; pageShown(true); } });
 
 // --- motion settings and zones -----------------------------------------------------------------
 // Zones are polygons in fractions of the picture, drawn by clicking its corners on the live image.
@@ -265,6 +477,8 @@ zonesClear.addEventListener("click", () => putMotion({ zones: [] }));
 motionEnabled.addEventListener("change", () => putMotion({ enabled: motionEnabled.checked }));
 sensitivity.addEventListener("change", () => putMotion({ sensitivity: sensitivity.value }));
 
+document.body.dataset.shown = String(shown);
+renderMode();
 renderCamera({ on: current.on, state: current.state, error: null });
 refreshStatus();
 loadEvents();

@@ -90,9 +90,9 @@ def clip_replay(event_id: str) -> Response:
     if isinstance(opened, Response):
         return opened
     index, data, recording = opened
-    if not services.clip_viewers.acquire(blocking=False):
+    if not services.clip_viewers.enter():
         data.close()
-        limit = services.config.events.clip.max_viewers
+        limit = services.clip_viewers.limit
         return json_error(503, f"{limit} clips are being replayed already (events.clip.max_viewers)", retry_after=5)
     released = threading.Event()
 
@@ -100,7 +100,7 @@ def clip_replay(event_id: str) -> Response:
         data.close()
         if not released.is_set():
             released.set()
-            services.clip_viewers.release()
+            services.clip_viewers.leave()
 
     body = _paced_parts(services.events, event_id, index.entries, data, recording, services.stopping)
     response = Response(body, mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",

@@ -19,6 +19,27 @@ from appliance.events import EventStore
 from appliance.live import LiveFeed
 from appliance.motion_control import MotionControl
 
+
+class Gate:
+    """At most ``limit`` holders at once, and how many there are now (for ``/api/status``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self.held = 0
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.held >= self.limit:
+                return False
+            self.held += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.held = max(0, self.held - 1)
+
+
 NO_CACHE = {"Cache-Control": "no-cache, no-store, private", "Pragma": "no-cache"}
 
 
@@ -39,7 +60,7 @@ class Services:
     started_at: float = field(default_factory=time.monotonic)
     version: str = __version__
     stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: replays end
-    clip_viewers: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(4))
+    clip_viewers: Gate = field(default_factory=lambda: Gate(4))
 
     @classmethod
     def of(cls, app: Flask | None = None) -> Services:
