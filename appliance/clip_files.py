@@ -98,8 +98,7 @@ class ClipWriter:
         index_at = self._index_file.tell()
         line = json.dumps([offset, len(jpeg), round(mono - self._first_mono, 4), round(wall, 4)]).encode() + b"\n"
         try:
-            self._data.write(jpeg)
-            self._data.flush()
+            _write_all(self._data, jpeg)
             self._write_index(line)
         except OSError:
             self._cut_back(offset, index_at)
@@ -109,8 +108,7 @@ class ClipWriter:
         return len(jpeg) + len(line)
 
     def _write_index(self, line: bytes) -> None:
-        self._index_file.write(line)
-        self._index_file.flush()
+        _write_all(self._index_file, line)
 
     def _cut_back(self, data_at: int, index_at: int) -> None:
         for handle, at in ((self._data, data_at), (self._index_file, index_at)):
@@ -123,7 +121,6 @@ class ClipWriter:
         for handle in (self._data, self._index_file):
             try:
                 if sync and not handle.closed:
-                    handle.flush()
                     os.fsync(handle.fileno())
             except OSError as exc:
                 log.warning("could not sync clip file %s: %s", handle.name, exc)
@@ -133,8 +130,19 @@ class ClipWriter:
 
 
 def _create(path: Path) -> BinaryIO:
-    """A new, empty file only its owner reads (as every picture of the appliance), held open while recording."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+    """A new, empty file only its owner reads (as every picture of the appliance), held open while
+    recording. Unbuffered: a write the disk refuses leaves nothing behind in a buffer that a later
+    flush would write after the cut-back."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb", buffering=0)
+
+
+def _write_all(handle: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = handle.write(view)
+        if not written:
+            raise OSError(f"cannot write to {handle.name}: the disk took nothing")
+        view = view[written:]
 
 
 def read_index(folder: Path, event_id: str) -> ClipIndex | None:

@@ -284,9 +284,12 @@ class EventStore:
         if record is None:
             return None
         record = {**record, "clip": writer.index.summary(recording=False) if writer.index.entries else None}
-        json_path, _ = self._paths(event_id)
-        self._write(json_path, json.dumps(record).encode(), keep=event_id)
         self._records[event_id] = record
+        json_path, _ = self._paths(event_id)
+        try:
+            self._write(json_path, json.dumps(record).encode(), keep=event_id)
+        except OSError as exc:  # the clip is whole on disk; the next start reads its figures from the index
+            log.error("cannot save the clip summary of %s: %s", event_id, exc)
         self._sizes[event_id] = self._size_on_disk(event_id)
         return record
 

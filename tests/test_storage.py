@@ -163,3 +163,31 @@ def test_a_real_full_filesystem_keeps_the_newest_events_and_the_free_space_floor
     for event in [record(NOV_2026 + 100 + i) for i in range(40)]:
         store_without_floor.save(event, os.urandom(30_000))  # fills the card: ENOSPC, pruning, retry
     assert store_without_floor.list()[1] > 0
+
+
+@pytest.mark.root
+def test_a_clip_on_a_full_card_pushes_out_the_oldest_and_stays_whole(small_tmpfs: Path) -> None:
+    """A real 512 kB filesystem: a clip that grows into a full card makes room from the oldest
+    events (ENOSPC, pruning, the frame written again), and what it keeps reads back whole."""
+    folder = small_tmpfs / "events"
+    store = EventStore(folder, max_count=1000, max_bytes=10**9)
+    old = [record(NOV_2026 + i) for i in range(8)]
+    for event in old:
+        store.save(event, os.urandom(40_000))  # 320 kB of older events
+    clip = record(NOV_2026 + 100)
+    assert store.begin_clip(clip["id"], 320, 240, 10)
+    store.save(clip)
+    frame = b"\xff\xd8" + os.urandom(20_000) + b"\xff\xd9"
+    written = 0
+    try:
+        for i in range(40):  # 800 kB of clip: more than the card holds
+            assert store.append_clip(clip["id"], frame, NOV_2026 + 100 + i / 10, i / 10)
+            written += 1
+    except OSError as exc:  # only once nothing older is left to remove
+        assert exc.errno == errno.ENOSPC and store.count() == 1
+    assert written > 12, "the clip did not get the room the older events held"
+    assert store.count() < 9 and store.get(clip["id"])["clip"]["frames"] == written
+    store.finish_clip(clip["id"])
+    assert store.total_bytes() == sum(p.stat().st_size for p in folder.iterdir())
+    reopened = EventStore(folder, max_count=1000, max_bytes=10**9)
+    assert reopened.get(clip["id"])["clip"]["frames"] == written
