@@ -79,6 +79,10 @@ class ClipTap:
     def recording(self) -> int:
         return len(self._open)
 
+    def last_taken(self) -> np.ndarray | None:
+        """The newest clip frame's picture while it is still raw (benchmarks time its encode)."""
+        return self._ring[-1].image if self._ring else None
+
     def offer(self, frame: Frame, result: MotionResult | None, zones: Sequence[Zone], now: float,
               watching: bool) -> None:
         """Called with every captured frame (before the stream's overlay is drawn on it); takes one

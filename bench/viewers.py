@@ -6,9 +6,12 @@ read from), and prints per row: the server's CPU in cores (from /proc), frames p
 got, encodes, captures and motion analyses per second, and the server's memory. Then:
 
 - each stage's cost measured in isolation, in this process, with the appliance's own code: capture
-  (the demo camera), motion, overlay, JPEG encode, and sending one part to one socket;
+  (the demo camera), the clip pre-roll, a clip frame's encode, motion, overlay, JPEG encode, and
+  sending one part to one socket;
 - the **limit** for each row: the sum of those stage costs times the rates the row really needed
-  (captures, analyses, encodes, parts sent), and the ratio of the measured CPU to it;
+  (captures, pre-roll frames, clip encodes, analyses, encodes, parts sent), and the ratio of the
+  measured CPU to it. The demo's objects move 6 s of every 20, so rows include motion events and
+  their clips being recorded, as a garden camera's would;
 - the same viewers on the **demo's original approach** (bench/demo_original.py), as a peer.
 
 Compare within one run, as ratios: the machine is shared and absolute figures drift.
@@ -111,6 +114,9 @@ def measure(pid: int, port: int, viewers: int, seconds: float, path: str = "/str
            "sent": sum(counts) / seconds, "rss": rss_mib(pid)}
     for key in ("frames_encoded", "frames_captured", "frames_analysed"):
         row[key] = (after.get(key, 0) - before.get(key, 0)) / elapsed if status else 0.0
+    for key, name in (("frames_taken", "clip_taken"), ("frames_encoded", "clip_encoded")):
+        counts = [body.get("clips", {}).get(key, 0) for body in (before, after)]
+        row[name] = (counts[1] - counts[0]) / elapsed if status else 0.0
     return row
 
 
@@ -124,6 +130,7 @@ def stage_costs(size: str, fps: float, viewers: int, seconds: float = 4.0) -> di
     on every call, and so does any server. Hot-loop figures are printed next to these for reference.
     """
     from appliance.camera_backends.synthetic import SyntheticCamera
+    from appliance.clips import ClipTap
     from appliance.config import AppConfig
     from appliance.encoder import choose_encoder
     from appliance.motion import MotionDetector
@@ -143,7 +150,15 @@ def stage_costs(size: str, fps: float, viewers: int, seconds: float = 4.0) -> di
                                  daemon=True)
         drain.start()
         drains.append(drain)
-    spent = {"capture": 0.0, "motion": 0.0, "overlay": 0.0, "encode": 0.0, "send": 0.0}
+    spent = {"capture": 0.0, "clip": 0.0, "clip_encode": 0.0, "motion": 0.0, "overlay": 0.0, "encode": 0.0,
+             "send": 0.0}
+
+    class NoSink:  # the pre-roll alone: nothing moves in the benchmark's rows that would need more
+        def clip_begin(self, *_: Any) -> None: ...
+        def clip_frame(self, *_: Any) -> None: ...
+        def clip_end(self, *_: Any) -> None: ...
+
+    tap = ClipTap(config.events.clip, config.overlay, NoSink())
     calls = dict.fromkeys(spent, 0)
     every = max(1, round(fps / config.motion.fps))
 
@@ -165,6 +180,11 @@ def stage_costs(size: str, fps: float, viewers: int, seconds: float = 4.0) -> di
                 due += 1 / fps
                 tick.wait(max(0.0, due - time.monotonic()))
             frame = timed("capture", lambda: camera.read(1.0))
+            taken = tap.frames_taken  # the pre-roll takes a frame at the clip's rate (before the overlay)
+            timed("clip", lambda f=frame, r=result, i=index: tap.offer(f, r, (), i / fps, True), count=0)
+            calls["clip"] += tap.frames_taken - taken
+            if tap.frames_taken > taken:  # as if recording: what the event writer does with a clip frame
+                timed("clip_encode", lambda: encode(tap.last_taken()))
             if index % every == 0:
                 result = timed("motion", lambda f=frame: detector.detect(f.image, None, every / fps))
             timed("overlay", lambda f=frame, r=result: draw_overlay(f.image, f.timestamp, r, config.overlay))
@@ -190,6 +210,7 @@ def stage_costs(size: str, fps: float, viewers: int, seconds: float = 4.0) -> di
 def limit(row: dict[str, float], costs: dict[str, float]) -> float:
     """Cores the row needs at least: each stage's cost times the rate the row really used."""
     return (row["frames_captured"] * costs["capture"] + row["frames_analysed"] * costs["motion"]
+            + row["clip_taken"] * costs["clip"] + row["clip_encoded"] * costs["clip_encode"]
             + row["frames_encoded"] * (costs["overlay"] + costs["encode"]) + row["sent"] * costs["send"])
 
 
@@ -254,7 +275,7 @@ def main() -> int:
         print(f"{row['viewers']!s:>7} {row['cores']:>6.3f} {row['fps']:>10.1f} {row['frames_encoded']:>9.1f} "
               f"{row['frames_captured']:>10.1f} {row['frames_analysed']:>10.1f} {row['rss']:>7.0f} {need:>6.3f} "
               f"{ratio:>5}")
-    stages = ("capture", "motion", "overlay", "encode", "send")
+    stages = ("capture", "clip", "clip_encode", "motion", "overlay", "encode", "send")
     print("stages alone at the camera's pace, ms per call: "
           + ", ".join(f"{name} {1000 * costs[name]:.3f}" for name in stages)
           + f" (send: one {costs['jpeg_kib']:.0f} KiB part to one socket)")
@@ -263,7 +284,9 @@ def main() -> int:
     busiest = rows[-1]
     print(f"CPU by stage at {busiest['viewers']} viewers (cores): "
           + ", ".join(f"{name} {rate * costs[name]:.3f}" for name, rate in (
-              ("capture", busiest["frames_captured"]), ("motion", busiest["frames_analysed"]),
+              ("capture", busiest["frames_captured"]), ("clip", busiest["clip_taken"]),
+              ("clip_encode", busiest["clip_encoded"]),
+              ("motion", busiest["frames_analysed"]),
               ("overlay", busiest["frames_encoded"]), ("encode", busiest["frames_encoded"]),
               ("send", busiest["sent"])))
           + f"; the rest, {busiest['cores'] - limit(busiest, costs):.3f}, is the HTTP server, threads and Python")

@@ -232,7 +232,7 @@ def test_clicking_an_event_plays_its_clip_in_place(start_appliance: Any, page: P
     page.goto(app.url + "/", wait_until="domcontentloaded")
     item = page.locator("#events li").first
     expect(item).to_have_attribute("data-clip", "true")
-    expect(item.locator("a.clip")).to_have_text(f"▶ {round(seconds)} s")
+    expect(item.locator("a.clip")).to_have_text(f"⬇ {round(seconds)} s clip")
     thumbnail = item.locator("img")
     expect(thumbnail).to_have_js_property("complete", True)
     item.locator("img").click()
