@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from appliance.camera_backends.base import CameraBackend, CameraError, Frame  # 
 from appliance.camera_backends.synthetic import SyntheticCamera  # noqa: E402
 from appliance.config import AppConfig  # noqa: E402
 from appliance.runtime import Appliance  # noqa: E402
+from tests.helpers import FramePacer  # noqa: E402
 
 
 class SequenceCamera(CameraBackend):
@@ -47,26 +47,21 @@ class SequenceCamera(CameraBackend):
 
     def __init__(self, frames: list[np.ndarray], fps: float, still: bool) -> None:
         self._frames = frames[:1] if still else frames
-        self._period = 1.0 / fps
-        self._closed = threading.Event()
+        self._pacer = FramePacer(fps)
         self._index = 0
-        self._next_due = 0.0
 
     def open(self) -> None:
-        self._closed.clear()
-        self._next_due = time.monotonic()
+        self._pacer.open()
 
     def read(self, timeout: float) -> Frame:
-        delay = self._next_due - time.monotonic()
-        if delay > 0 and self._closed.wait(delay):
+        if not self._pacer.wait():
             raise CameraError("closed")
-        self._next_due = max(self._next_due + self._period, time.monotonic() - self._period)
         image = self._frames[self._index % len(self._frames)].copy()
         self._index += 1
         return Frame(image=image, timestamp=time.time())
 
     def close(self) -> None:
-        self._closed.set()
+        self._pacer.close()
 
 
 def load_highway(dataset: Path) -> list[np.ndarray]:

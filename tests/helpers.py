@@ -312,6 +312,30 @@ def capture_threads() -> int:
     return sum(1 for thread in threading.enumerate() if thread.name == "capture" and thread.is_alive())
 
 
+class FramePacer:
+    """A camera's frame rate for test and bench cameras: ``wait()`` returns when the next frame is due
+    (False if ``close()`` came first); after a stall it starts again from now rather than catch up."""
+
+    def __init__(self, fps: float) -> None:
+        self._period = 1.0 / fps
+        self._closed = threading.Event()
+        self._next_due = 0.0
+
+    def open(self) -> None:
+        self._closed.clear()
+        self._next_due = time.monotonic()
+
+    def wait(self) -> bool:
+        delay = self._next_due - time.monotonic()
+        if delay > 0 and self._closed.wait(delay):
+            return False
+        self._next_due = max(self._next_due + self._period, time.monotonic() - self._period)
+        return not self._closed.is_set()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 class SceneCamera(CameraBackend):
     """A still scene (a textured wall) in which a square moves while ``moving`` is set: motion exactly
     when a test wants it. Delivers ``camera.fps`` frames a second, like a real camera."""
@@ -323,21 +347,16 @@ class SceneCamera(CameraBackend):
         rng = np.random.default_rng(1)
         coarse = rng.integers(60, 200, (height // 20, width // 20, 3), dtype=np.uint8)
         self._wall = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_NEAREST)
-        self._period = 1.0 / settings.fps
-        self._closed = threading.Event()
+        self._pacer = FramePacer(settings.fps)
         self.moving = threading.Event()
         self._x = 0
-        self._next_due = 0.0
 
     def open(self) -> None:
-        self._closed.clear()
-        self._next_due = time.monotonic()
+        self._pacer.open()
 
     def read(self, timeout: float) -> Frame:
-        delay = self._next_due - time.monotonic()
-        if delay > 0 and self._closed.wait(delay):  # the camera's frame rate
+        if not self._pacer.wait():
             raise CameraError("closed while reading")
-        self._next_due = max(self._next_due + self._period, time.monotonic() - self._period)
         image = self._wall.copy()
         if self.moving.is_set():
             height, width = image.shape[:2]
@@ -346,4 +365,4 @@ class SceneCamera(CameraBackend):
         return Frame(image=image, timestamp=time.time())
 
     def close(self) -> None:
-        self._closed.set()
+        self._pacer.close()
