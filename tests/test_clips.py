@@ -120,6 +120,12 @@ def test_the_clip_replays_at_its_pace_and_downloads_as_a_file_ffprobe_reads(scen
     assert int(stream["nb_read_frames"]) == clip["frames"]
     assert info["format"]["format_name"] == "avi"
     assert float(info["format"]["duration"]) == pytest.approx(clip["seconds"], abs=0.2)
+    # ffmpeg's own MJPEG-over-HTTP reader plays the replay too (so do VLC and ffplay).
+    replayed = subprocess.run([ffprobe, "-v", "error", "-count_frames", "-show_entries",
+                               "stream=codec_name,nb_read_frames", "-of", "json", url + ".mjpg"],
+                              capture_output=True, text=True, timeout=60, check=True)
+    stream = json.loads(replayed.stdout)["streams"][0]
+    assert stream["codec_name"] == "mjpeg" and int(stream["nb_read_frames"]) == clip["frames"]
 
 
 def test_clip_errors_are_json_and_replays_are_limited(start_appliance: Any, tmp_path: Path) -> None:
