@@ -219,7 +219,7 @@ function eventItem(ev) {
     length.href = eventUrl(ev, "/clip");
     length.download = ev.id + ".avi";
     length.title = "Download the clip (" + clip.frames + " pictures" + (clip.recording ? ", still recording" : "") + ")";
-    length.textContent = "⬇ " + Math.round(clip.seconds) + " s clip";
+    length.textContent = clip.recording ? "● recording" : "⬇ " + Math.round(clip.seconds) + " s clip";
     meta.append(when, length, del);
   } else meta.append(when, del);
   li.append(img, meta);
