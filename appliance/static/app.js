@@ -220,6 +220,7 @@ function eventItem(ev) {
     length.download = ev.id + ".avi";
     length.title = "Download the clip (" + clip.frames + " pictures" + (clip.recording ? ", still recording" : "") + ")";
     length.textContent = clip.recording ? "● recording" : "⬇ " + Math.round(clip.seconds) + " s clip";
+    length.dataset.recording = String(Boolean(clip.recording));
     meta.append(when, length, del);
   } else meta.append(when, del);
   li.append(img, meta);
