@@ -342,3 +342,19 @@ def test_four_tabs_share_one_live_feed_and_each_streams(start_appliance: Any, br
     expect(tabs[3].locator("#camera-state")).to_have_text("on")
     wait_for_live_picture(tabs[3])
     context.close()
+
+
+def test_chromium_finds_the_page_installable(start_appliance: Any, browser: Browser) -> None:
+    """Chromium's own verdict (DevTools protocol): the manifest parses without an error, and nothing
+    stops installing the page but the test's incognito-like profile."""
+    app = start_appliance(name="Garden camera")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(app.url + "/", wait_until="load")
+    devtools = context.new_cdp_session(page)
+    manifest = devtools.send("Page.getAppManifest")
+    assert manifest["errors"] == [] and manifest["url"].endswith("/manifest.webmanifest")
+    assert manifest["manifest"]["name"] == "Garden camera" and manifest["manifest"]["display"] == "kStandalone"
+    problems = devtools.send("Page.getInstallabilityErrors")["installabilityErrors"]
+    assert [problem["errorId"] for problem in problems if problem["errorId"] != "in-incognito"] == []
+    context.close()
