@@ -60,7 +60,7 @@ class SyntheticSettings(Section):
 
     seed: int = 0
     objects: int = Field(3, ge=0, le=20)
-    motion_period: float = Field(20.0, gt=0)
+    motion_period: float = Field(30.0, gt=0)
     motion_duration: float = Field(6.0, ge=0)
 
     @model_validator(mode="after")

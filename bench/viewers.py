@@ -10,8 +10,8 @@ got, encodes, captures and motion analyses per second, and the server's memory. 
   sending one part to one socket;
 - the **limit** for each row: the sum of those stage costs times the rates the row really needed
   (captures, pre-roll frames, clip encodes, analyses, encodes, parts sent), and the ratio of the
-  measured CPU to it. The demo's objects move 6 s of every 20, so rows include motion events and
-  their clips being recorded, as a garden camera's would;
+  measured CPU to it. The demo's objects move 6 s of every 20 (set here, so figures stay comparable),
+  so rows include motion events and their clips being recorded, as a garden camera's would;
 - the same viewers on the **demo's original approach** (bench/demo_original.py), as a peer.
 
 Compare within one run, as ratios: the machine is shared and absolute figures drift.
@@ -236,7 +236,8 @@ def main() -> int:
     costs = stage_costs(args.size, args.fps, max(args.viewers))
     port = free_port()
     env = {**os.environ, "APPLIANCE_STATE_DIR": tempfile.mkdtemp(prefix="bench-state-"),
-           "APPLIANCE_STREAM__MAX_VIEWERS": str(max(args.viewers) + 4), "MALLOC_ARENA_MAX": "2"}
+           "APPLIANCE_STREAM__MAX_VIEWERS": str(max(args.viewers) + 4), "MALLOC_ARENA_MAX": "2",
+           "APPLIANCE_CAMERA__SYNTHETIC__MOTION_PERIOD": "20"}
     server = start([sys.executable, "-m", "appliance", "--camera", "synthetic", "--size", args.size, "--fps",
                     str(args.fps), "--host", "127.0.0.1", "--port", str(port)], env, "serving on")
     base = f"http://127.0.0.1:{port}"
