@@ -16,7 +16,7 @@ Built for an SD card in a Pi that loses power, has no real-time clock and fills 
 - A deleted event stays deleted, even if the event was still running and its end comes later.
 - A clip (``appliance.clip_files``) grows frame by frame while its event runs; every frame counts in
   ``max_bytes`` at once, older events make room for it, and it goes with its event. One clip stops at
-  half of ``max_bytes``, so a flag flapping all day cannot push out every other event.
+  half of ``max_bytes`` (and at 1 GiB), so a flag flapping all day cannot push out every other event.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 EVENT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _WRITE_ATTEMPTS = 4  # a write that meets ENOSPC prunes the oldest events and tries again this often
+MAX_CLIP_BYTES = 1 << 30
+"""A clip stops here whatever ``max_bytes`` allows: its AVI download must stay within AVI 1.0's sizes."""
 
 
 class UnknownEvent(KeyError):
@@ -248,9 +250,9 @@ class EventStore:
             if writer is None:
                 return False
             needed = len(jpeg) + 64
-            if writer.bytes + needed > self._max_bytes // 2:
-                log.warning("the clip of %s stops at %d frames: one clip may take half of events.max_bytes",
-                            event_id, len(writer.index.entries))
+            if writer.bytes + needed > min(self._max_bytes // 2, MAX_CLIP_BYTES):
+                log.warning("the clip of %s stops at %d frames: one clip may take half of events.max_bytes, "
+                            "and 1 GiB at most", event_id, len(writer.index.entries))
                 self._finish_clip(event_id)
                 return False
             self._make_room(needed, keep=event_id)
