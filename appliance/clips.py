@@ -94,7 +94,9 @@ class ClipTap:
         if not watching and not self._open:
             self._ring.clear()
             return
-        if now < self._next_due:
+        # A quarter period early still counts: camera frames jitter, and a camera at exactly the clip's
+        # rate would otherwise lose a frame whenever one came a hair before its due time.
+        if now < self._next_due - self._period / 4:
             return
         # Keep to the grid; after a stall (or at the start) begin a new one from now rather than catch up.
         self._next_due = self._next_due + self._period if now - self._next_due < self._period else now + self._period

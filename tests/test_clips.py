@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
@@ -239,3 +240,46 @@ def test_a_clip_cut_by_a_power_cut_keeps_its_whole_frames(tmp_path: Path) -> Non
     assert not (tmp_path / "20260101T000500Z-eeeeee.mjpeg").exists()
     index, _, recording = reopened.clip(event_id)
     assert len(index.entries) == 5 and not recording
+
+
+def test_overlapping_clips_share_frames_encoded_once(tmp_path: Path) -> None:
+    """Event B starts during A's post-roll: the frames they share are in both clips, encoded once."""
+    from appliance.camera_backends.base import Frame
+    from appliance.clips import ClipTap
+    from appliance.config import ClipSettings, OverlaySettings
+    from appliance.encoder import opencv_encoder
+    from appliance.events import EventRecorder
+
+    store = EventStore(tmp_path, max_count=10, max_bytes=10**8)
+    done: list[dict[str, Any]] = []
+    recorder = EventRecorder(store, on_saved=lambda kind, rec: done.append(rec) if kind == "clip" else None,
+                             encode=opencv_encoder(75), clip_fps=10, max_pending=1000)  # no real-time here
+    tap = ClipTap(ClipSettings(pre_seconds=1, post_seconds=1, fps=10), OverlaySettings(), recorder)
+    image = np.full((240, 320, 3), 90, np.uint8)
+    a, b = "20260101T000000Z-aaaaaa", "20260101T000003Z-bbbbbb"
+    store.save(record(a, 0.0))
+    store.save(record(b, 3.0))
+    for step in range(60):  # 6 s at 10 frames a second
+        now = step / 10
+        tap.offer(Frame(image.copy(), timestamp=1_000 + now), None, (), now, watching=True)
+        if step == 20:
+            tap.started(a)
+        elif step == 25:
+            tap.ended(a, now)  # A's post-roll runs to 3.5 s ...
+        elif step == 30:
+            tap.started(b)  # ... and B starts at 3.0 s, within it
+        elif step == 40:
+            tap.ended(b, now)
+    tap.close()
+    recorder.flush()
+    clips = {rec["id"]: rec["clip"] for rec in done}
+    index_a, index_b = read_index(tmp_path, a), read_index(tmp_path, b)
+    assert index_a is not None and index_b is not None
+    walls_a = [entry.wall for entry in index_a.entries]
+    walls_b = [entry.wall for entry in index_b.entries]
+    assert len(walls_a) == 10 + 1 + 5 + 9 and len(walls_b) == 10 + 1 + 10 + 9  # pre, trigger, event, post
+    shared = set(walls_a) & set(walls_b)
+    assert len(shared) == 15  # from B's pre-roll (2.0 s) to the end of A's post-roll (3.4 s)
+    assert recorder.clip_frames_encoded == len(set(walls_a) | set(walls_b))
+    assert clips[a]["frames"] == len(walls_a) and clips[b]["frames"] == len(walls_b)
+    recorder.close()
