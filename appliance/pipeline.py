@@ -3,7 +3,9 @@
 One ``CapturePipeline`` serves the appliance's whole life; each ``start()`` runs one thread until
 ``stop()``. The thread opens the backend itself and, when the camera fails, reports ``error``,
 closes it, waits with exponential backoff and reopens, reporting ``on`` again once frames flow.
-Frames are only drawn and encoded while someone watches or a snapshot is wanted.
+Frames are only drawn and encoded while someone watches or a snapshot is wanted. While motion is
+watched, a ``ClipTap`` keeps the clip pre-roll (raw, scaled frames) and hands clip frames to the
+event writer, which encodes them; the capture thread itself never encodes a clip frame.
 
 There is never more than one capture thread, and the backend is only ever closed by the thread that
 reads it: ``stop()`` asks the thread to end and waits a moment; a thread stuck in a driver is left
