@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -357,4 +358,42 @@ def test_chromium_finds_the_page_installable(start_appliance: Any, browser: Brow
     assert manifest["manifest"]["name"] == "Garden camera" and manifest["manifest"]["display"] == "kStandalone"
     problems = devtools.send("Page.getInstallabilityErrors")["installabilityErrors"]
     assert [problem["errorId"] for problem in problems if problem["errorId"] != "in-incognito"] == []
+    context.close()
+
+
+def test_where_mjpeg_does_not_play_a_clip_plays_frame_by_frame(start_appliance: Any, browser: Browser,
+                                                                tmp_path: Path) -> None:
+    """iOS WebKit shows only the first picture of an MJPEG clip too: in snapshot mode the page shows
+    the clip's frames one by one, at their times."""
+    from tests.helpers import SceneCamera, make_config
+
+    camera = SceneCamera(make_config(tmp_path).camera)
+    app = start_appliance(backend=camera, motion={"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0},
+                          events={"clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10}})
+    feed = app.live.subscribe()
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    assert app.pipeline.wait_for_frames(30, timeout=10)
+    camera.moving.set()
+    assert app.pipeline.wait_for_frames(60, timeout=10)
+    camera.moving.clear()
+    while (message := feed.get(timeout=20)).kind != "motion" or message.data["kind"] != "clip":
+        pass
+    clip = message.data["event"]["clip"]
+    context = browser.new_context(user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) "
+                                  "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+                                  has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("body")).to_have_attribute("data-view-mode", "snapshots")
+    item = page.locator("#events li").first
+    expect(item).to_have_attribute("data-clip", "true")
+    began = time.monotonic()
+    item.locator("img").click()
+    expect(item).to_have_attribute("data-playing", "true")
+    expect(item).to_have_attribute("data-clip-frame", str(clip["frames"]), timeout=int((clip["seconds"] + 5) * 1000))
+    assert time.monotonic() - began >= clip["seconds"] - 0.3  # at the clip's pace, not as fast as it loads
+    assert "/clip/" in (item.locator("img").get_attribute("src") or "")
+    expect(item).to_have_attribute("data-playing", "false")
+    assert app.broadcaster.viewers == 0 and requests.get(app.url + "/api/status", timeout=5).json()["clips"][
+        "replaying"] == 0  # no MJPEG anywhere
     context.close()

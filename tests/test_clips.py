@@ -143,6 +143,14 @@ def test_clip_errors_are_json_and_replays_are_limited(start_appliance: Any, tmp_
     assert app.pipeline.wait_for_frames(50, timeout=10)
     camera.moving.clear()
     record = wait_for_clip(app, feed)
+    frames = record["clip"]["frames"]
+    listing = requests.get(f"{app.url}/api/events/{record['id']}/clip.json", timeout=5).json()
+    assert listing["frames"] == frames == len(listing["times"]) and listing["times"][0] == 0.0
+    first = requests.get(f"{app.url}/api/events/{record['id']}/clip/0.jpg", timeout=5)
+    assert decode_jpeg(first.content).shape == (240, 320, 3) and "max-age" in first.headers["Cache-Control"]
+    beyond = requests.get(f"{app.url}/api/events/{record['id']}/clip/{frames}.jpg", timeout=5)
+    assert beyond.status_code == 404 and f"has {frames} frames" in beyond.json()["error"]
+    assert requests.get(f"{app.url}/api/events/{record['id']}/clip/-1.jpg", timeout=5).status_code == 404
     url = f"{app.url}/api/events/{record['id']}/clip.mjpg"
     with requests.get(url, stream=True, timeout=10) as first:
         next(iter_mjpeg(first))

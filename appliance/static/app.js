@@ -175,9 +175,41 @@ function playClip(li, ev) {
   if (li.dataset.playing === "true") { stopClip(li); return; }
   stopAllClips();  // one replay at a time: each holds a connection
   li.dataset.playing = "true";
+  li.dataset.clipFrame = "0";
+  if (viewMode() === "snapshots") { playFrames(li, ev); return; }
   li.querySelector("img").src = eventUrl(ev, "/clip.mjpg") + "?t=" + Date.now();
   // The <img> keeps the last picture when the replay ends: show the thumbnail again after it.
   li.clipTimer = setTimeout(() => stopClip(li), (ev.clip.seconds + 1.5) * 1000);
+}
+
+// Where MJPEG does not play (iOS WebKit), the clip's frames are shown one by one at their times; a
+// frame that arrives late makes the ones already due be skipped, so the clip keeps its length.
+async function playFrames(li, ev) {
+  const img = li.querySelector("img");
+  let clip;
+  try {
+    const r = await fetch(eventUrl(ev, "/clip.json"));
+    if (!r.ok) throw new Error(r.status);
+    clip = await r.json();
+  } catch (e) { stopClip(li); return; }
+  const started = performance.now();
+  const show = (number) => {
+    if (li.dataset.playing !== "true") return;
+    const next = new Image();
+    next.onload = () => {
+      if (li.dataset.playing !== "true") return;
+      img.src = next.src;
+      li.dataset.clipFrame = String(number + 1);
+      const elapsed = (performance.now() - started) / 1000;
+      let following = number + 1;
+      while (following < clip.frames - 1 && clip.times[following + 1] <= elapsed) following += 1;
+      if (following >= clip.frames) { li.clipTimer = setTimeout(() => stopClip(li), 1500); return; }
+      li.clipTimer = setTimeout(() => show(following), Math.max(0, (clip.times[following] - elapsed) * 1000));
+    };
+    next.onerror = () => stopClip(li);
+    next.src = eventUrl(ev, "/clip/" + number + ".jpg");
+  };
+  if (clip.frames > 0) show(0); else stopClip(li);
 }
 
 function eventItem(ev) {

@@ -137,6 +137,36 @@ def _paced_parts(events: EventStore, event_id: str, entries: list[ClipEntry], da
         entries = index.entries
 
 
+@bp.get("/api/events/<event_id>/clip.json")
+def clip_frames(event_id: str) -> Response:
+    """The clip's frames as a list: ``times`` (seconds into the clip) and ``walls`` (wall clock), one
+    per frame. A page that cannot play MJPEG (iOS WebKit) shows ``clip/<n>.jpg`` one after another
+    at these times instead."""
+    try:
+        index, _, recording = Services.of().events.clip(event_id)
+    except UnknownEvent:
+        return json_error(404, f"no clip for event {event_id!r}")
+    return jsonify({"frames": len(index.entries), "recording": recording,
+                    "times": [round(entry.t, 3) for entry in index.entries],
+                    "walls": [round(entry.wall, 3) for entry in index.entries]})
+
+
+@bp.get("/api/events/<event_id>/clip/<int:number>.jpg")
+def clip_frame(event_id: str, number: int) -> Response:
+    """Frame ``number`` (from 0) of the clip, as it was recorded; cached, since it never changes."""
+    opened = _open_clip(event_id)
+    if isinstance(opened, Response):
+        return opened
+    index, data, _ = opened
+    with data:
+        if not 0 <= number < len(index.entries):
+            return json_error(404, f"the clip of {event_id!r} has {len(index.entries)} frames, not frame {number}")
+        entry = index.entries[number]
+        data.seek(entry.offset)
+        jpeg = data.read(entry.size)
+    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
 @bp.get("/api/events/<event_id>/clip")
 def clip_download(event_id: str) -> Response:
     """The clip as a Motion-JPEG AVI file (no re-encode), for VLC, mpv, ffmpeg or a desktop player."""
