@@ -244,17 +244,25 @@ class EventStore:
 
     def append_clip(self, event_id: str, jpeg: bytes, wall: float, mono: float) -> bool:
         """Add a frame to a clip being recorded, making room in ``max_bytes`` and on the disk from the
-        oldest events. False when the clip is not recording (deleted, or it stopped at the limit)."""
+        oldest events. False when the clip is not recording (deleted, or it stopped at the limit).
+
+        The frame goes to the page cache under the store's lock; the clip's fsync comes at its end,
+        outside it (``finish_clip``), so a slow card does not hold up readers of the history."""
         with self._lock:
             writer = self._clips.get(event_id)
             if writer is None:
                 return False
             needed = len(jpeg) + 64
-            if writer.bytes + needed > min(self._max_bytes // 2, MAX_CLIP_BYTES):
+            full = writer.bytes + needed > min(self._max_bytes // 2, MAX_CLIP_BYTES)
+            if full:
                 log.warning("the clip of %s stops at %d frames: one clip may take half of events.max_bytes, "
                             "and 1 GiB at most", event_id, len(writer.index.entries))
-                self._finish_clip(event_id)
-                return False
+        if full:
+            self.finish_clip(event_id)
+            return False
+        with self._lock:
+            if self._clips.get(event_id) is not writer:
+                return False  # deleted meanwhile
             self._make_room(needed, keep=event_id)
             while sum(self._sizes.values()) + needed > self._max_bytes and self._drop_oldest(event_id, 1):
                 pass
@@ -272,16 +280,19 @@ class EventStore:
 
     def finish_clip(self, event_id: str) -> dict[str, Any] | None:
         """End a clip: make it durable and write its final summary into the record, which is returned
-        (None when the event is gone or has no record yet: its save writes the summary then)."""
+        (None when the event is gone or has no record yet: its save writes the summary then). The
+        fsync of the clip, which may take a while on an SD card, happens outside the store's lock."""
         with self._lock:
-            return self._finish_clip(event_id)
-
-    def _finish_clip(self, event_id: str) -> dict[str, Any] | None:
-        writer = self._clips.pop(event_id, None)
-        self._clip_grew.notify_all()
+            writer = self._clips.pop(event_id, None)
+            self._clip_grew.notify_all()
         if writer is None:
             return None
         writer.close()
+        with self._lock:
+            return self._record_clip(event_id, writer)
+
+    def _record_clip(self, event_id: str, writer: ClipWriter) -> dict[str, Any] | None:
+        """Under the lock: the finished clip's summary into its record, on disk too if the card takes it."""
         record = self._records.get(event_id)
         if record is None:
             return None
@@ -319,8 +330,9 @@ class EventStore:
     def close_clips(self) -> None:
         """Shutdown: clips still recording end where they are, durable."""
         with self._lock:
-            for event_id in list(self._clips):
-                self._finish_clip(event_id)
+            recording = list(self._clips)
+        for event_id in recording:
+            self.finish_clip(event_id)
 
     # --- reading -------------------------------------------------------------------------------
 

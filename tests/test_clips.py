@@ -291,3 +291,39 @@ def test_overlapping_clips_share_frames_encoded_once(tmp_path: Path) -> None:
     assert recorder.clip_frames_encoded == len(set(walls_a) | set(walls_b))
     assert clips[a]["frames"] == len(walls_a) and clips[b]["frames"] == len(walls_b)
     recorder.close()
+
+
+def test_a_slow_card_at_the_end_of_a_clip_does_not_hold_up_the_history(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clip's fsync (seconds on a tired SD card) runs outside the store's lock: the page's
+    history and /api/status keep answering meanwhile."""
+    import threading
+
+    from appliance import clip_files
+
+    syncing, card_back = threading.Event(), threading.Event()
+    real_close = clip_files.ClipWriter.close
+
+    def stalled_close(self: clip_files.ClipWriter, sync: bool = True) -> None:
+        if sync:
+            syncing.set()
+            card_back.wait(10)
+        real_close(self, sync)
+
+    monkeypatch.setattr(clip_files.ClipWriter, "close", stalled_close)
+    store = EventStore(tmp_path, max_count=10, max_bytes=10**7)
+    event_id = "20260101T000000Z-aaaaaa"
+    store.begin_clip(event_id, 320, 240, 10)
+    store.save(record(event_id, 0.0))
+    store.append_clip(event_id, jpeg(2000), 0.0, 0.0)
+    finishing = threading.Thread(target=store.finish_clip, args=(event_id,))
+    finishing.start()
+    try:
+        assert syncing.wait(5)
+        began = time.monotonic()
+        assert store.list()[1] == 1 and store.count() == 1 and store.get(event_id)["id"] == event_id
+        assert time.monotonic() - began < 1.0
+    finally:
+        card_back.set()
+        finishing.join(10)
+    assert store.get(event_id)["clip"]["recording"] is False
