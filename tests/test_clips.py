@@ -164,6 +164,11 @@ def test_clip_errors_are_json_and_replays_are_limited(start_appliance: Any, tmp_
         app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 2, timeout=1)  # a moment, paced
     with third:
         assert third.status_code == 200
+    # Deleting the event takes its clip with it.
+    assert requests.delete(f"{app.url}/api/events/{record['id']}", timeout=5).status_code == 200
+    assert not list(app.events.folder.glob(record["id"] + "*"))
+    for tail in ("/clip", "/clip.mjpg", "/clip.json", "/clip/0.jpg"):
+        assert requests.get(f"{app.url}/api/events/{record['id']}{tail}", timeout=5).status_code == 404
 
 
 def test_a_clip_followed_while_recording_plays_to_its_end(scene: Any) -> None:
