@@ -332,3 +332,21 @@ def test_a_slow_card_at_the_end_of_a_clip_does_not_hold_up_the_history(tmp_path:
         card_back.set()
         finishing.join(10)
     assert store.get(event_id)["clip"]["recording"] is False
+
+
+def test_stopping_mid_event_leaves_a_whole_clip(scene: Any) -> None:
+    """The appliance stops (SIGTERM, a reboot) while a clip records: the clip ends where it is,
+    durable, and the next start lists it complete."""
+    app, camera, feed = scene
+    assert app.pipeline.wait_for_frames(30, timeout=10)
+    camera.moving.set()
+    while (message := feed.get(timeout=10)).kind != "motion" or message.data["kind"] != "start":
+        pass
+    event_id = message.data["event"]["id"]
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 20, timeout=10)
+    app.stop()
+    reopened = EventStore(app.events.folder, max_count=10, max_bytes=10**8)
+    clip = reopened.get(event_id)["clip"]
+    assert clip["recording"] is False and clip["frames"] >= PRE * FPS + 10
+    index, _, _ = reopened.clip(event_id)
+    assert len(index.entries) == clip["frames"]
