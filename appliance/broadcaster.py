@@ -53,6 +53,7 @@ class FrameBroadcaster:
         self._monotonic = monotonic
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None  # the stream's newest frame (scaled to stream.size)
+        self._jpeg_at = 0.0
         self._seq = 0
         self._still: bytes | None = None  # the newest full-size frame, for snapshots
         self._still_seq = 0
@@ -61,6 +62,7 @@ class FrameBroadcaster:
         self._live = False
         self._slots: set[ViewerSlot] = set()
         self._snapshot_waiters = 0
+        self._frame_waiters = 0  # snapshots of the stream's size (the page's snapshot mode)
         self._wakers: list[Callable[[], None]] = []
         self.published = 0
 
@@ -102,6 +104,7 @@ class FrameBroadcaster:
             if jpeg is not None:
                 self._seq += 1
                 self._jpeg = jpeg
+                self._jpeg_at = self._monotonic()
                 self.published += 1
             if full is not None:
                 self._still_seq += 1
@@ -114,6 +117,8 @@ class FrameBroadcaster:
     def wants_frames(self) -> bool:
         """Whether a stream frame would be used now: some viewer is due. The capture thread encodes
         for the stream only then."""
+        if self._frame_waiters:
+            return True
         now = self._monotonic()
         return any(slot.due <= now for slot in list(self._slots))
 
@@ -189,6 +194,26 @@ class FrameBroadcaster:
             yield
         finally:
             self._snapshot_waiters -= 1
+
+    def stream_snapshot(self, timeout: float, max_age: float) -> bytes | None:
+        """A current stream frame (at ``stream.size``, as viewers see it): for pages that poll
+        pictures instead of streaming. Costs an encode only when no stream frame is fresh."""
+        with self._cond:
+            if not self._live:
+                return None
+            if self._jpeg is not None and self._monotonic() - self._jpeg_at <= max_age:
+                return self._jpeg
+            generation, seq = self._generation, self._seq
+            self._frame_waiters += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: not self._live or self._generation != generation
+                                    or (self._seq > seq and self._jpeg is not None), timeout)
+            finally:
+                self._frame_waiters -= 1
+            if not self._live or self._generation != generation or self._seq == seq:
+                return None
+            return self._jpeg
 
     def snapshot(self, timeout: float, max_age: float) -> bytes | None:
         """A current JPEG: the newest if younger than ``max_age`` s, else the next one encoded.

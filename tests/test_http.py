@@ -361,3 +361,19 @@ def test_the_page_installs_as_a_home_screen_app_from_the_appliance_alone(start_a
     assert {"192x192", "512x512"} <= sizes  # what Chrome asks for to offer installing
     touch = requests.get(app.url + "/static/apple-touch-icon.png", timeout=5)
     assert cv2.imdecode(np.frombuffer(touch.content, np.uint8), cv2.IMREAD_COLOR).shape == (180, 180, 3)
+
+
+def test_a_snapshot_at_the_streams_size_for_pages_that_poll(start_appliance: Any) -> None:
+    """``?size=stream``: the picture the stream shows (scaled to stream.size), for the page's snapshot
+    mode; without it the full capture size, as before. Nobody streams: each costs one encode."""
+    app = start_appliance(stream={"size": "160x120"})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    small = requests.get(app.url + "/snapshot.jpg?size=stream", timeout=10)
+    assert small.status_code == 200 and decode_jpeg(small.content).shape == (120, 160, 3)
+    full = requests.get(app.url + "/snapshot.jpg", timeout=10)
+    assert decode_jpeg(full.content).shape == (240, 320, 3)
+    assert app.broadcaster.viewers == 0
+    wrong = requests.get(app.url + "/snapshot.jpg?size=huge", timeout=10)
+    assert wrong.status_code == 400 and "'size' must be" in wrong.json()["error"]
+    requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
+    assert requests.get(app.url + "/snapshot.jpg?size=stream", timeout=10).status_code == 503

@@ -97,7 +97,7 @@ async function nextSnapshot() {
   const asked = Date.now();
   let wait = SNAPSHOT_INTERVAL;
   try {
-    const r = await fetch("/snapshot.jpg", { cache: "no-store" });
+    const r = await fetch("/snapshot.jpg?size=stream", { cache: "no-store" });
     if (!streaming || viewMode() !== "snapshots") return;
     if (r.ok) {
       const previous = snapshotUrl;

@@ -52,10 +52,15 @@ def stream() -> Response:
 
 @bp.get("/snapshot.jpg")
 def snapshot() -> Response:
-    """One current JPEG; encodes a frame only if none fresh enough exists."""
+    """One current JPEG at the capture's full size; ``?size=stream``: at ``stream.size``, as the
+    stream shows it (the page's snapshot mode). Encodes a frame only if none fresh enough exists."""
     services = Services.of()
+    size = request.args.get("size", "full")
+    if size not in ("full", "stream"):
+        return json_error(400, f"'size' must be 'full' or 'stream', not {size!r}")
     timeout, max_age = services.config.camera.snapshot_timing()
-    jpeg = services.broadcaster.snapshot(timeout=timeout, max_age=max_age)
+    take = services.broadcaster.stream_snapshot if size == "stream" else services.broadcaster.snapshot
+    jpeg = take(timeout=timeout, max_age=max_age)
     if jpeg is None:
         if not services.broadcaster.live:
             return _camera_off()
