@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -61,8 +60,9 @@ class FrameBroadcaster:
         self._generation = 0
         self._live = False
         self._slots: set[ViewerSlot] = set()
-        self._snapshot_waiters = 0
-        self._frame_waiters = 0  # snapshots of the stream's size (the page's snapshot mode)
+        # Requests waiting for a picture: "still" (a full-size snapshot) or "frame" (a stream frame,
+        # the page's snapshot mode); the capture thread encodes what is waited for.
+        self._waiting = {"still": 0, "frame": 0}
         self._wakers: list[Callable[[], None]] = []
         self.published = 0
 
@@ -117,14 +117,14 @@ class FrameBroadcaster:
     def wants_frames(self) -> bool:
         """Whether a stream frame would be used now: some viewer is due. The capture thread encodes
         for the stream only then."""
-        if self._frame_waiters:
+        if self._waiting["frame"]:
             return True
         now = self._monotonic()
         return any(slot.due <= now for slot in list(self._slots))
 
     def wants_still(self) -> bool:
         """Whether a full-size frame is awaited (a snapshot)."""
-        return self._snapshot_waiters > 0
+        return self._waiting["still"] > 0
 
     def wait_for_demand(self, timeout: float) -> bool:
         """Block until someone wants frames (or ``timeout``); lets tests and tools sync without polling."""
@@ -185,50 +185,38 @@ class FrameBroadcaster:
         with self._cond:
             return self._cond.wait_for(lambda: len(self._slots) == count, timeout)
 
-    @contextmanager
-    def _snapshot_demand(self) -> Iterator[None]:
-        """Under the lock (a Condition's RLock): count a snapshot waiter while the block runs."""
-        self._snapshot_waiters += 1
-        self._cond.notify_all()
-        try:
-            yield
-        finally:
-            self._snapshot_waiters -= 1
-
     def stream_snapshot(self, timeout: float, max_age: float) -> bytes | None:
         """A current stream frame (at ``stream.size``, as viewers see it): for pages that poll
         pictures instead of streaming. Costs an encode only when no stream frame is fresh."""
-        with self._cond:
-            if not self._live:
-                return None
-            if self._jpeg is not None and self._monotonic() - self._jpeg_at <= max_age:
-                return self._jpeg
-            generation, seq = self._generation, self._seq
-            self._frame_waiters += 1
-            self._cond.notify_all()
-            try:
-                self._cond.wait_for(lambda: not self._live or self._generation != generation
-                                    or (self._seq > seq and self._jpeg is not None), timeout)
-            finally:
-                self._frame_waiters -= 1
-            if not self._live or self._generation != generation or self._seq == seq:
-                return None
-            return self._jpeg
+        return self._current_or_next(lambda: (self._jpeg, self._seq, self._jpeg_at), "frame", timeout, max_age)
 
     def snapshot(self, timeout: float, max_age: float) -> bytes | None:
         """A current JPEG: the newest if younger than ``max_age`` s, else the next one encoded.
 
         Returns None if the camera is off or no frame comes within ``timeout``.
         """
+        return self._current_or_next(lambda: (self._still, self._still_seq, self._still_at), "still", timeout,
+                                     max_age)
+
+    def _current_or_next(self, newest: Callable[[], tuple[bytes | None, int, float]], waiters: str,
+                         timeout: float, max_age: float) -> bytes | None:
+        """``newest()`` (picture, sequence, when) if younger than ``max_age``, else the next one; while
+        this waits, ``waiters`` ("still" or "frame") tells the capture thread that one is wanted."""
         with self._cond:
             if not self._live:
                 return None
-            if self._still is not None and self._monotonic() - self._still_at <= max_age:
-                return self._still
-            generation, seq = self._generation, self._still_seq
-            with self._snapshot_demand():
+            jpeg, seq, taken_at = newest()
+            if jpeg is not None and self._monotonic() - taken_at <= max_age:
+                return jpeg
+            generation = self._generation
+            self._waiting[waiters] += 1
+            self._cond.notify_all()
+            try:
                 self._cond.wait_for(lambda: not self._live or self._generation != generation
-                                    or (self._still_seq > seq and self._still is not None), timeout)
-            if not self._live or self._generation != generation or self._still_seq == seq:
+                                    or (newest()[1] > seq and newest()[0] is not None), timeout)
+            finally:
+                self._waiting[waiters] -= 1
+            jpeg, latest, _ = newest()
+            if not self._live or self._generation != generation or latest == seq:
                 return None
-            return self._still
+            return jpeg

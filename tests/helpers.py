@@ -366,3 +366,37 @@ class SceneCamera(CameraBackend):
 
     def close(self) -> None:
         self._pacer.close()
+
+
+SCENE_MOTION = {"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0, "start_frames": 2}
+"""Motion settings under which a SceneCamera's square starts an event at once and ends it 0.5 s after."""
+
+
+def start_scene(start_appliance: Any, tmp_path: Path, clip: dict[str, Any] | None = None,
+                **sections: Any) -> tuple[Any, SceneCamera, Any]:
+    """An appliance on a SceneCamera, switched on: (the appliance, its camera, a live-feed subscription)."""
+    camera = SceneCamera(make_config(tmp_path).camera)
+    events = {"clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10, **(clip or {})}}
+    app = start_appliance(backend=camera, motion=SCENE_MOTION, events=events, **sections)
+    feed = app.live.subscribe()
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    return app, camera, feed
+
+
+def next_motion(feed: Any, kind: str, timeout: float = 20) -> dict[str, Any]:
+    """The event record of the next ``motion`` message of ``kind`` (start, end, clip) on the live feed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = feed.get(timeout=max(0.01, deadline - time.monotonic()))
+        if message.kind == "motion" and message.data["kind"] == kind:
+            return message.data["event"]
+
+
+def scene_event(app: Any, camera: SceneCamera, feed: Any, still_frames: int = 30,
+                moving_frames: int = 30) -> dict[str, Any]:
+    """Still scene, the square moving, still again: the event's record once its clip is complete."""
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + still_frames, timeout=10)
+    camera.moving.set()
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + moving_frames, timeout=10)
+    camera.moving.clear()
+    return next_motion(feed, "clip")

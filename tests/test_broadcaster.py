@@ -79,3 +79,20 @@ def test_snapshot_uses_a_fresh_frame_without_waiting() -> None:
     assert b.snapshot(timeout=0, max_age=0.5) == b"fresh"
     b.stop()
     assert b.snapshot(timeout=0, max_age=0.5) is None
+
+
+def test_a_stream_snapshot_asks_for_a_stream_frame_not_a_still() -> None:
+    """The page's snapshot mode: while it waits, the capture thread is asked for a stream frame
+    (``wants_frames``), and it gets that frame, scaled as the stream is, not the full-size still."""
+    b = FrameBroadcaster(max_viewers=2)
+    b.start()
+    taken: list[bytes | None] = []
+    waiter = threading.Thread(target=lambda: taken.append(b.stream_snapshot(timeout=5, max_age=0.1)))
+    waiter.start()
+    assert b.wait_for_demand(timeout=5) and b.wants_frames() and not b.wants_still()
+    b.publish(b"small", b"full")
+    waiter.join(5)
+    assert taken == [b"small"] and not b.wants_frames() and b.viewers == 0
+    assert b.stream_snapshot(timeout=0.1, max_age=10) == b"small"  # fresh: no new encode wanted
+    b.stop()
+    assert b.stream_snapshot(timeout=0.1, max_age=10) is None

@@ -14,6 +14,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.helpers import scene_event, start_scene
+
 pytestmark = [pytest.mark.browser]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -216,20 +218,8 @@ def set_shown(page: Page, shown: bool) -> None:
 
 
 def test_clicking_an_event_plays_its_clip_in_place(start_appliance: Any, page: Page, tmp_path: Path) -> None:
-    from tests.helpers import SceneCamera, make_config
-
-    camera = SceneCamera(make_config(tmp_path).camera)
-    app = start_appliance(backend=camera, motion={"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0},
-                          events={"clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10}})
-    feed = app.live.subscribe()
-    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
-    assert app.pipeline.wait_for_frames(30, timeout=10)
-    camera.moving.set()
-    assert app.pipeline.wait_for_frames(70, timeout=10)
-    camera.moving.clear()
-    while (message := feed.get(timeout=20)).kind != "motion" or message.data["kind"] != "clip":
-        pass
-    seconds = message.data["event"]["clip"]["seconds"]
+    app, camera, feed = start_scene(start_appliance, tmp_path)
+    seconds = scene_event(app, camera, feed, moving_frames=40)["clip"]["seconds"]
     page.goto(app.url + "/", wait_until="domcontentloaded")
     item = page.locator("#events li").first
     expect(item).to_have_attribute("data-clip", "true")
@@ -365,20 +355,8 @@ def test_where_mjpeg_does_not_play_a_clip_plays_frame_by_frame(start_appliance: 
                                                                 tmp_path: Path) -> None:
     """iOS WebKit shows only the first picture of an MJPEG clip too: in snapshot mode the page shows
     the clip's frames one by one, at their times."""
-    from tests.helpers import SceneCamera, make_config
-
-    camera = SceneCamera(make_config(tmp_path).camera)
-    app = start_appliance(backend=camera, motion={"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0},
-                          events={"clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10}})
-    feed = app.live.subscribe()
-    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
-    assert app.pipeline.wait_for_frames(30, timeout=10)
-    camera.moving.set()
-    assert app.pipeline.wait_for_frames(60, timeout=10)
-    camera.moving.clear()
-    while (message := feed.get(timeout=20)).kind != "motion" or message.data["kind"] != "clip":
-        pass
-    clip = message.data["event"]["clip"]
+    app, camera, feed = start_scene(start_appliance, tmp_path)
+    clip = scene_event(app, camera, feed)["clip"]
     context = browser.new_context(user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) "
                                   "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
                                   has_touch=True, is_mobile=True)

@@ -19,20 +19,17 @@ import requests
 
 from appliance.clip_files import read_index
 from appliance.events import EventStore
-from tests.helpers import SceneCamera, decode_jpeg, iter_mjpeg, make_config, require_tool
+from tests.helpers import (
+    SceneCamera,
+    decode_jpeg,
+    iter_mjpeg,
+    next_motion,
+    require_tool,
+    scene_event,
+    start_scene,
+)
 
-PRE, POST, FPS = 1.0, 1.0, 10.0
-CLIP = {"clip": {"pre_seconds": PRE, "post_seconds": POST, "fps": FPS, "size": "640x360"}}
-MOTION = {"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0, "start_frames": 2}
-
-
-def wait_for_clip(app: Any, feed: queue.Queue[Any], timeout: float = 20) -> dict[str, Any]:
-    """The record of the next event whose clip is complete, as the live feed announces it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        message = feed.get(timeout=max(0.01, deadline - time.monotonic()))
-        if message.kind == "motion" and message.data["kind"] == "clip":
-            return message.data["event"]
+PRE, POST, FPS = 1.0, 1.0, 10.0  # start_scene's clip settings; the clip's size stays 640x360 at most
 
 
 def status(app: Any) -> dict[str, Any]:
@@ -41,11 +38,7 @@ def status(app: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def scene(start_appliance: Any, tmp_path: Path) -> tuple[Any, SceneCamera, queue.Queue[Any]]:
-    camera = SceneCamera(make_config(tmp_path).camera)
-    app = start_appliance(backend=camera, motion=MOTION, events=CLIP)
-    feed = app.live.subscribe()
-    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
-    return app, camera, feed
+    return start_scene(start_appliance, tmp_path)
 
 
 def test_an_event_records_its_pre_and_post_roll_and_nothing_is_encoded_before(scene: Any, tmp_path: Path) -> None:
@@ -55,10 +48,7 @@ def test_an_event_records_its_pre_and_post_roll_and_nothing_is_encoded_before(sc
     quiet = status(app)
     assert quiet["frames_encoded"] == 0 and quiet["clips"]["frames_encoded"] == 0
     assert quiet["clips"]["frames_taken"] >= 15  # the ring is filled at the clip's rate, raw
-    camera.moving.set()
-    assert app.pipeline.wait_for_frames(quiet["frames_captured"] + 30, timeout=10)  # 1.5 s of motion
-    camera.moving.clear()
-    record = wait_for_clip(app, feed)
+    record = scene_event(app, camera, feed, still_frames=0, moving_frames=30)  # 1.5 s of motion
     clip = record["clip"]
     assert clip["recording"] is False and clip["width"] == 320 and clip["height"] == 240  # never enlarged
     index = read_index(app.events.folder, record["id"])
@@ -83,11 +73,7 @@ def test_an_event_records_its_pre_and_post_roll_and_nothing_is_encoded_before(sc
 def test_the_clip_replays_at_its_pace_and_downloads_as_a_file_ffprobe_reads(scene: Any, tmp_path: Path) -> None:
     ffprobe = require_tool("ffprobe")
     app, camera, feed = scene
-    assert app.pipeline.wait_for_frames(30, timeout=10)
-    camera.moving.set()
-    assert app.pipeline.wait_for_frames(60, timeout=10)
-    camera.moving.clear()
-    record = wait_for_clip(app, feed)
+    record = scene_event(app, camera, feed)
     clip, url = record["clip"], f"{app.url}/api/events/{record['id']}/clip"
     listed = requests.get(app.url + "/api/events", timeout=5).json()["events"][0]
     assert listed["clip"] == clip
@@ -130,19 +116,12 @@ def test_the_clip_replays_at_its_pace_and_downloads_as_a_file_ffprobe_reads(scen
 
 
 def test_clip_errors_are_json_and_replays_are_limited(start_appliance: Any, tmp_path: Path) -> None:
-    camera = SceneCamera(make_config(tmp_path).camera)
-    app = start_appliance(backend=camera, motion=MOTION, events={"clip": {**CLIP["clip"], "max_viewers": 1}})
-    feed = app.live.subscribe()
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip={"max_viewers": 1})
     for path in ("/api/events/20260101T000000Z-abcdef/clip", "/api/events/20260101T000000Z-abcdef/clip.mjpg",
                  "/api/events/..%2f..%2fetc/clip"):
         answer = requests.get(app.url + path, timeout=5)
         assert answer.status_code == 404 and "error" in answer.json()
-    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
-    assert app.pipeline.wait_for_frames(20, timeout=10)
-    camera.moving.set()
-    assert app.pipeline.wait_for_frames(50, timeout=10)
-    camera.moving.clear()
-    record = wait_for_clip(app, feed)
+    record = scene_event(app, camera, feed, still_frames=20)
     frames = record["clip"]["frames"]
     listing = requests.get(f"{app.url}/api/events/{record['id']}/clip.json", timeout=5).json()
     assert listing["frames"] == frames == len(listing["times"]) and listing["times"][0] == 0.0
@@ -175,9 +154,7 @@ def test_a_clip_followed_while_recording_plays_to_its_end(scene: Any) -> None:
     app, camera, feed = scene
     assert app.pipeline.wait_for_frames(30, timeout=10)
     camera.moving.set()
-    while (message := feed.get(timeout=10)).kind != "motion" or message.data["kind"] != "start":
-        pass
-    event_id = message.data["event"]["id"]
+    event_id = next_motion(feed, "start")["id"]
     events = requests.get(app.url + "/api/events", timeout=5).json()["events"]
     assert events[0]["id"] == event_id and events[0]["clip"]["recording"] is True
     with requests.get(f"{app.url}/api/events/{event_id}/clip.mjpg", stream=True, timeout=10) as replay:
@@ -340,9 +317,7 @@ def test_stopping_mid_event_leaves_a_whole_clip(scene: Any) -> None:
     app, camera, feed = scene
     assert app.pipeline.wait_for_frames(30, timeout=10)
     camera.moving.set()
-    while (message := feed.get(timeout=10)).kind != "motion" or message.data["kind"] != "start":
-        pass
-    event_id = message.data["event"]["id"]
+    event_id = next_motion(feed, "start")["id"]
     assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 20, timeout=10)
     app.stop()
     reopened = EventStore(app.events.folder, max_count=10, max_bytes=10**8)
