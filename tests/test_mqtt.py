@@ -338,9 +338,13 @@ def test_ten_thousand_toggles_end_in_the_last_state_after_a_handful_of_starts(
             # meanwhile cannot reach it, so the last word goes to a connected appliance.
             assert app.mqtt.wait_connected(15), "".join(broker.log)
             flood.client.publish(f"{PREFIX}/camera/set", "ON", qos=1).wait_for_publish(10)
-        # Every command has reached the appliance (a status "on" on the way proves nothing: the
-        # toggles pass through "on" too), and then the mailbox has done what is left.
-        assert app.mqtt.wait_commands_received(10_001, timeout=60), app.mqtt.commands_received
+        # The last command has reached the appliance after all the others (a status "on" on the way
+        # proves nothing: the toggles pass through "on" too), and then the mailbox has done what is
+        # left. On one connection every command arrives; if the flood cost the connection, those in
+        # flight at that moment are gone (a clean session keeps nothing), which is MQTT's promise.
+        assert app.mqtt.wait_last_command("ON", timeout=60), app.mqtt.commands_received
+        if app.mqtt.connects == 1:
+            assert app.mqtt.wait_commands_received(10_001, timeout=5), app.mqtt.commands_received
         assert app.mqtt.commands.wait_idle(30)
         assert app.controller.wanted_on and app.controller.state.value == "on", "".join(broker.log)
         assert 1 <= camera.opens <= 5, camera.opens

@@ -93,6 +93,8 @@ class MqttBridge:
         self._camera_seq = -1  # the newest state change published
         self.retained_ignored = 0
         self.commands_received = 0  # camera commands taken from the broker (tests sync on it)
+        self.last_command: str | None = None
+        self.connects = 0  # successful connections: more than one means messages in flight may be lost
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self._connected = threading.Event()
@@ -184,6 +186,8 @@ class MqttBridge:
             log.error("MQTT: broker refused the connection: %s", reason)
             return
         log.info("MQTT: connected to %s:%d", self._settings.host, self._settings.port)
+        with self._counts:
+            self.connects += 1
         topics = self.topics
         client.subscribe([(topics.camera_set, 1), (topics.snapshot_set, 1), (topics.ha_status, 1),
                           (topics.motion_detection_set, 1), (topics.motion_sensitivity_set, 1)])
@@ -300,6 +304,11 @@ class MqttBridge:
         with self._counts:
             return self._counts.wait_for(lambda: self.commands_received >= count, timeout)
 
+    def wait_last_command(self, command: str, timeout: float) -> bool:
+        """Block until the newest camera command taken is ``command`` (tests)."""
+        with self._counts:
+            return self._counts.wait_for(lambda: self.last_command == command, timeout)
+
     def wait_retained_ignored(self, count: int, timeout: float) -> bool:
         """Block until ``count`` retained commands have been ignored (tests)."""
         with self._counts:
@@ -312,6 +321,7 @@ class MqttBridge:
         self.commands.camera(command)
         with self._counts:
             self.commands_received += 1
+            self.last_command = command
             self._counts.notify_all()
 
     def _on_snapshot_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
