@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.clip_files import DATA_SUFFIX, INDEX_SUFFIX, ClipIndex, ClipWriter, clip_paths, read_index
 from appliance.clips import ClipFrame
@@ -41,6 +41,7 @@ from appliance.encoder import EncodeError
 from appliance.motion_events import EventChange, new_event_id
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVENT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _WRITE_ATTEMPTS = 4  # a write that meets ENOSPC prunes the oldest events and tries again this often
@@ -151,15 +152,20 @@ class EventStore:
 
     def _write(self, path: Path, data: bytes, keep: str) -> None:
         """Under the lock: a durable write that frees space by pruning the oldest events on ENOSPC."""
+        self._when_full_prune(lambda: durable_write(path, data), keep, path.name)
+
+    def _when_full_prune(self, write: Callable[[], T], keep: str, what: str) -> T:
+        """Under the lock: ``write()``; when the disk is full, remove the oldest events (never ``keep``)
+        and try again, a few times; any other failure, or a disk still full, is raised."""
         for attempt in range(_WRITE_ATTEMPTS):
             try:
-                durable_write(path, data)
-                return
+                return write()
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or attempt == _WRITE_ATTEMPTS - 1 \
                         or not self._drop_oldest(keep, count=max(1, len(self._records) // 10)):
                     raise
-                log.warning("disk full writing %s: removed the oldest events, trying again", path.name)
+                log.warning("disk full writing %s: removed the oldest events, trying again", what)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _make_room(self, needed: int, keep: str) -> None:
         """Under the lock: keep ``min_free_bytes`` free for the rest of the system, oldest events first."""
@@ -228,16 +234,16 @@ class EventStore:
             if event_id in self._deleted or event_id in self._clips or self._records.get(event_id, {}).get("clip"):
                 return False
             self._make_room(65536, keep=event_id)
-            for attempt in range(_WRITE_ATTEMPTS):
+
+            def open_writer() -> ClipWriter:
                 try:
-                    writer = ClipWriter(self.folder, event_id, width, height, fps)
-                    break
-                except OSError as exc:
-                    for path in clip_paths(self.folder, event_id):
+                    return ClipWriter(self.folder, event_id, width, height, fps)
+                except OSError:
+                    for path in clip_paths(self.folder, event_id):  # what was created goes again
                         path.unlink(missing_ok=True)
-                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or attempt == _WRITE_ATTEMPTS - 1 \
-                            or not self._drop_oldest(event_id, count=max(1, len(self._records) // 10)):
-                        raise
+                    raise
+
+            writer = self._when_full_prune(open_writer, event_id, f"the clip of {event_id}")
             self._clips[event_id] = writer
             self._sizes[event_id] = self._sizes.get(event_id, 0) + writer.bytes
             return True
@@ -266,14 +272,8 @@ class EventStore:
             self._make_room(needed, keep=event_id)
             while sum(self._sizes.values()) + needed > self._max_bytes and self._drop_oldest(event_id, 1):
                 pass
-            for attempt in range(_WRITE_ATTEMPTS):
-                try:
-                    added = writer.append(jpeg, wall, mono)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or attempt == _WRITE_ATTEMPTS - 1 \
-                            or not self._drop_oldest(event_id, count=max(1, len(self._records) // 10)):
-                        raise
+            added = self._when_full_prune(lambda: writer.append(jpeg, wall, mono), event_id,
+                                          f"the clip of {event_id}")
             self._sizes[event_id] = self._sizes.get(event_id, 0) + added
             self._clip_grew.notify_all()
             return True
