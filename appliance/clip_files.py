@@ -145,8 +145,10 @@ def _write_all(handle: BinaryIO, data: bytes) -> None:
         view = view[written:]
 
 
-def read_index(folder: Path, event_id: str) -> ClipIndex | None:
-    """The clip of ``event_id`` as it is on disk, keeping only whole frames; None when it has none."""
+def read_index(folder: Path, event_id: str, check_frames: bool = False) -> ClipIndex | None:
+    """The clip of ``event_id`` as it is on disk, keeping the entries that lie inside the data file;
+    None when it has none. ``check_frames``: also look at each frame's JPEG markers, for a clip that
+    was still being written when the power went (a finished clip was fsynced whole)."""
     data_path, index_path = clip_paths(folder, event_id)
     try:
         data_size = data_path.stat().st_size
@@ -162,7 +164,7 @@ def read_index(folder: Path, event_id: str) -> ClipIndex | None:
                 entry = ClipEntry(int(offset), int(size), float(t), float(wall))
             except (ValueError, TypeError):
                 break  # a line cut short by a power cut: the frames after it were never indexed
-            if entry.offset + entry.size > data_size or not _whole_jpeg(data, entry):
+            if entry.offset + entry.size > data_size or (check_frames and not _whole_jpeg(data, entry)):
                 break
             index.entries.append(entry)
     return index

@@ -100,9 +100,8 @@ class EventStore:
                 if path.stem not in records:
                     log.warning("removing %s: no event record belongs to it", path.name)
                     path.unlink(missing_ok=True)
-        for event_id, record in records.items():  # a clip cut short by a power cut keeps its whole frames
-            index = read_index(self.folder, event_id)
-            record["clip"] = index.summary(recording=False) if index is not None and index.entries else None
+        for event_id, record in records.items():
+            record["clip"] = self._loaded_clip(event_id, record.get("clip"))
         # Old records have no sequence number: their ids (start time) order them, before every new one.
         ordered = sorted(records, key=lambda i: (int(records[i].get("seq", 0)) if str(records[i].get("seq", 0))
                                                  .isdigit() else 0, i))
@@ -114,6 +113,17 @@ class EventStore:
         self._next_seq = len(ordered) + 1
         with self._lock:
             self._prune()
+
+    def _loaded_clip(self, event_id: str, stored: Any) -> dict[str, Any] | None:
+        """At start-up: a finished clip's summary is taken as stored (it was written after the clip's
+        fsync), so start-up reads no clip of hundreds; one still recording when the power went is read
+        back from its index, keeping its whole frames."""
+        if not all(path.exists() for path in clip_paths(self.folder, event_id)):
+            return None
+        if isinstance(stored, dict) and stored.get("recording") is False:
+            return stored
+        index = read_index(self.folder, event_id, check_frames=True)
+        return index.summary(recording=False) if index is not None and index.entries else None
 
     def _paths(self, event_id: str) -> tuple[Path, Path]:
         if not isinstance(event_id, str) or not EVENT_ID.match(event_id):
