@@ -241,7 +241,7 @@ function eventItem(ev) {
   del.textContent = "✕";
   del.title = "Delete this event";
   del.addEventListener("click", async () => {
-    const r = await fetch("/api/events/" + encodeURIComponent(ev.id), { method: "DELETE" });
+    const r = await fetch(eventUrl(ev, ""), { method: "DELETE" });
     if (r.ok || r.status === 404) li.remove();
     eventsEmpty.hidden = eventsList.children.length > 0;
   });
@@ -328,9 +328,13 @@ function handleFeed(kind, data) {
   }
 }
 
+function startPolling() {
+  if (!pollTimer) pollTimer = setInterval(refreshStatus, 2000);
+}
+
 function openFeed() {
   if (source || !shown) return;
-  if (!window.EventSource) { if (!pollTimer) pollTimer = setInterval(refreshStatus, 2000); return; }
+  if (!window.EventSource) { startPolling(); return; }
   source = new EventSource("/api/events/live");
   document.body.dataset.feed = "own";
   for (const kind of FEED_KINDS) {
@@ -343,7 +347,7 @@ function openFeed() {
   source.addEventListener("open", () => { clearInterval(pollTimer); pollTimer = null; refreshStatus(); });
   source.addEventListener("error", () => {
     // EventSource reconnects by itself; poll meanwhile so the page never goes stale.
-    if (!pollTimer) pollTimer = setInterval(refreshStatus, 2000);
+    startPolling();
   });
 }
 

@@ -22,6 +22,8 @@ from appliance.web.services import NO_CACHE, Services, json_error
 bp = Blueprint("history", __name__)
 
 MAX_PAGE = 200
+KEEP = {"Cache-Control": "private, max-age=86400"}
+"""A saved event's snapshot and a finished clip never change: the browser may keep them."""
 STATUS_EVERY = 2.0  # s between status messages on the live feed; they double as keep-alives
 
 
@@ -65,8 +67,7 @@ def event_snapshot(event_id: str) -> Response:
         jpeg = Services.of().events.snapshot(event_id)
     except UnknownEvent:
         return json_error(404, f"no snapshot for event {event_id!r}")
-    # Events never change once saved: let the browser keep thumbnails.
-    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+    return Response(jpeg, mimetype="image/jpeg", headers=KEEP)
 
 
 def _open_clip(event_id: str) -> tuple[Any, BinaryIO, bool] | Response:
@@ -164,7 +165,7 @@ def clip_frame(event_id: str, number: int) -> Response:
         entry = index.entries[number]
         data.seek(entry.offset)
         jpeg = data.read(entry.size)
-    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+    return Response(jpeg, mimetype="image/jpeg", headers=KEEP)
 
 
 @bp.get("/api/events/<event_id>/clip")
@@ -176,7 +177,7 @@ def clip_download(event_id: str) -> Response:
     index, data, recording = opened
     headers = {"Content-Length": str(avi_size(index)),
                "Content-Disposition": f'attachment; filename="{event_id}.avi"',
-               **(NO_CACHE if recording else {"Cache-Control": "private, max-age=86400"})}
+               **(NO_CACHE if recording else KEEP)}
     response = Response(avi_stream(index, data), mimetype="video/x-msvideo", headers=headers)
     response.call_on_close(data.close)
     return response
