@@ -400,7 +400,7 @@ class EventRecorder:
                  max_pending: int = 20) -> None:
         self._store = store
         self._on_saved = on_saved
-        self._encode = encode
+        self.encode = encode  # the JPEG encoder of clip frames; none: clips are not recorded
         self._clip_fps = clip_fps
         self._max_pending = max_pending
         self._pending = 0
@@ -475,11 +475,11 @@ class EventRecorder:
 
     def _append(self, event_id: str, frame: ClipFrame) -> None:
         """Encode the frame (once, whichever clips it is in) and add it to the clip, opened at its first."""
-        if event_id in self._failed or self._encode is None:
+        if event_id in self._failed or self.encode is None:
             return
         try:
             if frame.jpeg is None:
-                frame.jpeg = self._encode(frame.image)
+                frame.jpeg = self.encode(frame.image)
                 frame.image = None  # the JPEG is all any clip needs from now on
                 self.clip_frames_encoded += 1
             if event_id not in self._opened:

@@ -51,11 +51,12 @@ class Appliance:
                                  config.events.min_free_bytes)
         self.live = LiveFeed(config.stream.max_live_clients)
         clip = config.events.clip
-        self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved,
-                                      encode=choose_encoder(config.stream.encoder, clip.quality, clip.size)[1],
-                                      clip_fps=clip.fps, max_pending=max(4, int(2 * clip.fps)))
+        self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved, clip_fps=clip.fps,
+                                      max_pending=max(4, int(2 * clip.fps)))
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
                                         motion_settings=lambda: self.motion.settings, clip_sink=self.recorder)
+        # Clip frames use the encoder the pipeline timed at start-up (named: not timed again).
+        self.recorder.encode = choose_encoder(self.pipeline.encoder_name, clip.quality, clip.size)[1]
         self.controller = CameraController(
             self.pipeline, StateFile(self.state_dir / "state.json"),
             start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
