@@ -10,13 +10,13 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from appliance.broadcaster import FrameBroadcaster
+from appliance.capture.broadcaster import FrameBroadcaster
 from appliance.config import AppConfig
 from appliance.controller import CameraController
-from appliance.events import EventStore
-from appliance.live import LiveFeed
-from appliance.motion_control import MotionControl
+from appliance.history.events import EventStore
+from appliance.motion.control import MotionControl
 from appliance.web import api, history, pages, security, stream
+from appliance.web.live import LiveFeed
 from appliance.web.services import Gate, Services, json_error
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
                integrations: Callable[[], dict[str, Any]] = dict, motion: MotionControl | None = None,
                clip_counters: Callable[[], dict[str, int]] = dict) -> Flask:
     """Build the web app around parts the entry point (or a test) created."""
-    app = Flask(__name__, template_folder="templates", static_folder="static")
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["appliance"] = Services(

@@ -114,7 +114,7 @@ SENSITIVITY = {"low": 32, "medium": 20, "high": 12}
 
 
 class MotionSettings(Section):
-    """Parameters of the motion detector (``appliance.motion``) and of event hysteresis."""
+    """Parameters of the motion detector (``appliance.motion.detector``) and of event hysteresis."""
 
     enabled: bool = True
     fps: float = Field(5.0, gt=0, le=120, description="frames analysed per second, whatever the camera delivers")

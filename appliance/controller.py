@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.capture.pipeline import CapturePipeline
 from appliance.dispatch import Dispatcher
 from appliance.durable import durable_write
-from appliance.motion_events import EventChange
-from appliance.pipeline import CapturePipeline
+from appliance.motion.events import EventChange
 from appliance.state import CameraState, MotionListener, StateChange, StateListener
 
 log = logging.getLogger(__name__)

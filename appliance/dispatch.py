@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.state import MotionListener, StateChange, StateListener
 
 if TYPE_CHECKING:
-    from appliance.motion_events import EventChange
+    from appliance.motion.events import EventChange
 
 log = logging.getLogger(__name__)
 

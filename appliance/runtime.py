@@ -13,20 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from appliance.app import create_app
-from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends import CameraBackend, choose_backend
+from appliance.capture.broadcaster import FrameBroadcaster
+from appliance.capture.encoder import choose_encoder
+from appliance.capture.pipeline import CapturePipeline
 from appliance.config import AppConfig
 from appliance.controller import CameraController, StateFile
-from appliance.encoder import choose_encoder
-from appliance.events import EventRecorder, EventStore
-from appliance.fanout import StreamFanout
-from appliance.gpio import FrontPanel
 from appliance.health import capture_health
-from appliance.live import LiveFeed
-from appliance.motion_control import MotionControl
+from appliance.history.events import EventRecorder, EventStore
+from appliance.motion.control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
-from appliance.pipeline import CapturePipeline
-from appliance.server import HttpServer
+from appliance.panel.gpio import FrontPanel
+from appliance.web.fanout import StreamFanout
+from appliance.web.live import LiveFeed
+from appliance.web.server import HttpServer
 from appliance.web.services import Services
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from appliance.motion_events import EventChange
+    from appliance.motion.events import EventChange
 
 
 class CameraState(enum.StrEnum):

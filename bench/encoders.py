@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.camera_backends.synthetic import SyntheticCamera
+from appliance.capture.encoder import opencv_encoder, simplejpeg_encoder
 from appliance.config import CameraSettings
-from appliance.encoder import opencv_encoder, simplejpeg_encoder
 
 
 def yuv420_planes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

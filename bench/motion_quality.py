@@ -7,7 +7,7 @@ Y. Wang, P.-M. Jodoin, F. Porikli, J. Konrad, Y. Benezeth, P. Ishwar, "CDnet 201
 Detection Benchmark Dataset", IEEE CVPR Workshops, 2014 (changedetection.net). Its frames are read from
 there and never copied.
 
-Four detectors run on the same frames, in one run: the appliance's (``appliance.motion``), the one it
+Four detectors run on the same frames, in one run: the appliance's (``appliance.motion.detector``), the one it
 had before light matching (release 0.2.0, to show what the change cost and bought), the demo's
 original loop (grey, blur 7, running average 0.1, threshold 25, dilate twice, contours over 500 px at
 640x480), and OpenCV's MOG2 (its shadows count as background). Each feeds the appliance's own event
@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from appliance.config import MotionSettings  # noqa: E402
-from appliance.motion import MotionDetector  # noqa: E402
-from appliance.motion_events import Box, MotionEventTracker, MotionResult  # noqa: E402
+from appliance.motion.detector import MotionDetector  # noqa: E402
+from appliance.motion.events import Box, MotionEventTracker, MotionResult  # noqa: E402
 
 FPS = 30.0
 MOVING_FRACTION = 0.002  # ground truth "moves" on a frame when at least this fraction of it is 255

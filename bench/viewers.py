@@ -130,11 +130,11 @@ def stage_costs(size: str, fps: float, viewers: int, seconds: float = 4.0) -> di
     on every call, and so does any server. Hot-loop figures are printed next to these for reference.
     """
     from appliance.camera_backends.synthetic import SyntheticCamera
-    from appliance.clips import ClipTap
+    from appliance.capture.clips import ClipTap
+    from appliance.capture.encoder import choose_encoder
+    from appliance.capture.overlay import draw_overlay
     from appliance.config import AppConfig
-    from appliance.encoder import choose_encoder
-    from appliance.motion import MotionDetector
-    from appliance.overlay import draw_overlay
+    from appliance.motion.detector import MotionDetector
 
     config = AppConfig.model_validate({"camera": {"size": size, "fps": fps, "synthetic": {"objects": 3}}})
     camera = SyntheticCamera(config.camera, paced=False)

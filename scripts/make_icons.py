@@ -1,4 +1,4 @@
-"""Draw the page's home-screen icons (committed under appliance/static; run again after a change).
+"""Draw the page's home-screen icons (committed under appliance/web/static; run again after a change).
 
 The appliance serves them itself: a phone adding the page to its home screen must not need the
 internet. One design for every size: a full-bleed blue square (so Android may mask it to any shape)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from appliance.broadcaster import FrameBroadcaster, TooManyViewers
+from appliance.capture.broadcaster import FrameBroadcaster, TooManyViewers
 
 
 def test_current_is_the_live_run_and_its_newest_frame() -> None:

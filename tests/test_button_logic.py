@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from appliance.button import ButtonAction, ButtonLogic
+from appliance.panel.button import ButtonAction, ButtonLogic
 
 SHORT, LONG = ButtonAction.SHORT, ButtonAction.LONG
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import requests
 
-from appliance.clip_files import read_index
-from appliance.events import EventStore
+from appliance.history.clip_files import read_index
+from appliance.history.events import EventStore
 from tests.helpers import (
     SceneCamera,
     decode_jpeg,
@@ -235,10 +235,10 @@ def test_a_clip_cut_by_a_power_cut_keeps_its_whole_frames(tmp_path: Path) -> Non
 def test_overlapping_clips_share_frames_encoded_once(tmp_path: Path) -> None:
     """Event B starts during A's post-roll: the frames they share are in both clips, encoded once."""
     from appliance.camera_backends.base import Frame
-    from appliance.clips import ClipTap
+    from appliance.capture.clips import ClipTap
+    from appliance.capture.encoder import opencv_encoder
     from appliance.config import ClipSettings, OverlaySettings
-    from appliance.encoder import opencv_encoder
-    from appliance.events import EventRecorder
+    from appliance.history.events import EventRecorder
 
     store = EventStore(tmp_path, max_count=10, max_bytes=10**8)
     done: list[dict[str, Any]] = []
@@ -281,7 +281,7 @@ def test_a_slow_card_at_the_end_of_a_clip_does_not_hold_up_the_history(tmp_path:
     history and /api/status keep answering meanwhile."""
     import threading
 
-    from appliance import clip_files
+    from appliance.history import clip_files
 
     syncing, card_back = threading.Event(), threading.Event()
     real_close = clip_files.ClipWriter.close

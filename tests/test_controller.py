@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from appliance.broadcaster import FrameBroadcaster
+from appliance.capture.broadcaster import FrameBroadcaster
+from appliance.capture.pipeline import CapturePipeline
 from appliance.controller import CameraController, CameraState, StateChange, StateFile
-from appliance.pipeline import CapturePipeline
 from tests.helpers import CountingCamera, make_config
 
 

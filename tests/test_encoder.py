@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance import encoder
-from appliance.encoder import EncodeError, choose_encoder, sample_frame
+from appliance.capture import encoder
+from appliance.capture.encoder import EncodeError, choose_encoder, sample_frame
 from tests.helpers import decode_jpeg
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import requests
 
-from appliance.events import EventStore, UnknownEvent
-from appliance.motion_events import new_event_id
+from appliance.history.events import EventStore, UnknownEvent
+from appliance.motion.events import new_event_id
 
 
 def record(started_at: float) -> dict[str, Any]:

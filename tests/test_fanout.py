@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from appliance.broadcaster import FrameBroadcaster
-from appliance.fanout import StreamFanout, part_for
+from appliance.capture.broadcaster import FrameBroadcaster
+from appliance.web.fanout import StreamFanout, part_for
 
 
 class Reader:

@@ -203,8 +203,8 @@ def test_sigterm_within_5_seconds_with_a_hung_camera_and_an_mqtt_command_in_flig
 
 
 def test_pure_modules_do_not_import_opencv() -> None:
-    code = ("import sys; import appliance.mqtt.discovery, appliance.live, appliance.health, appliance.gpio, "
-            "appliance.state, appliance.dispatch, appliance.motion_events, appliance.mqtt.commands; "
+    code = ("import sys; import appliance.mqtt.discovery, appliance.web.live, appliance.health, appliance.panel.gpio, "
+            "appliance.state, appliance.dispatch, appliance.motion.events, appliance.mqtt.commands; "
             "print('cv2' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.stdout.strip() == "False", result.stderr

@@ -12,8 +12,8 @@ import requests
 from gpiozero.pins.mock import MockFactory
 
 from appliance.controller import StateChange
-from appliance.gpio import StatusLed
-from appliance.motion_events import EventChange, MotionEvent
+from appliance.motion.events import EventChange, MotionEvent
+from appliance.panel.gpio import StatusLed
 from appliance.runtime import Appliance
 from tests.helpers import CountingCamera, make_config
 

@@ -8,8 +8,8 @@ import numpy as np
 import requests
 
 from appliance.config import MotionSettings
-from appliance.motion import MotionDetector
-from appliance.motion_events import MotionEventTracker, MotionResult
+from appliance.motion.detector import MotionDetector
+from appliance.motion.events import MotionEventTracker, MotionResult
 
 
 def scene(square_at: int | None, size: int = 40) -> np.ndarray:

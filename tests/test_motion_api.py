@@ -97,14 +97,14 @@ def test_a_damaged_settings_file_falls_back_to_the_config(tmp_path: Any) -> None
 def test_a_full_card_refuses_the_change_and_keeps_the_old_settings(start_appliance: Any, monkeypatch: Any) -> None:
     import errno
 
-    import appliance.motion_control
+    import appliance.motion.control
 
     app = start_appliance()
 
     def full(path: Any, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(appliance.motion_control, "durable_write", full)
+    monkeypatch.setattr(appliance.motion.control, "durable_write", full)
     response = put(app, {"enabled": False})
     assert response.status_code == 503 and "No space left on device" in response.json()["error"]
     assert app.motion.settings.enabled is True

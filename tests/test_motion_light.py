@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from appliance.config import MotionSettings, Zone
-from appliance.motion import MotionDetector, zone_mask
-from appliance.motion_events import MotionEventTracker
+from appliance.motion.detector import MotionDetector, zone_mask
+from appliance.motion.events import MotionEventTracker
 
 FPS = 5
 

@@ -27,8 +27,8 @@ import requests
 from appliance.config import ConfigError, load_config
 from appliance.passwords import PasswordCheck, hash_password, verify_password
 from appliance.runtime import Appliance
-from appliance.server import request_state
 from appliance.web.security import FailureLimiter, HostAllowList, split_host
+from appliance.web.server import request_state
 from tests.broker import free_port
 from tests.helpers import cpu_seconds, iter_mjpeg, require_tool, wait_until_serving
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from appliance import events as events_module
-from appliance.events import EventRecorder, EventStore, UnknownEvent
-from appliance.motion_events import MotionEventTracker, MotionResult, new_event_id
+from appliance.history import events as events_module
+from appliance.history.events import EventRecorder, EventStore, UnknownEvent
+from appliance.motion.events import MotionEventTracker, MotionResult, new_event_id
 
 JAN_2030 = 1_893_456_000.0
 NOV_2026 = 1_795_000_000.0

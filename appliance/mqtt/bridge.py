@@ -31,8 +31,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import SENSITIVITY, ConfigError, MotionSettings, MqttSettings
-from appliance.motion_control import MotionControl, MotionSettingsError
-from appliance.motion_events import EventChange
+from appliance.motion.control import MotionControl, MotionSettingsError
+from appliance.motion.events import EventChange
 from appliance.mqtt.commands import CommandMailbox
 from appliance.mqtt.discovery import camera_attributes, device_block, discovery_configs
 from appliance.mqtt.topics import Topics

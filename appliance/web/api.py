@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from appliance.health import capture_health
-from appliance.motion_control import MotionSettingsError, public
+from appliance.motion.control import MotionSettingsError, public
 from appliance.web.services import Services, json_error
 
 bp = Blueprint("api", __name__)

@@ -11,12 +11,12 @@ from typing import Any, BinaryIO
 
 from flask import Blueprint, Response, jsonify, request
 
-from appliance.avi import avi_size, avi_stream
-from appliance.clip_files import ClipEntry
-from appliance.events import EventStore, UnknownEvent
-from appliance.fanout import BOUNDARY
-from appliance.live import CLOSED, TooManyClients
+from appliance.history.avi import avi_size, avi_stream
+from appliance.history.clip_files import ClipEntry
+from appliance.history.events import EventStore, UnknownEvent
 from appliance.web.api import camera_body, status_body
+from appliance.web.fanout import BOUNDARY
+from appliance.web.live import CLOSED, TooManyClients
 from appliance.web.services import NO_CACHE, Services, json_error
 
 bp = Blueprint("history", __name__)

@@ -12,12 +12,12 @@ from flask import Flask, current_app, jsonify
 from werkzeug.wrappers import Response
 
 from appliance import __version__
-from appliance.broadcaster import FrameBroadcaster
+from appliance.capture.broadcaster import FrameBroadcaster
 from appliance.config import AppConfig
 from appliance.controller import CameraController
-from appliance.events import EventStore
-from appliance.live import LiveFeed
-from appliance.motion_control import MotionControl
+from appliance.history.events import EventStore
+from appliance.motion.control import MotionControl
+from appliance.web.live import LiveFeed
 
 
 class Gate:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from appliance.broadcaster import TooManyViewers
-from appliance.fanout import BOUNDARY, CAN_HAND_OFF, STREAM_SLOT
+from appliance.capture.broadcaster import TooManyViewers
+from appliance.web.fanout import BOUNDARY, CAN_HAND_OFF, STREAM_SLOT
 from appliance.web.services import NO_CACHE, Services, json_error
 
 bp = Blueprint("stream", __name__)

@@ -1,7 +1,7 @@
 """One encoded JPEG, many viewers.
 
 The capture thread publishes each encoded frame once and wakes the stream writer
-(``appliance.fanout``), which hands the same bytes to every viewer that is due; a slow viewer simply
+(``appliance.web.fanout``), which hands the same bytes to every viewer that is due; a slow viewer simply
 skips to the newest frame, so it never delays the others. Snapshots wait here, on one condition,
 with a timeout, so none hangs when the camera stalls.
 

@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from appliance.button import ButtonAction, ButtonLogic
 from appliance.config import GpioSettings
-from appliance.motion_events import EventChange
+from appliance.motion.events import EventChange
+from appliance.panel.button import ButtonAction, ButtonLogic
 from appliance.state import CameraState, StateChange
 
 if TYPE_CHECKING:

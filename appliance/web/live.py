@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.config import MotionSettings
-from appliance.motion_control import public
+from appliance.motion.control import public
 from appliance.state import StateChange
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from appliance.broadcaster import FrameBroadcaster, ViewerSlot
+from appliance.capture.broadcaster import FrameBroadcaster, ViewerSlot
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.broadcaster import FrameBroadcaster
 from appliance.camera_backends.base import CameraBackend, CameraError, Frame
-from appliance.clips import ClipSink, ClipTap
+from appliance.capture.broadcaster import FrameBroadcaster
+from appliance.capture.clips import ClipSink, ClipTap
+from appliance.capture.encoder import EncodeError, choose_encoder
+from appliance.capture.overlay import draw_overlay
 from appliance.config import AppConfig, MotionSettings
-from appliance.encoder import EncodeError, choose_encoder
-from appliance.motion import MotionDetector
-from appliance.motion_events import EventChange, MotionEventTracker, MotionResult
-from appliance.overlay import draw_overlay
+from appliance.motion.detector import MotionDetector
+from appliance.motion.events import EventChange, MotionEventTracker, MotionResult
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Built for an SD card in a Pi that loses power, has no real-time clock and fills 
 - On a full disk (``ENOSPC``) the oldest events go and the write is tried again; the store keeps
   ``min_free_bytes`` free for the rest of the system, and an error never reaches the camera.
 - A deleted event stays deleted, even if the event was still running and its end comes later.
-- A clip (``appliance.clip_files``) grows frame by frame while its event runs; every frame counts in
+- A clip (``appliance.history.clip_files``) grows frame by frame while its event runs; every frame counts in
   ``max_bytes`` at once, older events make room for it, and it goes with its event. One clip stops at
   half of ``max_bytes`` (and at 1 GiB), so a flag flapping all day cannot push out every other event.
 """
@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from appliance.clip_files import DATA_SUFFIX, INDEX_SUFFIX, ClipIndex, ClipWriter, clip_paths, read_index
-from appliance.clips import ClipFrame
+from appliance.capture.clips import ClipFrame
+from appliance.capture.encoder import EncodeError
 from appliance.durable import TEMP_PREFIX, durable_write
-from appliance.encoder import EncodeError
-from appliance.motion_events import EventChange, new_event_id
+from appliance.history.clip_files import DATA_SUFFIX, INDEX_SUFFIX, ClipIndex, ClipWriter, clip_paths, read_index
+from appliance.motion.events import EventChange, new_event_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -385,7 +385,7 @@ class EventStore:
 
 class EventRecorder:
     """A motion listener that saves events through the store on its own writer thread, and the sink
-    that encodes and writes their clips there too (``appliance.clips.ClipSink``).
+    that encodes and writes their clips there too (``appliance.capture.clips.ClipSink``).
 
     ``on_saved(kind, record)`` hears each event once it is on disk (``kind``: ``start``, ``end``,
     ``snapshot``, or ``clip`` when its clip is complete), so a page told about an event can load its

@@ -18,7 +18,7 @@ Background subtraction on a small blurred grey image, made to ignore what is not
 - **Specks are removed** (a morphological opening) before the changed area and the boxes are taken;
   **zones** (polygons in fractions of the frame) exclude areas or restrict detection to areas.
 
-Events over these results are ``appliance.motion_events``.
+Events over these results are ``appliance.motion.events``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from appliance.config import MotionSettings, Zone
-from appliance.motion_events import Box, MotionResult
+from appliance.motion.events import Box, MotionResult
 
 __all__ = ["MotionDetector", "zone_mask"]
 

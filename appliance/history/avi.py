@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import BinaryIO
 
-from appliance.clip_files import ClipIndex
+from appliance.history.clip_files import ClipIndex
 
 _AVIF_HASINDEX = 0x10
 _AVIIF_KEYFRAME = 0x10

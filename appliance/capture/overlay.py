@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from appliance.config import OverlaySettings, Zone
-from appliance.motion_events import MotionResult
+from appliance.motion.events import MotionResult
 
 
 def draw_overlay(image: np.ndarray, timestamp: float, motion: MotionResult | None,

@@ -44,7 +44,7 @@ from typing import Any
 
 from cheroot import connections, server, wsgi
 
-from appliance.fanout import CAN_HAND_OFF, STREAM_SLOT, StreamFanout
+from appliance.web.fanout import CAN_HAND_OFF, STREAM_SLOT, StreamFanout
 
 log = logging.getLogger(__name__)
 

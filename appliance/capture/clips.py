@@ -3,7 +3,7 @@
 The capture thread keeps a short ring of recent frames, downscaled to the clip's size with the
 overlay drawn, at the clip's rate: the pre-roll. The frames stay raw (no JPEG) while nothing moves, so
 watching for motion costs a resize a tenth of a second and no encode at all. When an event starts,
-the ring is handed to the sink (the event writer, ``appliance.events.EventRecorder``), then every new
+the ring is handed to the sink (the event writer, ``appliance.history.events.EventRecorder``), then every new
 clip frame until ``post_seconds`` after the event ends. The sink encodes and writes on its own thread;
 the capture thread never waits for a disk.
 
@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 
 from appliance.camera_backends.base import Frame
+from appliance.capture.overlay import draw_overlay
 from appliance.config import ClipSettings, OverlaySettings, Zone
-from appliance.motion_events import MotionResult
-from appliance.overlay import draw_overlay
+from appliance.motion.events import MotionResult
 
 log = logging.getLogger(__name__)
 
