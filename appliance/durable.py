@@ -6,9 +6,12 @@ place can leave an empty or half file; this leaves the old file or the new one, 
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 """Temporary files start with this; start-up may remove any it finds (a write cut short)."""
@@ -36,3 +39,19 @@ def durable_write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def remove_leftovers(folder: Path) -> int:
+    """Remove what writes cut short by a power cut or a kill left in ``folder``; how many were removed.
+
+    Called at start-up for every folder ``durable_write`` writes into, before anything writes there:
+    a temporary file is never anyone's data, only the old file or the new one is.
+    """
+    removed = 0
+    for leftover in folder.glob(TEMP_PREFIX + "*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.warning("removed %d file(s) left by a write cut short in %s", removed, folder)
+    return removed

@@ -19,6 +19,7 @@ from appliance.capture.encoder import choose_encoder
 from appliance.capture.pipeline import CapturePipeline
 from appliance.config import AppConfig
 from appliance.controller import CameraController, StateFile
+from appliance.durable import remove_leftovers
 from appliance.health import capture_health
 from appliance.history.events import EventRecorder, EventStore
 from appliance.motion.control import MotionControl
@@ -45,6 +46,7 @@ class Appliance:
         self.backend = backend
         self.state_dir: Path = config.resolved_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.state_dir)  # state.json and motion.json are written here; events/ cleans its own
         self.broadcaster = FrameBroadcaster(config.stream.max_viewers)
         self.motion = MotionControl(config.motion, self.state_dir / "motion.json")
         self.events = EventStore(self.state_dir / "events", config.events.max_count, config.events.max_bytes,

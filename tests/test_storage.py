@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,42 @@ def test_a_clip_on_a_full_card_pushes_out_the_oldest_and_stays_whole(small_tmpfs
     assert store.total_bytes() == sum(p.stat().st_size for p in folder.iterdir())
     reopened = EventStore(folder, max_count=1000, max_bytes=10**9)
     assert reopened.get(clip["id"])["clip"]["frames"] == written
+
+
+CUT_SHORT = """
+import os, sys, threading
+from pathlib import Path
+from appliance.controller import StateFile
+
+state = Path(sys.argv[1])
+StateFile(state / "state.json").save(False)  # a whole write first: the file a power cut must leave
+real_fsync = os.fsync
+
+def power_cut(fd):  # the data is in the temporary file, the rename has not happened: the power goes
+    real_fsync(fd)
+    print("cut", flush=True)
+    threading.Event().wait()
+
+os.fsync = power_cut
+StateFile(state / "state.json").save(True)
+"""
+
+
+def test_a_state_write_cut_short_leaves_the_old_state_and_start_up_removes_its_leftover(
+        start_appliance: Any, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", CUT_SHORT, str(state)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "cut\n"
+    finally:
+        writer.kill()  # SIGKILL: no finally block, no clean-up, as when the power goes
+        writer.wait(10)
+    leftovers = [path.name for path in state.iterdir() if path.name.startswith(".tmp-")]
+    assert len(leftovers) == 1 and json.loads((state / leftovers[0]).read_text())["on"] is True
+    (state / ".tmp-motion-cut").write_bytes(b'{"enabled": fal')  # and one of motion.json's, half written
+
+    app = start_appliance()
+    assert sorted(path.name for path in state.iterdir() if path.name.startswith(".tmp-")) == []
+    assert requests.get(app.url + "/api/camera", timeout=5).json()["on"] is False  # the old state, whole
+    assert app.controller.state_file_problem is None

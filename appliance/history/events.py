@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from appliance.capture.clips import ClipFrame
 from appliance.capture.encoder import EncodeError
-from appliance.durable import TEMP_PREFIX, durable_write
+from appliance.durable import durable_write, remove_leftovers
 from appliance.history.clip_files import DATA_SUFFIX, INDEX_SUFFIX, ClipIndex, ClipWriter, clip_paths, read_index
 from appliance.motion.events import EventChange, new_event_id
 
@@ -74,8 +74,7 @@ class EventStore:
         self._load()
 
     def _load(self) -> None:
-        for leftover in self.folder.glob(TEMP_PREFIX + "*"):
-            leftover.unlink(missing_ok=True)
+        remove_leftovers(self.folder)
         records = {}
         for path in self.folder.glob("*.json"):
             event_id = path.stem
