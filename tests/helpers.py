@@ -400,3 +400,22 @@ def scene_event(app: Any, camera: SceneCamera, feed: Any, still_frames: int = 30
     assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + moving_frames, timeout=10)
     camera.moving.clear()
     return next_motion(feed, "clip")
+
+
+def wait_for_motion_settings(app: Any, check: Any, timeout: float = 10) -> Any:
+    """Wait until the appliance's motion settings pass ``check`` (they change when a page's ``PUT``
+    lands, which is after the click that sent it), woken by the settings' own listener; the settings."""
+    changed = threading.Condition()
+
+    def heard(_settings: Any) -> None:
+        with changed:
+            changed.notify_all()
+
+    app.motion.add_listener(heard)
+    try:
+        with changed:
+            if not changed.wait_for(lambda: check(app.motion.settings), timeout):
+                raise AssertionError(f"motion settings still {app.motion.settings!r} after {timeout} s")
+    finally:
+        app.motion.remove_listener(heard)
+    return app.motion.settings

@@ -14,7 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.helpers import scene_event, start_scene
+from tests.helpers import scene_event, start_scene, wait_for_motion_settings
 
 pytestmark = [pytest.mark.browser]
 
@@ -201,7 +201,8 @@ def test_motion_settings_changed_elsewhere_show_on_the_page(start_appliance: Any
     expect(page.locator("#motion-sensitivity")).to_have_value("high")
     page.select_option("#motion-sensitivity", "low")
     page.check("#motion-enabled")
-    expect(page.locator("#motion-enabled")).to_be_checked()
+    expect(page.locator("#motion-enabled")).to_be_checked()  # the box is ticked before its PUT has landed
+    wait_for_motion_settings(app, lambda settings: settings.enabled and settings.sensitivity == "low")
     body = requests.get(app.url + "/api/motion", timeout=5).json()
     assert body["sensitivity"] == "low" and body["enabled"] is True
 
