@@ -30,6 +30,8 @@ from tests.helpers import (
 )
 
 PRE, POST, FPS = 1.0, 1.0, 10.0  # start_scene's clip settings; the clip's size stays 640x360 at most
+SHORT = {"pre_seconds": 0.5, "post_seconds": 0.5}
+"""For tests of plumbing, not of the rolls' lengths: every second of a clip is a second of waiting."""
 
 
 def status(app: Any) -> dict[str, Any]:
@@ -70,14 +72,19 @@ def test_an_event_records_its_pre_and_post_roll_and_nothing_is_encoded_before(sc
     assert after_event["frames_encoded"] == 1 and after_event["clips"]["frames_dropped"] == 0
 
 
-def test_the_clip_replays_at_its_pace_and_downloads_as_a_file_ffprobe_reads(scene: Any, tmp_path: Path) -> None:
+def test_the_clip_replays_at_its_pace_and_downloads_as_a_file_ffprobe_reads(start_appliance: Any,
+                                                                           tmp_path: Path) -> None:
     ffprobe = require_tool("ffprobe")
-    app, camera, feed = scene
-    record = scene_event(app, camera, feed)
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip=SHORT)  # a 2 s clip: paced replays are real time
+    record = scene_event(app, camera, feed, still_frames=10, moving_frames=10)
     clip, url = record["clip"], f"{app.url}/api/events/{record['id']}/clip"
     listed = requests.get(app.url + "/api/events", timeout=5).json()["events"][0]
     assert listed["clip"] == clip
 
+    # ffmpeg's own MJPEG-over-HTTP reader plays the replay too (so do VLC and ffplay), beside ours.
+    replayed = subprocess.Popen([ffprobe, "-v", "error", "-count_frames", "-show_entries",
+                                 "stream=codec_name,nb_read_frames", "-of", "json", url + ".mjpg"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     began = time.monotonic()
     arrivals, times = [], []
     with requests.get(url + ".mjpg", stream=True, timeout=10) as replay:
@@ -107,21 +114,19 @@ def test_the_clip_replays_at_its_pace_and_downloads_as_a_file_ffprobe_reads(scen
     assert int(stream["nb_read_frames"]) == clip["frames"]
     assert info["format"]["format_name"] == "avi"
     assert float(info["format"]["duration"]) == pytest.approx(clip["seconds"], abs=0.2)
-    # ffmpeg's own MJPEG-over-HTTP reader plays the replay too (so do VLC and ffplay).
-    replayed = subprocess.run([ffprobe, "-v", "error", "-count_frames", "-show_entries",
-                               "stream=codec_name,nb_read_frames", "-of", "json", url + ".mjpg"],
-                              capture_output=True, text=True, timeout=60, check=True)
-    stream = json.loads(replayed.stdout)["streams"][0]
+    out, err = replayed.communicate(timeout=60)
+    assert replayed.returncode == 0, err
+    stream = json.loads(out)["streams"][0]
     assert stream["codec_name"] == "mjpeg" and int(stream["nb_read_frames"]) == clip["frames"]
 
 
 def test_clip_errors_are_json_and_replays_are_limited(start_appliance: Any, tmp_path: Path) -> None:
-    app, camera, feed = start_scene(start_appliance, tmp_path, clip={"max_viewers": 1})
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip={"max_viewers": 1, **SHORT})
     for path in ("/api/events/20260101T000000Z-abcdef/clip", "/api/events/20260101T000000Z-abcdef/clip.mjpg",
                  "/api/events/..%2f..%2fetc/clip"):
         answer = requests.get(app.url + path, timeout=5)
         assert answer.status_code == 404 and "error" in answer.json()
-    record = scene_event(app, camera, feed, still_frames=20)
+    record = scene_event(app, camera, feed, still_frames=10, moving_frames=10)
     frames = record["clip"]["frames"]
     listing = requests.get(f"{app.url}/api/events/{record['id']}/clip.json", timeout=5).json()
     assert listing["frames"] == frames == len(listing["times"]) and listing["times"][0] == 0.0
@@ -150,9 +155,9 @@ def test_clip_errors_are_json_and_replays_are_limited(start_appliance: Any, tmp_
         assert requests.get(f"{app.url}/api/events/{record['id']}{tail}", timeout=5).status_code == 404
 
 
-def test_a_clip_followed_while_recording_plays_to_its_end(scene: Any) -> None:
-    app, camera, feed = scene
-    assert app.pipeline.wait_for_frames(30, timeout=10)
+def test_a_clip_followed_while_recording_plays_to_its_end(start_appliance: Any, tmp_path: Path) -> None:
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip=SHORT)
+    assert app.pipeline.wait_for_frames(10, timeout=10)
     camera.moving.set()
     event_id = next_motion(feed, "start")["id"]
     events = requests.get(app.url + "/api/events", timeout=5).json()["events"]
