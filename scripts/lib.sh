@@ -18,11 +18,19 @@ need_apt() {
     --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The venv sees system packages so a Pi's apt picamera2 and lgpio are importable from it.
+# The project's venv. `make_venv --system-site-packages` where apt's Python packages must be seen (on
+# Raspberry Pi OS: picamera2, lgpio and the OpenCV and numpy built with them); elsewhere a plain venv,
+# so pip neither sees nor complains about whatever the system has installed. A venv made the other
+# way is made again.
 make_venv() {
-  local python="${PYTHON:-python3}"
+  local python="${PYTHON:-python3}" system="false"
+  [ "${1:-}" = "--system-site-packages" ] && system="true"
+  if [ -x .venv/bin/python ] && ! grep -qx "include-system-site-packages = $system" .venv/pyvenv.cfg; then
+    echo "making .venv again (include-system-site-packages = $system)"
+    rm -rf .venv
+  fi
   if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv --system-site-packages .venv
+    if [ "$system" = "true" ]; then "$python" -m venv --system-site-packages .venv; else "$python" -m venv .venv; fi
   fi
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 }
