@@ -84,6 +84,7 @@ class CameraSettings(Section):
         "last", description="state after a restart; last: as before (on if the state file is unreadable)")
     loop_file: bool = True
     jpeg_quality: int = Field(80, ge=10, le=100)
+    buffer_count: int = Field(4, ge=2, le=16, description="picamera2: frame buffers (each a frame of CMA memory)")
     synthetic: SyntheticSettings = SyntheticSettings()
 
     def snapshot_timing(self) -> tuple[float, float]:

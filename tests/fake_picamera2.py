@@ -1,52 +1,75 @@
-"""A stand-in for picamera2 that follows its documented API, for machines without libcamera.
+"""A stand-in for picamera2, kept for what libcamera's virtual camera cannot do.
 
-What it keeps faithful: ``Picamera2.global_camera_info()`` is static and ``[]`` without cameras;
-``create_video_configuration(main=..., lores=..., buffer_count=..., controls=...)``;
-``align_configuration`` (YUV420 widths to 64 px) and ``stream_configuration(name)``; ``configure``,
-``start``, ``stop``, ``close``; ``capture_request(wait=seconds)`` raising ``TimeoutError`` when no
-frame comes; a request's ``make_array("main")`` for RGB888 is **BGR** in memory with shape
-``(h, w, 3)``; ``make_array("lores")`` for YUV420 has shape ``(h * 3 // 2, stride)`` with the Y plane
-in ``[:h, :w]``; every request must be ``release()``d (counted here).
+The real picamera2 and libcamera run in the camera test group (``tests/test_camera_stack.py``) on
+libcamera's software ``virtual`` camera. That camera delivers only NV12, with rows never padded, and
+never stalls: so the formats and padded strides of a real Pi (``YUV420`` with rows padded to 64 px,
+``RGB888`` in BGR order), a capture that times out and a ``start`` that fails are tested here, on a
+fake that follows picamera2's API as the real one behaves:
+
+``Picamera2.global_camera_info()`` is static and ``[]`` without cameras;
+``create_video_configuration(main=..., lores=..., raw=..., buffer_count=..., controls=...)``;
+``align_configuration`` (YUV420 widths to 64 px); ``configure`` fills in each stream's ``stride``
+and ``framesize``, and may answer another ``format`` than was asked (``answer_format``);
+``stream_configuration(name)``; ``start``, ``stop``, ``close``; ``capture_request(wait=seconds)``
+raising ``TimeoutError`` when no frame comes; a request's ``make_buffer(name)`` is the stream's
+bytes, padding included; ``get_metadata()`` has ``SensorTimestamp`` on the monotonic clock (ns);
+every request must be ``release()``d (counted here).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
+
+RED_YUV = (76, 85, 255)
+"""A pure red scene in YUV (BT.601): what the fake camera films."""
+
+
+def _stride(fmt: str, width: int, pad: int) -> int:
+    depth = {"RGB888": 3, "BGR888": 3, "XRGB8888": 4, "XBGR8888": 4}.get(fmt, 1)
+    return width * depth + pad
 
 
 class FakeRequest:
     def __init__(self, camera: FakePicamera2, index: int) -> None:
         self._camera = camera
         self._index = index
+        self._taken_ns = time.monotonic_ns()
         self.released = False
 
-    def make_array(self, name: str) -> np.ndarray:
-        assert not self.released, "array made from a released request"
-        config = self._camera.configuration
-        if name == "main":
-            assert config["main"]["format"] == "RGB888"
-            w, h = config["main"]["size"]
-            # "RGB888" is stored B, G, R per pixel: a red scene is [0, 0, 255] in memory.
-            array = np.zeros((h, w, 3), np.uint8)
-            array[..., 2] = 255
-            array[:, : (self._index * 8) % w or 1, 1] = 128  # a band that grows frame by frame
-            return array
-        if name == "lores":
-            assert config["lores"]["format"] == "YUV420"
-            w, h = config["lores"]["size"]
-            stride = (w + 63) // 64 * 64  # libcamera pads rows; stride may exceed width
-            array = np.full((h * 3 // 2, stride), 0, np.uint8)
-            array[:h, :w] = 76  # luma of pure red
-            array[:h, w:] = 255  # padding garbage that must never reach the detector
-            array[h:, :] = 200  # chroma planes, likewise
-            return array
-        raise ValueError(f"no stream named {name}")
+    def make_buffer(self, name: str) -> np.ndarray:
+        assert not self.released, "buffer made from a released request"
+        stream = self._camera.configuration[name]
+        fmt, (w, h), stride = stream["format"], stream["size"], stream["stride"]
+        band = (self._index * 8) % w or 1  # a band that grows frame by frame
+        if fmt in ("YUV420", "NV12"):
+            rows = np.full((h * 3 // 2, stride), 255, np.uint8)  # padding garbage everywhere first
+            rows[:h, :w] = RED_YUV[0]
+            rows[:h, :band] = 150
+            chroma = rows[h:].reshape(-1)  # chroma rows hold stride // 2 bytes per chroma line
+            lines, half = h // 2, stride // 2
+            for line in range(lines):
+                start = line * half
+                if fmt == "YUV420":  # U plane, then V plane, each (h/2) x (stride/2)
+                    chroma[start:start + w // 2] = RED_YUV[1]
+                    chroma[lines * half + start:lines * half + start + w // 2] = RED_YUV[2]
+            if fmt == "NV12":  # one plane of U, V pairs, (h/2) x stride
+                uv = rows[h:, :w].reshape(h // 2, w // 2, 2)
+                uv[..., 0], uv[..., 1] = RED_YUV[1], RED_YUV[2]
+            return rows.reshape(-1)
+        if fmt == "RGB888":  # stored B, G, R per pixel: red is [0, 0, 255] in memory
+            rows = np.full((h, stride), 255, np.uint8)
+            pixels = rows[:, : w * 3].reshape(h, w, 3)
+            pixels[...] = (0, 0, 255)
+            pixels[:, :band, 1] = 128
+            return rows.reshape(-1)
+        raise ValueError(f"the fake cannot film {fmt}")
 
     def get_metadata(self) -> dict[str, Any]:
-        return {"SensorTimestamp": self._index * 33_333_333, "FrameDuration": 33_333}
+        return {"SensorTimestamp": self._taken_ns, "FrameDuration": 33_333}
 
     def release(self) -> None:
         if not self.released:
@@ -55,12 +78,17 @@ class FakeRequest:
 
 
 class FakePicamera2:
-    """Class-level ``cameras`` lists what ``global_camera_info`` reports; tests set it."""
+    """Class-level ``cameras`` lists what ``global_camera_info`` reports; tests set it, and
+    ``answer_format`` (the format ``configure`` gives every stream, None: as asked), ``pad`` (bytes
+    of padding per row), ``fail_start`` and ``stall``."""
 
     cameras: list[dict[str, Any]] = [
         {"Model": "imx708", "Location": 2, "Rotation": 180, "Id": "/base/soc/i2c0mux/i2c@1/imx708@1a", "Num": 0}]
     instances: list[FakePicamera2] = []
     stall = threading.Event()
+    answer_format: str | None = None
+    pad = 64
+    fail_start: Exception | None = None
 
     def __init__(self, camera_num: int = 0) -> None:
         if camera_num >= len(self.cameras):
@@ -71,6 +99,8 @@ class FakePicamera2:
         self.closed = False
         self.outstanding = 0
         self._index = 0
+        self._next_due = 0.0
+        self._paced = threading.Event()  # never set: its wait() is the sensor's frame time
         FakePicamera2.instances.append(self)
 
     @staticmethod
@@ -78,7 +108,7 @@ class FakePicamera2:
         return list(FakePicamera2.cameras)
 
     def create_video_configuration(self, main: dict[str, Any] | None = None, lores: dict[str, Any] | None = None,
-                                   buffer_count: int = 6, controls: dict[str, Any] | None = None,
+                                   raw: Any = None, buffer_count: int = 6, controls: dict[str, Any] | None = None,
                                    **_: Any) -> dict[str, Any]:
         main = dict(main or {})
         main.setdefault("format", "XBGR8888")
@@ -87,7 +117,7 @@ class FakePicamera2:
             lores = dict(lores)
             lw, lh = lores["size"]
             assert lw <= main["size"][0] and lh <= main["size"][1], "lores may not exceed main"
-        return {"use_case": "video", "main": main, "lores": lores, "buffer_count": buffer_count,
+        return {"use_case": "video", "main": main, "lores": lores, "raw": raw, "buffer_count": buffer_count,
                 "controls": dict(controls or {})}
 
     @staticmethod
@@ -106,10 +136,19 @@ class FakePicamera2:
 
     def configure(self, config: dict[str, Any]) -> None:
         assert not self.started, "configure while running"
+        for name in ("main", "lores"):
+            stream = config.get(name)
+            if stream is not None:
+                stream["format"] = self.answer_format or stream["format"]
+                stream["stride"] = _stride(stream["format"], stream["size"][0], self.pad)
+                rows = stream["size"][1] * (3 if stream["format"] in ("YUV420", "NV12") else 2) // 2
+                stream["framesize"] = stream["stride"] * rows
         self.configuration = config
 
     def start(self) -> None:
         assert self.configuration, "start before configure"
+        if FakePicamera2.fail_start is not None:
+            raise FakePicamera2.fail_start
         self.started = True
 
     def stop(self) -> None:
@@ -124,6 +163,12 @@ class FakePicamera2:
         if FakePicamera2.stall.is_set():
             # The real one raises TimeoutError from Future.result(timeout=wait).
             raise TimeoutError()
+        # Like a sensor, it delivers at the FrameRate it was configured with: the call waits for the frame.
+        rate = float(self.configuration.get("controls", {}).get("FrameRate", 30.0))
+        due, now = self._next_due, time.monotonic()
+        if due > now:
+            self._paced.wait(min(due - now, float(wait) if isinstance(wait, int | float) else due - now))
+        self._next_due = max(due, now) + 1.0 / rate
         self._index += 1
         self.outstanding += 1
         return FakeRequest(self, self._index)

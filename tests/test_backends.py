@@ -111,30 +111,69 @@ def test_opencv_missing_source_is_a_camera_error(tmp_path: Path) -> None:
 # --- picamera2 on the faithful fake -------------------------------------------------------------
 
 @pytest.fixture
-def fake_picamera2() -> type[FakePicamera2]:
+def fake_picamera2() -> Iterator[type[FakePicamera2]]:
     FakePicamera2.instances.clear()
     FakePicamera2.stall.clear()
     FakePicamera2.cameras = [{"Model": "imx708", "Id": "/base/imx708@1a", "Num": 0}]
-    return FakePicamera2
+    yield FakePicamera2
+    FakePicamera2.answer_format, FakePicamera2.pad, FakePicamera2.fail_start = None, 64, None
 
 
-def test_picamera2_main_is_bgr_and_gray_is_the_lores_y_plane(fake_picamera2: type[FakePicamera2]) -> None:
-    camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2)
+def red(image: np.ndarray) -> bool:
+    blue, green, r = (int(value) for value in image)
+    return r > 200 and blue < 60 and green < 60
+
+
+@pytest.mark.parametrize("answer", [None, "NV12", "RGB888"])
+def test_picamera2_reads_the_format_and_stride_it_was_given(fake_picamera2: type[FakePicamera2],
+                                                              answer: str | None) -> None:
+    """Asked for YUV420, a camera may answer NV12 (libcamera's virtual camera) or RGB888, with rows
+    padded past the width: each frame is read with what was configured, never what was asked."""
+    fake_picamera2.answer_format = answer
+    camera = PiCamera(settings(size="640x480", fps=30), camera_factory=lambda: fake_picamera2)
     with camera:
         frame = camera.read(1.0)
         second = camera.read(1.0)
+        assert camera.streams["main"] == (answer or "YUV420", (640, 480), {"RGB888": 640 * 3}.get(answer, 640) + 64)
     instance = fake_picamera2.instances[0]
     config = instance.configuration
-    assert config["main"] == {"size": (640, 480), "format": "RGB888"}
-    assert config["lores"] == {"size": (384, 288), "format": "YUV420"}  # 64-px aligned, aspect kept
-    assert frame.image.shape == (480, 640, 3)
-    assert list(frame.image[-1, -1]) == [0, 0, 255]  # red, in BGR memory order, no conversion
-    lw, lh = config["lores"]["size"]
-    assert frame.gray is not None and frame.gray.shape == (lh, lw)
-    assert (frame.gray == 76).all()  # neither stride padding nor chroma leaked in
+    assert config["raw"] is None and config["buffer_count"] == 4
+    assert config["main"]["size"] == (640, 480) and config["lores"]["size"] == (384, 288)  # 64-px aligned
+    assert frame.image.shape == (480, 640, 3) and frame.image.flags.c_contiguous
+    assert red(frame.image[-1, -1]) and red(frame.image[0, -1])  # neither padding nor chroma misread
+    if answer == "RGB888":
+        assert frame.gray is None  # no Y plane to take: the detector converts
+    else:
+        lw, lh = config["lores"]["size"]
+        assert frame.gray is not None and frame.gray.shape == (lh, lw)
+        assert (frame.gray[:, 100:] == 76).all()  # the Y plane, without its padding or chroma
     assert not np.array_equal(frame.image, second.image)
+    assert abs(frame.timestamp - time.time()) < 1.0  # the sensor's monotonic time, on the wall clock
     assert instance.outstanding == 0  # every request released
     assert instance.closed and not instance.started
+
+
+def test_picamera2_thins_a_camera_faster_than_its_fps(fake_picamera2: type[FakePicamera2]) -> None:
+    camera = PiCamera(settings(fps=10), camera_factory=lambda: fake_picamera2)
+    with camera:
+        instance = fake_picamera2.instances[0]
+        instance.configuration["controls"]["FrameRate"] = 40.0  # a camera that ignores the rate asked
+        began = time.monotonic()
+        for _ in range(6):
+            camera.read(1.0)
+        seconds = time.monotonic() - began
+    assert instance.outstanding == 0
+    assert 5 * 0.075 <= seconds < 1.5  # about 10 a second, not 40
+    assert instance._index >= 10  # frames in between went back uncopied
+
+
+def test_picamera2_failed_start_releases_the_camera(fake_picamera2: type[FakePicamera2]) -> None:
+    fake_picamera2.fail_start = RuntimeError("Failed to start camera: Cannot allocate memory")
+    camera = PiCamera(settings(), camera_factory=lambda: fake_picamera2)
+    with pytest.raises(CameraError, match=r"cannot start Pi camera 0: .*Cannot allocate memory"):
+        camera.open()
+    assert fake_picamera2.instances[0].closed
+    camera.close()  # and closing again is harmless
 
 
 def test_picamera2_timeout_is_a_camera_error(fake_picamera2: type[FakePicamera2]) -> None:
@@ -246,18 +285,23 @@ def test_opencv_source_that_accepts_and_never_sends_fails_open_in_time(mjpeg_sou
     camera.close()
 
 
-def test_picamera2_frames_reach_the_encoder_without_a_colour_conversion(
+def test_picamera2_frames_are_converted_once_and_motion_takes_the_lores_y_plane(
         start_appliance: Any, fake_picamera2: type[FakePicamera2], monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_conversion(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a colour conversion ran between the Pi camera and the JPEG")
+    conversions: list[int] = []
+    convert = cv2.cvtColor
+
+    def counted(image: np.ndarray, code: int, *args: Any, **kwargs: Any) -> np.ndarray:
+        conversions.append(code)
+        return convert(image, code, *args, **kwargs)
 
     camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2)
     app = start_appliance(backend=camera, camera={"size": "640x480"})
-    monkeypatch.setattr(cv2, "cvtColor", no_conversion)  # motion takes the lores Y plane, the encoder BGR
+    monkeypatch.setattr(cv2, "cvtColor", counted)
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
     snapshot = requests.get(app.url + "/snapshot.jpg", timeout=10)
     assert snapshot.status_code == 200, snapshot.text
     assert app.pipeline.stats().frames_analysed > 0
+    # One YUV-to-BGR conversion per frame, in the backend; the detector never makes a grey copy.
+    assert set(conversions) == {cv2.COLOR_YUV2BGR_I420}, conversions
     image = cv2.imdecode(np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_COLOR)
-    blue, _, red = image[-5, -5]
-    assert red > 200 and blue < 60  # the fake's red scene is still red: BGR went in as BGR
+    assert red(image[-5, -5])  # the fake's red scene is still red

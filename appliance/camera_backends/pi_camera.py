@@ -1,31 +1,67 @@
 """The Raspberry Pi camera through picamera2 (libcamera).
 
-Two streams from one capture: ``main`` in ``RGB888`` (which libcamera lays out as **BGR** bytes, the
-order OpenCV wants, so no conversion) for viewing, and a small ``lores`` ``YUV420`` stream whose Y
-plane is a ready grey image for motion detection. The lores array has shape ``(h * 3 // 2, stride)``;
-the Y plane is ``a[:h, :w]`` and ``stride`` may exceed ``w``.
+Two streams from one capture: ``main`` for viewing and a small ``lores`` stream whose Y plane is a
+ready grey image for motion detection. Both are asked for as ``YUV420``, the format a Pi's ISP
+delivers natively (``RGB888`` costs the ISP a conversion and 2x the memory per buffer), but what is
+used is what libcamera *configured*, read back after ``configure``: the format (a camera may answer
+``NV12`` whatever was asked, as libcamera's virtual camera does), the size (it snaps to sizes the
+camera has) and the stride (YUV420 rows are padded to 64 px). Each frame is taken out of its buffer
+with exactly those numbers and converted to BGR once.
 
-picamera2 is imported lazily through ``camera_factory`` so this module loads on any machine, and the
-tests hand in a fake that follows the documented API.
+Other things a real Pi does that this handles:
+
+- A camera held by another process (``Device or resource busy``) is a ``CameraError`` saying so; the
+  capture loop retries with backoff and recovers when the other process lets go.
+- ``close()`` always stops and closes the camera, also after a failed ``configure`` or ``start``, so a
+  failure never leaves libcamera's handle held for the next attempt.
+- ``camera.buffer_count`` sets the buffers (4 by default): each costs a frame of CMA memory, of which a
+  Pi Zero 2 W has 64 MiB for everything.
+- Frame times come from the request's ``SensorTimestamp`` (the monotonic clock, in ns) where present.
+- A camera that delivers faster than ``camera.fps`` (one that ignores ``FrameRate``, or the virtual
+  camera, which has no pacing at all) is thinned to that rate before any frame is copied.
+
+picamera2 is imported lazily through ``camera_factory`` so this module loads on any machine. The tests
+run it against the real picamera2 and libcamera (libcamera's software ``virtual`` camera in a Debian 13
+root) and, for what that camera cannot do, against ``tests/fake_picamera2.py``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+import cv2
+import numpy as np
 
 from appliance.camera_backends.base import CameraBackend, CameraError, Frame
 from appliance.config import CameraSettings
 
 log = logging.getLogger(__name__)
 
+# How each format's buffer becomes BGR: (rows of the buffer per image row, OpenCV conversion or None).
+# Planar and semi-planar YUV 4:2:0 take 1.5 rows of ``stride`` bytes per image row; packed RGB one row.
+_TO_BGR: dict[str, int | None] = {
+    "YUV420": cv2.COLOR_YUV2BGR_I420,
+    "YVU420": cv2.COLOR_YUV2BGR_YV12,
+    "NV12": cv2.COLOR_YUV2BGR_NV12,
+    "NV21": cv2.COLOR_YUV2BGR_NV21,
+    "RGB888": None,  # libcamera's RGB888 is B, G, R in memory: already OpenCV's order
+    "BGR888": cv2.COLOR_RGB2BGR,
+    "XRGB8888": cv2.COLOR_BGRA2BGR,
+    "XBGR8888": cv2.COLOR_RGBA2BGR,
+}
+_YUV420_FAMILY = {"YUV420", "YVU420", "NV12", "NV21"}
+_BYTES_PER_PIXEL = {"RGB888": 3, "BGR888": 3, "XRGB8888": 4, "XBGR8888": 4}
+
 
 def _load_picamera2() -> Any:
     try:
         from picamera2 import Picamera2  # type: ignore[import-not-found]
-    except ImportError as exc:  # libcamera's bindings exist only on Raspberry Pi OS
+    except ImportError as exc:  # libcamera's bindings exist only on Raspberry Pi OS (and Debian 13)
         raise CameraError(f"picamera2 is not installed: {exc}") from exc
     return Picamera2
 
@@ -41,32 +77,108 @@ def lores_size(main: tuple[int, int], target_width: int = 400) -> tuple[int, int
     return min(width, main[0]), min(height, main[1] & ~1)
 
 
+def to_bgr(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int) -> np.ndarray:
+    """The BGR image in a stream's 1-D ``buffer`` of ``fmt``, ``size`` and ``stride`` (bytes per row)."""
+    if fmt not in _TO_BGR:
+        raise CameraError(f"the Pi camera delivers {fmt}, which the appliance cannot read "
+                          f"(it reads {', '.join(sorted(_TO_BGR))})")
+    width, height = size
+    if fmt in _YUV420_FAMILY:
+        rows = height * 3 // 2
+        if buffer.size < rows * stride:
+            raise CameraError(f"a {fmt} frame of {width}x{height} (stride {stride}) needs {rows * stride} bytes, "
+                              f"the buffer has {buffer.size}")
+        # Chroma rows are half as wide as luma rows, so a padded frame is a frame ``stride`` px wide:
+        # convert that, then cut the padding off.
+        bgr = cv2.cvtColor(buffer[:rows * stride].reshape(rows, stride), _TO_BGR[fmt])
+        return bgr if stride == width else np.ascontiguousarray(bgr[:, :width])
+    depth = _BYTES_PER_PIXEL[fmt]
+    if buffer.size < height * stride or stride < width * depth:
+        raise CameraError(f"a {fmt} frame of {width}x{height} (stride {stride}) does not fit its buffer "
+                          f"of {buffer.size} bytes")
+    pixels = buffer[:height * stride].reshape(height, stride)[:, :width * depth].reshape(height, width, depth)
+    code = _TO_BGR[fmt]
+    return np.ascontiguousarray(pixels) if code is None else cv2.cvtColor(pixels, code)
+
+
+def luma(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int) -> np.ndarray | None:
+    """The Y plane of a YUV 4:2:0 buffer (the first ``height`` rows), copied; None for other formats."""
+    if fmt not in _YUV420_FAMILY:
+        return None
+    width, height = size
+    return buffer[:height * stride].reshape(height, stride)[:, :width].copy()
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether opening failed because another process (or a crashed run's leftover) holds the camera."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.EBUSY:
+            return True
+        text = str(seen).lower()
+        if "busy" in text or "in use" in text or "failed to acquire" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def h264_hardware() -> bool:
+    """Whether this machine has the Pi's H.264 encoder (the bcm2835-codec on Pi Zero 2 W to Pi 4).
+
+    Detected, not assumed: a Pi 5 has none, and neither has any machine that is not a Pi. The
+    encoder is the V4L2 memory-to-memory device ``/dev/video11``, whose driver names itself.
+    """
+    try:
+        with open("/sys/class/video4linux/video11/name", encoding="ascii", errors="replace") as name:
+            return "bcm2835-codec-encode" in name.read()
+    except OSError:
+        return False
+
+
 class PiCamera(CameraBackend):
-    """A libcamera camera with a BGR main stream and a YUV420 lores stream."""
+    """A libcamera camera with a main stream for viewing and a lores stream for motion."""
 
     name = "picamera2"
 
     def __init__(self, settings: CameraSettings, camera_factory: Callable[[], Any] | None = None,
-                 motion_width: int = 400) -> None:
+                 motion_width: int = 400, monotonic_ns: Callable[[], int] = time.monotonic_ns,
+                 clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._factory = camera_factory or _load_picamera2
         self._number = int(settings.device) if settings.device and settings.device.isdigit() else 0
         self._lores: tuple[int, int] = lores_size(settings.size, motion_width)
         self._camera: Any = None
+        self._streams: dict[str, tuple[str, tuple[int, int], int]] = {}  # name: (format, size, stride)
+        self._monotonic_ns = monotonic_ns
+        self._clock = clock
+        self._period_ns = int(1e9 / settings.fps)
+        self._last_ns: int | None = None
+        self._paced = threading.Event()  # never set: its wait() is the pacing pause
 
     @staticmethod
     def detect(settings: CameraSettings, camera_factory: Callable[[], Any] | None = None) -> bool:
         """True when libcamera lists at least one camera; never raises where picamera2 is absent."""
         try:
             cls = (camera_factory or _load_picamera2)()
-        except CameraError:
+            return len(cls.global_camera_info()) > 0
+        except Exception as exc:  # a broken libcamera install must not stop `auto` from trying USB
+            log.debug("no Pi camera: %s", exc)
             return False
-        return len(cls.global_camera_info()) > 0
 
     def describe(self) -> str:
         w, h = self._settings.size
         lw, lh = self._lores
-        return f"Pi camera {self._number} {w}x{h} @ {self._settings.fps:g} fps (lores {lw}x{lh})"
+        streams = ""
+        if self._streams:
+            main_format, (mw, mh), _ = self._streams["main"]
+            w, h = mw, mh
+            streams = f", {main_format}"
+        return f"Pi camera {self._number} {w}x{h} @ {self._settings.fps:g} fps (lores {lw}x{lh}{streams})"
+
+    @property
+    def streams(self) -> dict[str, tuple[str, tuple[int, int], int]]:
+        """What libcamera configured, per stream: (format, (width, height), stride); empty while closed."""
+        return dict(self._streams)
 
     def open(self) -> None:
         cls = self._factory()
@@ -75,50 +187,89 @@ class PiCamera(CameraBackend):
             raise CameraError(f"Pi camera {self._number} not found ({len(cameras)} attached)")
         try:
             camera = cls(self._number)
-        except Exception as exc:  # libcamera raises RuntimeError/IndexError when busy or gone
+        except Exception as exc:  # libcamera raises RuntimeError (EBUSY inside) when held elsewhere
+            if is_busy(exc):
+                raise CameraError(f"Pi camera {self._number} is in use by another process "
+                                  "(Device or resource busy); retrying") from exc
             raise CameraError(f"cannot open Pi camera {self._number}: {exc}") from exc
+        self._camera = camera  # from here on, close() releases it whatever fails next
         try:
             config = camera.create_video_configuration(
-                main={"size": tuple(self._settings.size), "format": "RGB888"},
+                main={"size": tuple(self._settings.size), "format": "YUV420"},
                 lores={"size": self._lores, "format": "YUV420"},
-                buffer_count=4,
+                raw=None,  # no Bayer stream: libcamera picks the sensor mode for the main size
+                buffer_count=self._settings.buffer_count,
                 controls={"FrameRate": float(self._settings.fps)},
             )
             camera.align_configuration(config)  # sizes the ISP handles without copies (YUV420: 64 px)
             camera.configure(config)
-            # libcamera may adjust sizes: slice the Y plane with what was configured, not asked for.
-            self._lores = tuple(camera.stream_configuration("lores")["size"])
+            self._streams = {name: self._configured(camera, name) for name in ("main", "lores")}
+            self._lores = self._streams["lores"][1]
             camera.start()
         except Exception as exc:
-            camera.close()
+            self.close()
             raise CameraError(f"cannot start Pi camera {self._number}: {exc}") from exc
-        self._camera = camera
+        self._last_ns = None
+        main_format, main_size, main_stride = self._streams["main"]
+        log.info("Pi camera %d configured: main %s %dx%d (stride %d), lores %s %dx%d, %d buffers",
+                 self._number, main_format, *main_size, main_stride, self._streams["lores"][0], *self._lores,
+                 self._settings.buffer_count)
+
+    @staticmethod
+    def _configured(camera: Any, name: str) -> tuple[str, tuple[int, int], int]:
+        stream = camera.stream_configuration(name)
+        fmt, (width, height) = str(stream["format"]), tuple(stream["size"])
+        stride = stream.get("stride") or width * _BYTES_PER_PIXEL.get(fmt, 1)
+        if fmt not in _TO_BGR:
+            raise CameraError(f"libcamera configured {name} as {fmt}, which the appliance cannot read")
+        return fmt, (int(width), int(height)), int(stride)
 
     def read(self, timeout: float) -> Frame:
         camera = self._camera
         if camera is None:
             raise CameraError("Pi camera is not open")
-        try:
-            request = camera.capture_request(wait=timeout)
-        except TimeoutError as exc:
-            raise CameraError(f"no frame from the Pi camera within {timeout:.2f} s") from exc
-        except Exception as exc:
-            raise CameraError(f"Pi camera failed: {exc}") from exc
-        try:
-            main = request.make_array("main")
-            lores = request.make_array("lores")
-        finally:
-            request.release()
-        lw, lh = self._lores
-        # Copy the Y plane so the frame does not keep the whole YUV buffer (and its stride) alive.
-        gray = lores[:lh, :lw].copy()
-        return Frame(image=main, timestamp=time.time(), gray=gray)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CameraError(f"no frame from the Pi camera within {timeout:.2f} s")
+            try:
+                request = camera.capture_request(wait=left)
+            except TimeoutError as exc:
+                raise CameraError(f"no frame from the Pi camera within {timeout:.2f} s") from exc
+            except Exception as exc:
+                raise CameraError(f"Pi camera failed: {exc}") from exc
+            try:
+                sensor_ns = request.get_metadata().get("SensorTimestamp")
+                taken_ns = sensor_ns if isinstance(sensor_ns, int) and sensor_ns > 0 else self._monotonic_ns()
+                early = None if self._last_ns is None else self._last_ns + self._period_ns * 3 // 4 - taken_ns
+                if early is None or early <= 0:
+                    self._last_ns = taken_ns
+                    main = request.make_buffer("main")
+                    lores = request.make_buffer("lores")
+            finally:
+                request.release()
+            if early is not None and early > 0:
+                # Faster than camera.fps: that frame went back uncopied; the next one is taken when
+                # it is due, waiting as a paced camera would (bounded by the read's own deadline).
+                self._paced.wait(min(early / 1e9, max(0.0, deadline - time.monotonic())))
+                continue
+            image = to_bgr(main, *self._streams["main"])
+            gray = luma(lores, *self._streams["lores"])
+            age = (self._monotonic_ns() - taken_ns) / 1e9
+            if not 0.0 <= age < 2.0:  # a timestamp on some other clock: the frame is taken as new
+                age = 0.0
+            return Frame(image=image, timestamp=self._clock() - age, gray=gray)
 
     def close(self) -> None:
         camera, self._camera = self._camera, None
+        self._streams = {}
         if camera is None:
             return
         try:
             camera.stop()
+        except Exception as exc:  # stopping a camera that never started; close it all the same
+            log.debug("stopping the Pi camera: %s", exc)
         finally:
             camera.close()
+
