@@ -1,6 +1,6 @@
 """Shared fixtures: an appliance served for real on loopback, built per test; and the markers' needs.
 
-A test marked ``broker``, ``browser``, ``deploy`` or ``root`` needs a system tool or root. Where it is
+A test marked ``broker``, ``browser``, ``camera``, ``deploy`` or ``root`` needs a system tool or root. Where it is
 missing the test is skipped with the reason, except under ``CI=true``: there a missing tool is a
 failure, so CI can never pass by skipping.
 """
@@ -25,6 +25,8 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     and importlib.util.find_spec("playwright") else "Chromium or Playwright is missing (apt-get install chromium)",
     "deploy": lambda: "needs root" if os.geteuid() != 0 else None if shutil.which("debootstrap")
     and shutil.which("systemd-nspawn") else "debootstrap or systemd-nspawn is missing",
+    "camera": lambda: "needs root" if os.geteuid() != 0 else None if shutil.which("debootstrap")
+    and shutil.which("gcc") else "debootstrap or gcc is missing",
     "root": lambda: None if os.geteuid() == 0 else "needs root",
 }
 

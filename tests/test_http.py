@@ -377,3 +377,4 @@ def test_a_snapshot_at_the_streams_size_for_pages_that_poll(start_appliance: Any
     assert wrong.status_code == 400 and "'size' must be" in wrong.json()["error"]
     requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
     assert requests.get(app.url + "/snapshot.jpg?size=stream", timeout=10).status_code == 503
+

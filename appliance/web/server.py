@@ -106,6 +106,7 @@ class GuardedConnection(server.HTTPConnection):
     handed_off = False  # a live stream: the stream writer owns the socket and closes it
 
     def close(self) -> None:
+        self._discard_unsent()
         if self.handed_off:
             # Only our file objects go (they hold references that would keep the descriptor open
             # after the writer closes the socket); the socket and its count are the writer's now.
@@ -114,6 +115,14 @@ class GuardedConnection(server.HTTPConnection):
             return
         self.close_slot(self)
         super().close()
+
+    def _discard_unsent(self) -> None:
+        """Drop what a client that left mid-response never took. Its bytes stay in the write buffer;
+        with the socket closed they can never go, and the buffer's finaliser would try, whenever the
+        garbage collector reached it, and print a traceback for the closed descriptor."""
+        pending = getattr(self.wfile, "_write_buf", None)
+        if isinstance(pending, bytearray):
+            del pending[:]
 
     @staticmethod
     def close_slot(conn: Any) -> None:
