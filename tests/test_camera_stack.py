@@ -33,15 +33,16 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WIDTH, HEIGHT = 640, 480
 
 
-def scene(square_at: int | None) -> np.ndarray:
-    """What the camera films: a blue band on the left, a textured wall, and maybe a red square."""
+def scene(square_at: int | None, size: tuple[int, int] = (WIDTH, HEIGHT)) -> np.ndarray:
+    """What the camera films: a blue band on the left, a textured wall, and maybe a red square
+    (positions and sizes in 640x480 terms, scaled to ``size``)."""
     rng = np.random.default_rng(7)
     coarse = rng.integers(60, 200, (HEIGHT // 40, WIDTH // 40, 3), dtype=np.uint8)
     image = cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST)
     image[:, :80] = (220, 40, 30)  # blue in BGR
     if square_at is not None:
         cv2.rectangle(image, (square_at, 180), (square_at + 120, 300), (20, 20, 240), -1)
-    return image
+    return image if size == (WIDTH, HEIGHT) else cv2.resize(image, size, interpolation=cv2.INTER_NEAREST)
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +58,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CameraRoot]:
         camera_root.cleanup()
 
 
-def film(root: CameraRoot, moving: bool) -> None:
+def film(root: CameraRoot, moving: bool, size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
     """The virtual camera plays JPEGs the test wrote: a still wall, or a square crossing it."""
     positions = [120 + 30 * step for step in range(12)] if moving else [None]
-    write_frames(root.path / FRAMES.strip("/"), [scene(at) for at in positions])
+    write_frames(root.path / FRAMES.strip("/"), [scene(at, size) for at in positions])
     root.virtual_cameras({"Virtual0": {
         "model": "Virtual test camera",
-        "supported_formats": [{"width": WIDTH, "height": HEIGHT, "frame_rates": [15, 30]},
-                              {"width": 384, "height": 288}],
+        "supported_formats": [{"width": size[0], "height": size[1], "frame_rates": [15, 30]},
+                              {"width": 384, "height": 288}, {"width": 384, "height": 216}],
         "frames": {"path": FRAMES},
     }})
 

@@ -1,0 +1,88 @@
+"""Memory of the appliance on the real Pi camera stack, at the default settings (as root).
+
+A Pi Zero 2 W has 512 MB of RAM for everything, and the unit caps the service at ``MemoryMax``. This
+runs ``python -m appliance --camera picamera2`` with nothing but its port and state folder set (so
+1280x720 at 15 fps, motion at 5 fps, clips with a 3 s pre-roll at 10 fps and 640x360), on the real
+picamera2 and libcamera in the Debian 13 test root (tests/camera_stack.py: libcamera's virtual camera
+filming a scene with a moving square), under the unit's ``MALLOC_ARENA_MAX=2``, and prints the
+process's resident memory (VmRSS, and its peak VmHWM, from /proc) at each stage:
+
+    python bench/pi_memory.py [--seconds 20]
+
+The figures are x86_64's; a Pi's aarch64 build of the same libraries differs by some MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.broker import free_port
+from tests.camera_stack import CameraRoot, build_camera_root
+from tests.helpers import iter_mjpeg, wait_until_serving
+from tests.test_camera_stack import film
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of ``pid`` in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="time in each stage")
+    args = parser.parse_args()
+    pause = threading.Event()  # never set: each stage's wait() is its observation time
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder).chmod(0o755)
+        root = CameraRoot(Path(folder) / "root")
+        build_camera_root(root.path)
+        root.prepare()
+        try:
+            film(root, moving=True, size=(1280, 720))
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            proc = root.popen(["/opt/appliance/venv/bin/python", "-m", "appliance", "--camera", "picamera2",
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              extra_env={"APPLIANCE_STATE_DIR": "/tmp/bench-state", "MALLOC_ARENA_MAX": "2"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                wait_until_serving(proc)
+                threading.Thread(target=lambda: [None for _ in proc.stdout or ()], daemon=True).start()
+                rows = [("started, camera off", *memory(proc.pid))]
+                requests.put(base + "/api/camera", json={"on": True}, timeout=30).raise_for_status()
+                pause.wait(args.seconds)
+                rows.append((f"on for {args.seconds:g} s, nobody watching (pre-roll full, events recording)",
+                             *memory(proc.pid)))
+                with requests.get(base + "/stream.mjpg", stream=True, timeout=10) as stream:
+                    parts = iter_mjpeg(stream)
+                    for _ in range(int(15 * args.seconds)):
+                        next(parts)
+                    rows.append((f"one viewer for {args.seconds:g} s", *memory(proc.pid)))
+                events = requests.get(base + "/api/events", timeout=10).json()["total"]
+            finally:
+                proc.terminate()
+                proc.wait(10)
+        finally:
+            root.cleanup()
+    unit = (Path(__file__).resolve().parent.parent / "deploy" / "appliance.service").read_text()
+    limit = next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("MemoryMax="))
+    print("Pi camera backend, defaults (1280x720 @ 15 fps, clips with 3 s pre-roll), MALLOC_ARENA_MAX=2")
+    print(f"{'stage':<72} {'RSS MiB':>8} {'peak MiB':>9}")
+    for stage, rss, peak in rows:
+        print(f"{stage:<72} {rss:8.0f} {peak:9.0f}")
+    print(f"motion events recorded: {events}; the unit's MemoryMax: {limit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
