@@ -91,6 +91,20 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def install_shims(root: Path) -> None:
+    """Put the test-only shims into ``root`` (``SHIM_DIR``): the stand-ins for what this VM lacks."""
+    shims = root / SHIM_DIR.lstrip("/")
+    shutil.rmtree(shims, ignore_errors=True)
+    shutil.copytree(SHIMS / "site", shims / "site", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(shims / "fake_dmabuf.so"),
+                    str(SHIMS / "fake_dmabuf.c"), "-ldl"], check=True, capture_output=True, timeout=120)
+
+
+SHIM_ENV = {"LD_PRELOAD": f"{SHIM_DIR}/fake_dmabuf.so", "LIBCAMERA_PIPELINES_MATCH_LIST": "virtual",
+            "LIBCAMERA_LOG_LEVELS": "*:ERROR"}
+"""What a process needs to see the virtual camera through the shims (and ``{SHIM_DIR}/site`` on PYTHONPATH)."""
+
+
 class CameraRoot:
     """A Debian 13 root with the camera stack and the appliance's current code, mounted and ready."""
 
@@ -104,11 +118,7 @@ class CameraRoot:
         shutil.rmtree(source, ignore_errors=True)
         shutil.copytree(ROOT / "appliance", source / "appliance",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shims = self.path / SHIM_DIR.lstrip("/")
-        shutil.rmtree(shims, ignore_errors=True)
-        shutil.copytree(SHIMS / "site", shims / "site", ignore=shutil.ignore_patterns("__pycache__"))
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(shims / "fake_dmabuf.so"),
-                        str(SHIMS / "fake_dmabuf.c"), "-ldl"], check=True, capture_output=True, timeout=120)
+        install_shims(self.path)
         for name, args in (("proc", ["-t", "proc", "proc"]), ("sys", ["--rbind", "/sys"]),
                            ("dev", ["--rbind", "/dev"])):
             target = self.path / name
@@ -133,9 +143,7 @@ class CameraRoot:
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Everything runs with the shims and with only the virtual pipeline handler."""
-        return clean_env({"LD_PRELOAD": f"{SHIM_DIR}/fake_dmabuf.so", "PYTHONPATH": f"{SHIM_DIR}/site",
-                          "LIBCAMERA_PIPELINES_MATCH_LIST": "virtual", "LIBCAMERA_LOG_LEVELS": "*:ERROR",
-                          **(extra or {})})
+        return clean_env({**SHIM_ENV, "PYTHONPATH": f"{SHIM_DIR}/site", **(extra or {})})
 
     def command(self, args: Sequence[str], cwd: str = SRC) -> list[str]:
         return ["chroot", str(self.path), "/bin/sh", "-c", f'cd {cwd} && exec "$@"', "sh", *args]

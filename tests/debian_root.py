@@ -1,4 +1,4 @@
-"""A Debian 12 root folder for deployment tests: built with debootstrap, booted with systemd-nspawn.
+"""Debian root folders for deployment tests (12 and 13): built with debootstrap, booted with systemd-nspawn.
 
 The root is built once per machine and cached as a tarball (~75 s to build, a few seconds to unpack);
 the mirror is read from this machine's own apt sources, never written into the code.
@@ -6,11 +6,13 @@ the mirror is read from this machine's own apt sources, never written into the c
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 CACHE = Path(os.environ.get("DEPLOY_TEST_CACHE", Path.home() / ".cache" / "appliance-tests"))
@@ -32,15 +34,25 @@ def apt_mirror() -> str:
     raise RuntimeError("no Debian mirror found in this machine's apt sources")
 
 
-def build_root(dest: Path) -> None:
-    """Unpack the cached minimal bookworm root into ``dest`` (building the cache first if needed)."""
-    tarball = CACHE / "bookworm-minbase.tar"
+def build_root(dest: Path, suite: str = "bookworm", packages: str = PACKAGES,
+               setup: Sequence[Sequence[str]] = ()) -> None:
+    """Unpack the cached minimal root of Debian ``suite`` into ``dest`` (building the cache first if
+    needed): ``packages`` from apt, then the ``setup`` commands run in it (with this machine's network).
+    The cache is named after all three, so a change to any of them builds the root anew."""
+    key = hashlib.sha256(repr((suite, packages, [list(command) for command in setup])).encode()).hexdigest()[:12]
+    tarball = CACHE / f"{suite}-minbase-{key}.tar"
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        build = CACHE / "root-build"
+        build = CACHE / f"root-build-{suite}"
         shutil.rmtree(build, ignore_errors=True)
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(build),
-                        apt_mirror()], check=True, capture_output=True, timeout=900)
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={packages}", suite, str(build),
+                        apt_mirror()], check=True, capture_output=True, timeout=1200)
+        if setup:
+            prepare_network(build)
+            for command in setup:
+                subprocess.run(["chroot", str(build), *command], check=True, capture_output=True, timeout=900,
+                               env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                    "HOME": "/root", "LANG": "C.UTF-8"})
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
