@@ -49,6 +49,17 @@ def test_ansible_lint_production_profile_is_clean() -> None:
     assert "0 failure(s), 0 warning(s)" in result.stdout + result.stderr
 
 
+def play(inventory: Path) -> str:
+    """Run the playbook against ``inventory`` (chroot connections); its output, once it succeeded."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_COLLECTIONS_PATH": str(community_general()), "ANSIBLE_FORCE_COLOR": "0",
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
+    result = subprocess.run([tool("ansible-playbook"), "-i", str(inventory), str(ANSIBLE / "site.yml")],
+                            cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """A Debian 12 root with the playbook applied twice; yields the two recaps and the settings."""
@@ -95,17 +106,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
             ],
         }}},
     }}}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_COLLECTIONS_PATH": str(community_general()), "ANSIBLE_FORCE_COLOR": "0",
-           "PATH": f"{BIN}:{os.environ['PATH']}"}
-
-    def play() -> str:
-        result = subprocess.run([tool("ansible-playbook"), "-i", str(inventory), str(ANSIBLE / "site.yml")],
-                                cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=1200)
-        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-        return result.stdout
-
-    first, second = play(), play()
+    first, second = play(inventory), play(inventory)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "ansible-second-run.txt").write_text(second)
     yield {"root": root, "port": port, "broker_port": broker_port, "first": first, "second": second}

@@ -10,8 +10,6 @@ shims (tests/camera_stack.py) reach the service through a drop-in of the test's 
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +20,10 @@ import yaml
 from tests.broker import free_port
 from tests.camera_stack import APT as CAMERA_APT
 from tests.camera_stack import PICAMERA2, PIP_EXTRAS, SHIM_DIR, SHIM_ENV, CameraRoot, install_shims
-from tests.debian_root import PACKAGES, build_root, community_general
+from tests.debian_root import PACKAGES, build_root
 from tests.helpers import decode_jpeg, iter_mjpeg
 from tests.test_camera_stack import film
-from tests.test_deploy import ANSIBLE, ARTIFACTS, BIN, Container, recap, tool
+from tests.test_deploy import ARTIFACTS, Container, play, recap
 
 pytestmark = [pytest.mark.deploy, pytest.mark.camera, pytest.mark.root, pytest.mark.timeout(1500)]
 
@@ -62,17 +60,7 @@ def trixie(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, objec
         "appliance_port": port,
         "appliance_pip_environment": {"PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
     }}}}}}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_COLLECTIONS_PATH": str(community_general()), "ANSIBLE_FORCE_COLOR": "0",
-           "PATH": f"{BIN}:{os.environ['PATH']}"}
-
-    def play() -> str:
-        result = subprocess.run([tool("ansible-playbook"), "-i", str(inventory), str(ANSIBLE / "site.yml")],
-                                cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=1200)
-        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-        return result.stdout
-
-    first, second = play(), play()
+    first, second = play(inventory), play(inventory)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "ansible-second-run-trixie.txt").write_text(second)
     yield {"root": root, "port": port, "first": first, "second": second}
