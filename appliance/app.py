@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from appliance.capture.broadcaster import FrameBroadcaster
+from appliance.capture.picture import PictureControl
 from appliance.config import AppConfig
 from appliance.controller import CameraController
 from appliance.history.events import EventStore
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 def create_app(controller: CameraController, broadcaster: FrameBroadcaster, config: AppConfig,
                backend_name: str, backend_description: str, events: EventStore, live: LiveFeed,
                integrations: Callable[[], dict[str, Any]] = dict, motion: MotionControl | None = None,
-               clip_counters: Callable[[], dict[str, int]] = dict) -> Flask:
+               clip_counters: Callable[[], dict[str, int]] = dict, picture: PictureControl | None = None) -> Flask:
     """Build the web app around parts the entry point (or a test) created."""
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
@@ -33,7 +34,8 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
     app.extensions["appliance"] = Services(
         controller, broadcaster, config, backend_name, backend_description, events, live,
         motion or MotionControl(config.motion, None), integrations, clip_counters,
-        clip_viewers=Gate(config.events.clip.max_viewers))
+        clip_viewers=Gate(config.events.clip.max_viewers),
+        picture=picture or PictureControl(config.picture, None))
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 

@@ -85,6 +85,9 @@ class CameraSettings(Section):
     loop_file: bool = True
     jpeg_quality: int = Field(80, ge=10, le=100)
     buffer_count: int = Field(4, ge=2, le=16, description="picamera2: frame buffers (each a frame of CMA memory)")
+    rotation: Literal[0, 90, 180, 270] = Field(0, description="degrees clockwise, after the flips")
+    hflip: bool = False
+    vflip: bool = False
     synthetic: SyntheticSettings = SyntheticSettings()
 
     def snapshot_timing(self) -> tuple[float, float]:
@@ -94,11 +97,10 @@ class CameraSettings(Section):
         return self.read_timeout + period, 2 * period
 
 
-class Zone(Section):
+class Polygon(Section):
     """An area of the picture, in fractions of its width and height (so it survives a size change)."""
 
-    name: str = Field("zone", min_length=1, max_length=40)
-    mode: Literal["exclude", "include"] = "exclude"
+    name: str = Field("area", min_length=1, max_length=40)
     points: list[tuple[float, float]] = Field(min_length=3, max_length=32)
 
     @field_validator("points")
@@ -108,6 +110,20 @@ class Zone(Section):
             if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
                 raise ValueError(f"point ({x:g}, {y:g}) is outside the frame: x and y are fractions from 0 to 1")
         return points
+
+
+class Zone(Polygon):
+    """A motion zone: an area motion detection ignores (``exclude``) or the only areas it watches."""
+
+    name: str = Field("zone", min_length=1, max_length=40)
+    mode: Literal["exclude", "include"] = "exclude"
+
+
+class Mask(Polygon):
+    """A privacy mask: an area filled black before anything sees the frame (stream, snapshots, events,
+    clips, MQTT), in fractions of the picture as it is shown (after rotation and flips)."""
+
+    name: str = Field("mask", min_length=1, max_length=40)
 
 
 SENSITIVITY = {"low": 32, "medium": 20, "high": 12}
@@ -351,6 +367,26 @@ class MqttSettings(Section):
         return value
 
 
+class PictureSettings(Section):
+    """The picture as the camera makes it: controls, night mode, privacy masks. All three can be changed
+    at run time (``/api/camera/settings``, the page, Home Assistant) and are then kept in
+    ``picture.json`` in the state folder, which wins over this at the next start."""
+
+    controls: dict[str, float | str] = Field(default_factory=dict, description="control name: value")
+    night_mode: Literal["auto", "on", "off"] = "off"
+    night_grey: bool = Field(True, description="show the picture in grey while night mode is on")
+    night_below: float = Field(40.0, ge=0, le=255, description="auto: mean brightness that turns night mode on")
+    night_above: float = Field(80.0, ge=0, le=255, description="auto: mean brightness that turns it off again")
+    night_hold: float = Field(20.0, ge=0, le=3600, description="s the brightness must stay past a limit")
+    masks: list[Mask] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> PictureSettings:
+        if self.night_above <= self.night_below:
+            raise ValueError("night_above must be above night_below (the gap keeps night mode from flapping)")
+        return self
+
+
 class GpioSettings(Section):
     """The push button and status LED; GPIO stays off unless a pin is set."""
 
@@ -363,11 +399,14 @@ class GpioSettings(Section):
     led_active_high: bool = True
     blink_interval: float = Field(0.5, gt=0)
     motion_flash: float = Field(0.2, ge=0)
+    night_pin: int | None = Field(None, ge=0, le=27, description="output on while night mode is on (IR)")
+    night_active_high: bool = True
 
     @model_validator(mode="after")
     def _distinct_pins(self) -> GpioSettings:
-        if self.button_pin is not None and self.button_pin == self.led_pin:
-            raise ValueError("button_pin and led_pin must differ")
+        pins = [pin for pin in (self.button_pin, self.led_pin, self.night_pin) if pin is not None]
+        if len(pins) != len(set(pins)):
+            raise ValueError("button_pin, led_pin and night_pin must differ")
         return self
 
 
@@ -383,6 +422,7 @@ class AppConfig(Section):
     events: EventsSettings = EventsSettings()
     mqtt: MqttSettings = MqttSettings()
     gpio: GpioSettings = GpioSettings()
+    picture: PictureSettings = PictureSettings()
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state/appliance")
     name: str = Field("Camera appliance", min_length=1, max_length=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

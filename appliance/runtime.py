@@ -16,8 +16,9 @@ from appliance.app import create_app
 from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.capture.broadcaster import FrameBroadcaster
 from appliance.capture.encoder import choose_encoder
+from appliance.capture.picture import PictureControl, PictureSettingsError
 from appliance.capture.pipeline import CapturePipeline
-from appliance.config import AppConfig
+from appliance.config import AppConfig, ConfigError
 from appliance.controller import CameraController, StateFile
 from appliance.durable import remove_leftovers
 from appliance.health import capture_health
@@ -49,6 +50,11 @@ class Appliance:
         remove_leftovers(self.state_dir)  # state.json and motion.json are written here; events/ cleans its own
         self.broadcaster = FrameBroadcaster(config.stream.max_viewers)
         self.motion = MotionControl(config.motion, self.state_dir / "motion.json")
+        self.picture = PictureControl(config.picture, self.state_dir / "picture.json", backend.controls)
+        try:
+            self.picture.check_controls()
+        except PictureSettingsError as exc:
+            raise ConfigError(f"invalid configuration:\n  picture.controls: {exc}") from None
         self.events = EventStore(self.state_dir / "events", config.events.max_count, config.events.max_bytes,
                                  config.events.min_free_bytes)
         self.live = LiveFeed(config.stream.max_live_clients)
@@ -56,7 +62,8 @@ class Appliance:
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved, clip_fps=clip.fps,
                                       max_pending=max(4, int(2 * clip.fps)))
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
-                                        motion_settings=lambda: self.motion.settings, clip_sink=self.recorder)
+                                        motion_settings=lambda: self.motion.settings, clip_sink=self.recorder,
+                                        picture=self.picture)
         # Clip frames use the encoder the pipeline timed at start-up (named: not timed again).
         self.recorder.encode = choose_encoder(self.pipeline.encoder_name, clip.quality, clip.size)[1]
         self.controller = CameraController(
@@ -64,7 +71,7 @@ class Appliance:
             start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
         self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
                               self.events, self.live, integrations=self.integrations, motion=self.motion,
-                              clip_counters=self.recorder.counters)
+                              clip_counters=self.recorder.counters, picture=self.picture)
         web = config.server
         # One thread writes every live stream; each open page's live feed holds a server thread, and
         # API calls (and streams being set up) get their own spares.
@@ -90,7 +97,7 @@ class Appliance:
             "off": lambda: self.controller.off(source="button"),
         }
         self.panel = FrontPanel(config.gpio, self.controller, hold_actions, pin_factory=pin_factory,
-                                clock=button_clock)
+                                clock=button_clock, picture=self.picture)
 
     @property
     def url(self) -> str:
@@ -103,6 +110,7 @@ class Appliance:
         in: the web server, MQTT and the button, so an early ``off`` from any of them is never undone."""
         self.controller.add_listener(self.live.on_state)
         self.motion.add_listener(self.live.on_motion_settings)
+        self.picture.add_listener(self.live.on_picture_settings)
         self.controller.add_motion_listener(self.recorder.on_motion)
         self._stoppers.append(self.recorder.close)
         self._stoppers.append(self.controller.close)  # last of all: listeners hear the final ``off``

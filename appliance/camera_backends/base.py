@@ -17,13 +17,18 @@ Subclasses **must** override:
 - ``close()``: release the device. Safe to call twice and on a backend that never opened; returns
   promptly even if the device hangs.
 
-Subclasses **may** override ``describe()`` (a human-readable line for logs and the page).
-Backends are context managers: ``with backend:`` opens and closes.
+Subclasses **may** override ``describe()`` (a human-readable line for logs and the page), and offer
+picture controls: ``controls()`` says which (names from ``CONTROL_NAMES``, each with its range or
+choices) and ``set_controls(values)`` applies them on the next frames, called from the reading
+thread like the rest; ``orient(rotation, hflip, vflip)``, called before ``open()``, takes the part of
+the orientation the camera does itself (libcamera flips for free) and returns what is left for the
+capture thread to do. Backends are context managers: ``with backend:`` opens and closes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +53,46 @@ class Frame:
     gray: np.ndarray | None = field(default=None)
 
 
+CONTROL_NAMES = ("brightness", "contrast", "saturation", "sharpness", "exposure_time", "gain",
+                 "exposure_compensation", "white_balance")
+"""The picture controls the appliance knows, whatever the camera calls them. ``exposure_time`` (µs)
+and ``gain`` take 0 for automatic; ``white_balance`` is a choice (``auto``, ``daylight``, ...)."""
+
+ControlValue = float | str
+
+
+@dataclass(frozen=True)
+class Control:
+    """A picture control a camera offers: a number from ``minimum`` to ``maximum``, or one of ``choices``."""
+
+    name: str
+    minimum: float = 0.0
+    maximum: float = 0.0
+    default: ControlValue = 0.0
+    step: float = 0.0
+    choices: tuple[str, ...] = ()
+    unit: str = ""
+
+    def check(self, value: object) -> ControlValue:
+        """``value`` as this control takes it; ValueError saying what it accepts when it does not."""
+        if self.choices:
+            if value not in self.choices:
+                raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
+            return str(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{self.name} must be a number, not {value!r}")
+        if not self.minimum <= value <= self.maximum:
+            raise ValueError(f"{self.name} must be from {self.minimum:g} to {self.maximum:g}, not {value:g}")
+        return float(value)
+
+    def public(self) -> dict[str, object]:
+        """As the API and the page show it."""
+        if self.choices:
+            return {"kind": "choice", "choices": list(self.choices), "default": self.default}
+        return {"kind": "number", "minimum": self.minimum, "maximum": self.maximum, "step": self.step,
+                "default": self.default, "unit": self.unit}
+
+
 class CameraBackend(ABC):
     """Abstract camera: see the module docstring for what each method promises."""
 
@@ -68,6 +113,20 @@ class CameraBackend(ABC):
     def describe(self) -> str:
         """A line saying which camera this is, shown in logs and on the page."""
         return self.name
+
+    def controls(self) -> Mapping[str, Control]:
+        """The picture controls this camera offers now (none by default)."""
+        return {}
+
+    def set_controls(self, values: Mapping[str, ControlValue]) -> None:
+        """Apply ``values`` (checked against ``controls()``) from the next frames on; the whole set
+        wanted, not a change: a control left out goes back to its default."""
+        if values:
+            raise NotImplementedError(f"{self.name} offers no controls")
+
+    def orient(self, rotation: int, hflip: bool, vflip: bool) -> tuple[int, bool, bool]:
+        """Take what of the orientation this camera does itself; return the rest (all, by default)."""
+        return rotation, hflip, vflip
 
     def __enter__(self) -> CameraBackend:
         self.open()

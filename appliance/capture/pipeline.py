@@ -32,6 +32,7 @@ from appliance.capture.broadcaster import FrameBroadcaster
 from appliance.capture.clips import ClipSink, ClipTap
 from appliance.capture.encoder import EncodeError, choose_encoder
 from appliance.capture.overlay import draw_overlay
+from appliance.capture.picture import PictureControl, PictureStage
 from appliance.config import AppConfig, MotionSettings
 from appliance.motion.detector import MotionDetector
 from appliance.motion.events import EventChange, MotionEventTracker, MotionResult
@@ -77,9 +78,11 @@ class CapturePipeline:
     def __init__(self, backend: CameraBackend, config: AppConfig, broadcaster: FrameBroadcaster,
                  monotonic: Callable[[], float] = time.monotonic,
                  motion_settings: Callable[[], MotionSettings] | None = None,
-                 clip_sink: ClipSink | None = None) -> None:
+                 clip_sink: ClipSink | None = None, picture: PictureControl | None = None) -> None:
         self._backend = backend
         self._config = config
+        # The picture's run-time settings (controls, night mode, masks), read at every frame like motion's.
+        self._picture = picture or PictureControl(config.picture, None, backend.controls)
         # Read at every frame: settings changed at run time (MotionControl) apply from the next one.
         self._motion_settings = motion_settings or (lambda: config.motion)
         self._broadcaster = broadcaster
@@ -100,6 +103,7 @@ class CapturePipeline:
         self._tracker = MotionEventTracker(start_frames=config.motion.start_frames, event_gap=config.motion.event_gap,
                                            max_seconds=config.motion.max_event_seconds)
         self._last_event: dict[str, object] | None = None
+        self._stage = PictureStage((config.camera.rotation, config.camera.hflip, config.camera.vflip))
         clip = config.events.clip
         self._clips = ClipTap(clip, config.overlay, clip_sink) if clip_sink is not None and clip.enabled else None
 
@@ -243,7 +247,10 @@ class CapturePipeline:
     def _open(self, run: _Run, delay: float) -> bool:
         """Open the backend; on any failure of it, not only the ones it foresaw, report and close."""
         self._set_phase("opening")
+        camera = self._config.camera
         try:
+            # The camera takes what of the orientation it does for free; the rest is done per frame.
+            self._stage = PictureStage(self._backend.orient(camera.rotation, camera.hflip, camera.vflip))
             self._backend.open()
         except Exception as exc:
             reason = _reason(exc)
@@ -268,6 +275,8 @@ class CapturePipeline:
         analysed_at: float | None = None
         encode_period = 1.0 / self._config.stream.max_fps
         next_encode = self._monotonic()
+        stage, picture = self._stage, self._picture
+        applied: dict[str, object] | None = None  # the controls the camera was last given
         first = True
         while not run.stop.is_set():
             self._set_phase("reading")
@@ -276,6 +285,17 @@ class CapturePipeline:
                 return
             _check_frame(frame)
             now = self._monotonic()
+            wanted = picture.settings
+            if wanted.controls is not applied:  # changed at run time: the camera applies them from now on
+                applied = wanted.controls
+                try:
+                    self._backend.set_controls(wanted.controls)
+                except Exception as exc:  # checked against what it offers; a refusal must not stop the camera
+                    log.warning("the camera refused its controls %s: %s", wanted.controls, _reason(exc))
+            image, gray = stage.apply(frame.image, frame.gray, wanted, now)
+            frame = Frame(image=image, timestamp=frame.timestamp, gray=gray)
+            if stage.night.active != picture.night_active:
+                picture.set_night_active(stage.night.active)
             self._frame_times.append(now)
             self._last_frame_at = now
             with self._frame_cond:

@@ -16,12 +16,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from appliance.config import GpioSettings
+from appliance.config import GpioSettings, PictureSettings
 from appliance.motion.events import EventChange
 from appliance.panel.button import ButtonAction, ButtonLogic
 from appliance.state import CameraState, StateChange
 
 if TYPE_CHECKING:
+    from appliance.capture.picture import PictureControl
     from appliance.controller import CameraController
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,10 @@ class FrontPanel:
 
     def __init__(self, settings: GpioSettings, controller: CameraController,
                  actions: dict[str, Callable[[], Any]], pin_factory: Any = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, picture: PictureControl | None = None) -> None:
         self._settings = settings
+        self._picture = picture
+        self.night: Any = None  # the night-mode output (IR-cut filter, IR LEDs), a gpiozero OutputDevice
         self._clock = clock
         self._controller = controller
         self.actions = actions
@@ -201,7 +204,8 @@ class FrontPanel:
 
     @property
     def configured(self) -> bool:
-        return self._settings.button_pin is not None or self._settings.led_pin is not None
+        settings = self._settings
+        return any(pin is not None for pin in (settings.button_pin, settings.led_pin, settings.night_pin))
 
     def start(self) -> bool:
         """Create the devices and threads; False (and one log line) where there is no GPIO."""
@@ -209,7 +213,7 @@ class FrontPanel:
             return False
         settings = self._settings
         try:
-            from gpiozero import LED, Button  # imported here: only a configured panel needs it
+            from gpiozero import LED, Button, OutputDevice  # imported here: only a configured panel needs it
             from gpiozero.exc import PinFactoryFallback
 
             with warnings.catch_warnings():
@@ -226,6 +230,10 @@ class FrontPanel:
                               pin_factory=self._pin_factory)
                     self._devices.append(led)
                     self.led = StatusLed(led, settings.blink_interval, settings.motion_flash)
+                if settings.night_pin is not None and self._picture is not None:
+                    self.night = OutputDevice(settings.night_pin, active_high=settings.night_active_high,
+                                              initial_value=False, pin_factory=self._pin_factory)
+                    self._devices.append(self.night)
         except Exception as exc:  # BadPinFactory, GPIOPinInUse, permission denied, no gpiochip
             log.warning("GPIO unavailable (%s: %s); running without the button and LED", type(exc).__name__, exc)
             self.close()
@@ -237,7 +245,11 @@ class FrontPanel:
             self.led.on_state(_current(self._controller))
         if self.button is not None:
             self.button.start()
-        log.info("GPIO: button on BCM %s, LED on BCM %s", settings.button_pin, settings.led_pin)
+        if self.night is not None and self._picture is not None:
+            self._picture.add_listener(self._on_picture)
+            self._on_picture(self._picture.settings, self._picture.night_active)
+        log.info("GPIO: button on BCM %s, LED on BCM %s, night output on BCM %s", settings.button_pin,
+                 settings.led_pin, settings.night_pin)
         return True
 
     def _on_action(self, action: ButtonAction) -> None:
@@ -251,7 +263,17 @@ class FrontPanel:
         if handler is not None:
             handler()
 
+    def _on_picture(self, _settings: PictureSettings, night_active: bool) -> None:
+        """Night mode switched (or the settings changed): the IR-cut filter or IR LEDs follow at once."""
+        night = self.night
+        if night is not None and bool(night.value) != night_active:
+            night.value = night_active
+            log.info("night output %s", "on" if night_active else "off")
+
     def close(self) -> None:
+        if self._picture is not None:
+            self._picture.remove_listener(self._on_picture)
+        self.night = None
         if self.led is not None:
             self._controller.remove_listener(self.led.on_state)
             self._controller.remove_motion_listener(self.led.on_motion)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from appliance.capture.picture import PictureSettingsError
+from appliance.capture.picture import public as picture_public
 from appliance.health import capture_health
 from appliance.motion.control import MotionSettingsError, public
 from appliance.web.services import Services, json_error
@@ -60,18 +63,51 @@ def put_motion() -> Response:
     uses them from its next frame, and they are kept across restarts. All or nothing: one invalid
     value changes nothing and is named in the 400."""
     control = Services.of().motion
+    return put_settings(lambda body: public(control.update(body)), MotionSettingsError, "motion",
+                        '{"enabled": false}')
+
+
+@bp.get("/api/camera/settings")
+def get_camera_settings() -> Response:
+    """The picture: the controls the camera offers (with ranges) and their values, night mode and
+    whether it is on now, the privacy masks, and the orientation (set in the config file)."""
+    return jsonify(picture_body(Services.of()))
+
+
+@bp.put("/api/camera/settings")
+def put_camera_settings() -> Response:
+    """Change any of ``controls`` (merged; null restores a control's default), ``night_mode`` and
+    ``masks`` (replaced); applied from the next frame and kept across restarts. All or nothing: a
+    control the camera does not offer, or a value out of its range, changes nothing and is named."""
+    services = Services.of()
+    control = services.picture
+    assert control is not None
+    return put_settings(lambda body: (control.update(body), picture_body(services))[1], PictureSettingsError,
+                        "picture", '{"night_mode": "auto"}')
+
+
+def picture_body(services: Services) -> dict[str, Any]:
+    control = services.picture
+    assert control is not None
+    camera = services.config.camera
+    return picture_public(control.settings, control.offered(), control.night_active,
+                          (camera.rotation, camera.hflip, camera.vflip))
+
+
+def put_settings(apply: Callable[[Any], dict[str, Any]], refused: type[Exception], what: str,
+                 example: str) -> Response:
+    """A settings ``PUT``: JSON only, applied whole or not at all (400 says why), 503 if it cannot be kept."""
     if request.mimetype != "application/json":
         return json_error(415, f"Content-Type must be application/json, not {request.mimetype or 'none'!r}")
     body = request.get_json(force=True, silent=True)
     if body is None:
-        return json_error(400, 'body must be a JSON object such as {"enabled": false}')
+        return json_error(400, f"body must be a JSON object such as {example}")
     try:
-        settings = control.update(body)
-    except MotionSettingsError as exc:
+        return jsonify(apply(body))
+    except refused as exc:
         return json_error(400, str(exc))
     except OSError as exc:  # a full or failing card: the change is refused whole, not half-kept
-        return json_error(503, f"could not save the motion settings, nothing changed: {exc}", retry_after=30)
-    return jsonify(public(settings))
+        return json_error(503, f"could not save the {what} settings, nothing changed: {exc}", retry_after=30)
 
 
 @bp.post("/api/camera/toggle")

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.config import MotionSettings
+from appliance.config import MotionSettings, PictureSettings
 from appliance.motion.control import public
 from appliance.state import StateChange
 
@@ -80,6 +80,12 @@ class LiveFeed:
     def on_motion_settings(self, settings: MotionSettings) -> None:
         """Detection on/off, sensitivity or zones changed (on the page, over the API or from MQTT)."""
         self.publish(LiveMessage("motion_settings", public(settings)))
+
+    def on_picture_settings(self, settings: PictureSettings, night_active: bool) -> None:
+        """Controls, night mode or masks changed, or night mode switched by itself (auto)."""
+        self.publish(LiveMessage("picture", {
+            "controls": dict(settings.controls), "night_mode": settings.night_mode, "night_active": night_active,
+            "masks": [mask.model_dump() for mask in settings.masks]}))
 
     def on_event_saved(self, kind: str, record: dict[str, Any]) -> None:
         self.publish(LiveMessage("motion", {"kind": kind, "event": record}))

@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response
 
 from appliance import __version__
 from appliance.capture.broadcaster import FrameBroadcaster
+from appliance.capture.picture import PictureControl
 from appliance.config import AppConfig
 from appliance.controller import CameraController
 from appliance.history.events import EventStore
@@ -61,6 +62,7 @@ class Services:
     version: str = __version__
     stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: replays end
     clip_viewers: Gate = field(default_factory=lambda: Gate(4))
+    picture: PictureControl | None = None
 
     @classmethod
     def of(cls, app: Flask | None = None) -> Services:
