@@ -44,11 +44,13 @@ class FakeRequest:
         assert not self.released, "buffer made from a released request"
         stream = self._camera.configuration[name]
         fmt, (w, h), stride = stream["format"], stream["size"], stream["stride"]
-        band = (self._index * 8) % w or 1  # a band that grows frame by frame
+        band = (self._index * 8) % w or 1  # a band that grows frame by frame, from the left edge of the scene
+        flipped = bool(getattr(self._camera.configuration.get("transform"), "hflip", False))
+        band_at = slice(w - band, w) if flipped else slice(0, band)  # the sensor read out mirrored
         if fmt in ("YUV420", "NV12"):
             rows = np.full((h * 3 // 2, stride), 255, np.uint8)  # padding garbage everywhere first
             rows[:h, :w] = RED_YUV[0]
-            rows[:h, :band] = 150
+            rows[:h, band_at] = 150
             chroma = rows[h:].reshape(-1)  # chroma rows hold stride // 2 bytes per chroma line
             lines, half = h // 2, stride // 2
             for line in range(lines):
@@ -64,7 +66,7 @@ class FakeRequest:
             rows = np.full((h, stride), 255, np.uint8)
             pixels = rows[:, : w * 3].reshape(h, w, 3)
             pixels[...] = (0, 0, 255)
-            pixels[:, :band, 1] = 128
+            pixels[:, band_at, 1] = 128
             return rows.reshape(-1)
         raise ValueError(f"the fake cannot film {fmt}")
 
@@ -75,6 +77,13 @@ class FakeRequest:
         if not self.released:
             self.released = True
             self._camera.outstanding -= 1
+
+
+class Transform:
+    """libcamera's Transform, as far as the appliance uses it."""
+
+    def __init__(self, hflip: bool = False, vflip: bool = False) -> None:
+        self.hflip, self.vflip = hflip, vflip
 
 
 class FakePicamera2:
@@ -89,6 +98,12 @@ class FakePicamera2:
     answer_format: str | None = None
     pad = 64
     fail_start: Exception | None = None
+    refuse_transform = False
+    camera_controls: dict[str, Any] = {  # as picamera2 lists an imx708's: (min, max, default)
+        "Brightness": (-1.0, 1.0, 0.0), "Contrast": (0.0, 32.0, 1.0), "Saturation": (0.0, 32.0, 1.0),
+        "Sharpness": (0.0, 16.0, 1.0), "ExposureValue": (-8.0, 8.0, 0.0), "ExposureTime": (26, 112015443, 20000),
+        "AnalogueGain": (1.1228070259094238, 16.0, None), "AeEnable": (False, True, None),
+        "AwbEnable": (False, True, None), "AwbMode": (0, 7, 0), "FrameDurationLimits": (33333, 120000000, None)}
 
     def __init__(self, camera_num: int = 0) -> None:
         if camera_num >= len(self.cameras):
@@ -99,6 +114,7 @@ class FakePicamera2:
         self.closed = False
         self.outstanding = 0
         self._index = 0
+        self.controls_set: list[dict[str, Any]] = []
         self._next_due = 0.0
         self._paced = threading.Event()  # never set: its wait() is the sensor's frame time
         FakePicamera2.instances.append(self)
@@ -109,7 +125,7 @@ class FakePicamera2:
 
     def create_video_configuration(self, main: dict[str, Any] | None = None, lores: dict[str, Any] | None = None,
                                    raw: Any = None, buffer_count: int = 6, controls: dict[str, Any] | None = None,
-                                   **_: Any) -> dict[str, Any]:
+                                   transform: Any = None, **_: Any) -> dict[str, Any]:
         main = dict(main or {})
         main.setdefault("format", "XBGR8888")
         main.setdefault("size", (1280, 720))
@@ -118,7 +134,7 @@ class FakePicamera2:
             lw, lh = lores["size"]
             assert lw <= main["size"][0] and lh <= main["size"][1], "lores may not exceed main"
         return {"use_case": "video", "main": main, "lores": lores, "raw": raw, "buffer_count": buffer_count,
-                "controls": dict(controls or {})}
+                "controls": dict(controls or {}), "transform": transform}
 
     @staticmethod
     def align_configuration(config: dict[str, Any], optimal: bool = True) -> None:
@@ -134,6 +150,12 @@ class FakePicamera2:
     def stream_configuration(self, name: str = "main") -> dict[str, Any]:
         return self.configuration[name]
 
+    def camera_configuration(self) -> dict[str, Any]:
+        return self.configuration
+
+    def set_controls(self, controls: dict[str, Any]) -> None:
+        self.controls_set.append(dict(controls))
+
     def configure(self, config: dict[str, Any]) -> None:
         assert not self.started, "configure while running"
         for name in ("main", "lores"):
@@ -143,6 +165,8 @@ class FakePicamera2:
                 stream["stride"] = _stride(stream["format"], stream["size"][0], self.pad)
                 rows = stream["size"][1] * (3 if stream["format"] in ("YUV420", "NV12") else 2) // 2
                 stream["framesize"] = stream["stride"] * rows
+        if self.refuse_transform:  # as libcamera's virtual camera: orientation adjusted back to none
+            config["transform"] = Transform()
         self.configuration = config
 
     def start(self) -> None:

@@ -20,7 +20,7 @@ from appliance.camera_backends.opencv import OpenCVCamera
 from appliance.camera_backends.pi_camera import PiCamera, lores_size
 from appliance.camera_backends.synthetic import SyntheticCamera
 from appliance.config import CameraSettings
-from tests.fake_picamera2 import FakePicamera2
+from tests.fake_picamera2 import FakePicamera2, Transform
 from tests.helpers import MjpegSource
 
 
@@ -117,6 +117,7 @@ def fake_picamera2() -> Iterator[type[FakePicamera2]]:
     FakePicamera2.cameras = [{"Model": "imx708", "Id": "/base/imx708@1a", "Num": 0}]
     yield FakePicamera2
     FakePicamera2.answer_format, FakePicamera2.pad, FakePicamera2.fail_start = None, 64, None
+    FakePicamera2.refuse_transform = False
 
 
 def red(image: np.ndarray) -> bool:
@@ -130,7 +131,8 @@ def test_picamera2_reads_the_format_and_stride_it_was_given(fake_picamera2: type
     """Asked for YUV420, a camera may answer NV12 (libcamera's virtual camera) or RGB888, with rows
     padded past the width: each frame is read with what was configured, never what was asked."""
     fake_picamera2.answer_format = answer
-    camera = PiCamera(settings(size="640x480", fps=30), camera_factory=lambda: fake_picamera2)
+    camera = PiCamera(settings(size="640x480", fps=30), camera_factory=lambda: fake_picamera2,
+                      transform_factory=Transform)
     with camera:
         frame = camera.read(1.0)
         second = camera.read(1.0)
@@ -154,7 +156,7 @@ def test_picamera2_reads_the_format_and_stride_it_was_given(fake_picamera2: type
 
 
 def test_picamera2_thins_a_camera_faster_than_its_fps(fake_picamera2: type[FakePicamera2]) -> None:
-    camera = PiCamera(settings(fps=10), camera_factory=lambda: fake_picamera2)
+    camera = PiCamera(settings(fps=10), camera_factory=lambda: fake_picamera2, transform_factory=Transform)
     with camera:
         instance = fake_picamera2.instances[0]
         instance.configuration["controls"]["FrameRate"] = 40.0  # a camera that ignores the rate asked
@@ -169,7 +171,7 @@ def test_picamera2_thins_a_camera_faster_than_its_fps(fake_picamera2: type[FakeP
 
 def test_picamera2_failed_start_releases_the_camera(fake_picamera2: type[FakePicamera2]) -> None:
     fake_picamera2.fail_start = RuntimeError("Failed to start camera: Cannot allocate memory")
-    camera = PiCamera(settings(), camera_factory=lambda: fake_picamera2)
+    camera = PiCamera(settings(), camera_factory=lambda: fake_picamera2, transform_factory=Transform)
     with pytest.raises(CameraError, match=r"cannot start Pi camera 0: .*Cannot allocate memory"):
         camera.open()
     assert fake_picamera2.instances[0].closed
@@ -177,7 +179,7 @@ def test_picamera2_failed_start_releases_the_camera(fake_picamera2: type[FakePic
 
 
 def test_picamera2_timeout_is_a_camera_error(fake_picamera2: type[FakePicamera2]) -> None:
-    camera = PiCamera(settings(), camera_factory=lambda: fake_picamera2)
+    camera = PiCamera(settings(), camera_factory=lambda: fake_picamera2, transform_factory=Transform)
     with camera:
         fake_picamera2.stall.set()
         with pytest.raises(CameraError, match="no frame from the Pi camera"):
@@ -188,7 +190,7 @@ def test_picamera2_absent_camera(fake_picamera2: type[FakePicamera2]) -> None:
     fake_picamera2.cameras = []
     assert not PiCamera.detect(settings(), camera_factory=lambda: fake_picamera2)
     with pytest.raises(CameraError, match="not found"):
-        PiCamera(settings(), camera_factory=lambda: fake_picamera2).open()
+        PiCamera(settings(), camera_factory=lambda: fake_picamera2, transform_factory=Transform).open()
 
 
 def test_lores_keeps_aspect_survives_alignment_and_never_exceeds_main() -> None:
@@ -294,7 +296,7 @@ def test_picamera2_frames_are_converted_once_and_motion_takes_the_lores_y_plane(
         conversions.append(code)
         return convert(image, code, *args, **kwargs)
 
-    camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2)
+    camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2, transform_factory=Transform)
     app = start_appliance(backend=camera, camera={"size": "640x480"})
     monkeypatch.setattr(cv2, "cvtColor", counted)
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
@@ -305,3 +307,42 @@ def test_picamera2_frames_are_converted_once_and_motion_takes_the_lores_y_plane(
     assert set(conversions) == {cv2.COLOR_YUV2BGR_I420}, conversions
     image = cv2.imdecode(np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_COLOR)
     assert red(image[-5, -5])  # the fake's red scene is still red
+
+
+def test_picamera2_takes_flips_and_half_turns_in_libcamera_and_the_rest_itself(
+        fake_picamera2: type[FakePicamera2]) -> None:
+    def mirrored(camera: PiCamera) -> bool:
+        """The fake's band grows from the scene's left edge: on the right, the picture is mirrored."""
+        image = camera.read(1.0).image
+        return not red(image[240, -2]) and red(image[240, 1])
+
+    camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2, transform_factory=Transform)
+    assert camera.orient(180, False, False) == (0, False, False)  # nothing left for the capture thread
+    with camera:
+        transform = fake_picamera2.instances[-1].configuration["transform"]
+        assert (transform.hflip, transform.vflip) == (True, True)
+        assert mirrored(camera)
+    assert camera.orient(90, True, False) == (90, False, False)  # a quarter turn the ISP cannot do
+    with camera:
+        transform = fake_picamera2.instances[-1].configuration["transform"]
+        assert (transform.hflip, transform.vflip) == (True, False)
+    # A camera that refuses the flips (libcamera's virtual one): the backend mirrors the frames itself.
+    fake_picamera2.refuse_transform = True
+    assert camera.orient(0, True, False) == (0, False, False)
+    with camera:
+        assert mirrored(camera)
+
+
+def test_picamera2_controls_are_the_cameras_own_and_reach_libcamera(fake_picamera2: type[FakePicamera2]) -> None:
+    camera = PiCamera(settings(), camera_factory=lambda: fake_picamera2, transform_factory=Transform)
+    assert set(camera.controls()) == {"brightness", "contrast", "saturation", "sharpness", "exposure_compensation",
+                                      "exposure_time", "gain", "white_balance"}
+    with camera:
+        offered = camera.controls()
+        assert (offered["exposure_time"].minimum, offered["exposure_time"].maximum) == (0.0, 112015443.0)
+        assert offered["gain"].maximum == 16.0  # this camera's own ranges, 0 kept for automatic
+        camera.set_controls({"brightness": 0.3, "exposure_time": 10000, "white_balance": "daylight"})
+        camera.read(1.0)
+    sent = fake_picamera2.instances[-1].controls_set[-1]
+    assert sent == {"Brightness": 0.3, "Contrast": 1.0, "Saturation": 1.0, "Sharpness": 1.0, "ExposureValue": 0.0,
+                    "AeEnable": False, "ExposureTime": 10000, "AwbEnable": True, "AwbMode": 5}

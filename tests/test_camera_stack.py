@@ -108,6 +108,32 @@ def test_the_real_picamera2_configures_and_delivers_frames_as_filmed(root: Camer
     assert found["h264"] is False  # no bcm2835 codec here, as on a Pi 5
 
 
+def test_orientation_and_controls_on_the_real_library(root: CameraRoot) -> None:
+    """A half turn goes to libcamera as a Transform (both flips), through the real picamera2, and comes
+    back configured. (libcamera 0.4's virtual camera accepts an orientation but does not turn its
+    pixels, having no ISP; a camera that refuses one is turned by the backend, tested on the fake.)
+    The controls offered are the camera's own: the virtual camera has none of the appliance's."""
+    film(root, moving=False)
+    found = run_json(root, """
+        import json
+        from appliance.config import CameraSettings
+        from appliance.camera_backends.pi_camera import PiCamera
+        camera = PiCamera(CameraSettings(backend="picamera2", size=(640, 480), fps=15))
+        before = sorted(camera.controls())
+        left = camera.orient(180, False, False)
+        camera.open()
+        image = camera.read(2.0).image
+        offered = sorted(camera.controls())
+        given = camera._camera.camera_configuration()["transform"]
+        camera.close()
+        print(json.dumps({"before": before, "after": offered, "left": left, "band": image[240, 600].tolist(),
+                          "wall": image[240, 40].tolist(), "given": [bool(given.hflip), bool(given.vflip)]}))
+    """)
+    assert found["left"] == [0, False, False] and len(found["before"]) == 8
+    assert found["given"] == [True, True], found  # asked of libcamera, and configured
+    assert found["after"] == []
+
+
 def test_a_camera_already_held_is_an_error_that_says_so_and_goes_once_let_go(root: CameraRoot) -> None:
     """libcamera refuses a second acquire with EBUSY. The virtual camera has no device node, so
     libcamera cannot lock it across processes: the holder here is another user in the same process,

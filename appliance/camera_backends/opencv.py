@@ -21,12 +21,13 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
 import numpy as np
 
-from appliance.camera_backends.base import CameraBackend, CameraError, Frame
+from appliance.camera_backends.base import CameraBackend, CameraError, Control, ControlValue, Frame
 from appliance.config import CameraSettings
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,26 @@ def _is_url(source: str) -> bool:
     return re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE) is not None
 
 
+V4L2_CONTROLS: dict[str, tuple[int, Control]] = {
+    "brightness": (cv2.CAP_PROP_BRIGHTNESS, Control("brightness", 0.0, 255.0, 128.0, 1.0)),
+    "contrast": (cv2.CAP_PROP_CONTRAST, Control("contrast", 0.0, 255.0, 128.0, 1.0)),
+    "saturation": (cv2.CAP_PROP_SATURATION, Control("saturation", 0.0, 255.0, 128.0, 1.0)),
+    "sharpness": (cv2.CAP_PROP_SHARPNESS, Control("sharpness", 0.0, 255.0, 128.0, 1.0)),
+    "gain": (cv2.CAP_PROP_GAIN, Control("gain", 0.0, 255.0, 0.0, 1.0)),
+    "exposure_time": (cv2.CAP_PROP_EXPOSURE, Control("exposure_time", 0.0, 1_000_000.0, 0.0, 100.0,
+                                                     unit="µs, 0: automatic")),
+}
+"""Controls through OpenCV's V4L2 properties, in the driver's own units (the driver clamps them to its
+range; what it took is read back). ``exposure_time`` is set in V4L2's 100 µs steps, with its
+automatic exposure off (``CAP_PROP_AUTO_EXPOSURE`` 1) or on (3) for 0."""
+AUTO_EXPOSURE_ON, AUTO_EXPOSURE_OFF = 3.0, 1.0
+
+
 class _Reader:
     """One ``VideoCapture`` and the thread that alone touches it; reads one frame per request."""
 
-    def __init__(self, open_capture: Any, describe: str, loop_file: bool, is_file: bool) -> None:
+    def __init__(self, open_capture: Any, describe: str, loop_file: bool, is_file: bool,
+                 probe_controls: bool = False) -> None:
         self._open_capture = open_capture
         self._describe = describe
         self._loop_file = loop_file
@@ -51,6 +68,10 @@ class _Reader:
         self._frame: np.ndarray | None = None
         self._stop = False
         self.properties: dict[str, float] = {}
+        self.probe_controls = probe_controls  # a V4L2 device: find out which controls it has
+        self.offered: dict[str, Control] = {}
+        self.applied: dict[str, float] = {}  # what the driver took, read back after each set
+        self._pending: dict[str, ControlValue] | None = None
         self._thread = threading.Thread(target=self._run, name="opencv-reader", daemon=True)
         self._thread.start()
 
@@ -73,6 +94,25 @@ class _Reader:
                 raise CameraError(self._failure or "the camera failed")
             frame, self._frame = self._frame, None
             return frame
+
+    def set_controls(self, values: dict[str, ControlValue]) -> None:
+        """Queue ``values`` for the reader thread, which alone may touch the capture."""
+        with self._cond:
+            self._pending = dict(values)
+            self._cond.notify_all()
+
+    def _apply_controls(self, capture: Any, values: dict[str, ControlValue]) -> None:
+        for name, control in self.offered.items():
+            prop = V4L2_CONTROLS[name][0]
+            value = float(values.get(name, control.default))
+            if name == "exposure_time":
+                capture.set(cv2.CAP_PROP_AUTO_EXPOSURE, AUTO_EXPOSURE_ON if value == 0 else AUTO_EXPOSURE_OFF)
+                if value == 0:
+                    continue
+                value = max(1.0, round(value / 100.0))
+            if not capture.set(prop, value):
+                log.warning("%s did not take %s = %g", self._describe, name, value)
+            self.applied[name] = capture.get(prop) * (100.0 if name == "exposure_time" else 1.0)
 
     def stop(self, timeout: float) -> bool:
         """Ask the thread to release the capture and end; False if it is still stuck in OpenCV."""
@@ -103,14 +143,27 @@ class _Reader:
                 return
             self.properties = {"width": capture.get(cv2.CAP_PROP_FRAME_WIDTH),
                                "height": capture.get(cv2.CAP_PROP_FRAME_HEIGHT), "fps": capture.get(cv2.CAP_PROP_FPS)}
+            if self.probe_controls:  # a driver without a control answers -1; its current value is its default
+                for name, (prop, control) in V4L2_CONTROLS.items():
+                    now = capture.get(prop)
+                    if now != -1:
+                        default = 0.0 if name in ("exposure_time", "gain") else float(now)
+                        self.offered[name] = Control(name, control.minimum, control.maximum, default, control.step,
+                                                     unit=control.unit)
             with self._cond:
                 self._opened = True
                 self._cond.notify_all()
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._stop or self._wanted)
+                    self._cond.wait_for(lambda: self._stop or self._wanted or self._pending is not None)
                     if self._stop:
                         return
+                    pending, self._pending = self._pending, None
+                if pending is not None:
+                    self._apply_controls(capture, pending)
+                with self._cond:
+                    if not self._wanted:
+                        continue
                     self._wanted = 0
                 ok, image = capture.read()  # may block for as long as the source likes
                 if not ok and self._is_file and self._loop_file:
@@ -168,7 +221,7 @@ class OpenCVCamera(CameraBackend):
         """Runs on the reader thread: create and configure the ``VideoCapture``."""
         source = self._source
         settings = self._settings
-        if isinstance(source, int) or str(source).startswith("/dev/"):
+        if self._is_device:
             capture = cv2.VideoCapture(source, cv2.CAP_V4L2)
             if capture.isOpened():
                 width, height = settings.size
@@ -185,11 +238,36 @@ class OpenCVCamera(CameraBackend):
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(settings.read_timeout * 1000)]
         return cv2.VideoCapture(str(source), cv2.CAP_FFMPEG, params)
 
+    @property
+    def _is_device(self) -> bool:
+        return isinstance(self._source, int) or str(self._source).startswith("/dev/")
+
+    def controls(self) -> dict[str, Control]:
+        """A V4L2 camera's controls (once opened, those its driver has); none for files and streams."""
+        if not self._is_device:
+            return {}
+        reader = self._reader
+        if reader is not None and reader.offered:
+            return reader.offered
+        return {name: control for name, (_, control) in V4L2_CONTROLS.items()}
+
+    def set_controls(self, values: Mapping[str, ControlValue]) -> None:
+        reader = self._reader
+        if reader is not None:
+            reader.set_controls(dict(values))
+
+    @property
+    def applied_controls(self) -> dict[str, float]:
+        """What the driver took, read back after the last ``set_controls``."""
+        reader = self._reader
+        return dict(reader.applied) if reader is not None else {}
+
     def open(self) -> None:
         if self._is_file and not os.path.exists(str(self._source)):
             raise CameraError(f"video file {self._source} does not exist")
         self._abandon_reader()
-        reader = _Reader(self._open_capture, self.describe(), self._settings.loop_file, self._is_file)
+        reader = _Reader(self._open_capture, self.describe(), self._settings.loop_file, self._is_file,
+                         probe_controls=self._is_device)
         self._reader = reader
         try:
             reader.wait_open(self._settings.open_timeout)

@@ -32,13 +32,13 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cv2
 import numpy as np
 
-from appliance.camera_backends.base import CameraBackend, CameraError, Frame
+from appliance.camera_backends.base import CameraBackend, CameraError, Control, ControlValue, Frame
 from appliance.config import CameraSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,50 @@ _TO_BGR: dict[str, int | None] = {
 }
 _YUV420_FAMILY = {"YUV420", "YVU420", "NV12", "NV21"}
 _BYTES_PER_PIXEL = {"RGB888": 3, "BGR888": 3, "XRGB8888": 4, "XBGR8888": 4}
+
+
+# The appliance's controls and the libcamera controls that carry them, with a Pi camera's usual ranges;
+# once a camera is open its own ranges (picamera2's camera_controls) replace these.
+PI_CONTROLS = {control.name: control for control in (
+    Control("brightness", -1.0, 1.0, 0.0, 0.05),
+    Control("contrast", 0.0, 32.0, 1.0, 0.05),
+    Control("saturation", 0.0, 32.0, 1.0, 0.05),
+    Control("sharpness", 0.0, 16.0, 1.0, 0.1),
+    Control("exposure_compensation", -8.0, 8.0, 0.0, 0.25, unit="EV"),
+    Control("exposure_time", 0.0, 1_000_000.0, 0.0, 100.0, unit="µs, 0: automatic"),
+    Control("gain", 0.0, 16.0, 0.0, 0.1, unit="x, 0: automatic"),
+    Control("white_balance", choices=("auto", "incandescent", "tungsten", "fluorescent", "indoor", "daylight",
+                                      "cloudy"), default="auto"),
+)}
+LIBCAMERA_NAMES = {"brightness": "Brightness", "contrast": "Contrast", "saturation": "Saturation",
+                   "sharpness": "Sharpness", "exposure_compensation": "ExposureValue", "exposure_time": "ExposureTime",
+                   "gain": "AnalogueGain", "white_balance": "AwbMode"}
+AWB_MODES = ("auto", "incandescent", "tungsten", "fluorescent", "indoor", "daylight", "cloudy")
+"""libcamera's AwbModeEnum, in its order (its values are these positions)."""
+
+
+def libcamera_controls(values: Mapping[str, ControlValue], available: Mapping[str, Any]) -> dict[str, Any]:
+    """The libcamera controls for the appliance's ``values`` (the whole set: absent ones go back to
+    their default), limited to what the camera has (``available``: picamera2's camera_controls)."""
+    wanted = {name: values.get(name, control.default) for name, control in PI_CONTROLS.items()}
+    out: dict[str, Any] = {}
+    for name in ("brightness", "contrast", "saturation", "sharpness", "exposure_compensation"):
+        out[LIBCAMERA_NAMES[name]] = float(wanted[name])
+    exposure, gain = float(wanted["exposure_time"]), float(wanted["gain"])
+    out["AeEnable"] = exposure == 0 and gain == 0  # either set by hand: the rest of exposure is held too
+    if exposure > 0:
+        out["ExposureTime"] = int(exposure)
+    if gain > 0:
+        out["AnalogueGain"] = gain
+    out["AwbEnable"] = True
+    out["AwbMode"] = AWB_MODES.index(str(wanted["white_balance"]))
+    return {name: value for name, value in out.items() if name in available}
+
+
+def _load_transform(**flips: bool) -> Any:
+    from libcamera import Transform  # type: ignore[import-not-found]  # beside picamera2, from apt
+
+    return Transform(**flips)
 
 
 def _load_picamera2() -> Any:
@@ -143,7 +187,7 @@ class PiCamera(CameraBackend):
 
     def __init__(self, settings: CameraSettings, camera_factory: Callable[[], Any] | None = None,
                  motion_width: int = 400, monotonic_ns: Callable[[], int] = time.monotonic_ns,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, transform_factory: Callable[..., Any] | None = None) -> None:
         self._settings = settings
         self._factory = camera_factory or _load_picamera2
         self._number = int(settings.device) if settings.device and settings.device.isdigit() else 0
@@ -155,6 +199,11 @@ class PiCamera(CameraBackend):
         self._period_ns = int(1e9 / settings.fps)
         self._last_ns: int | None = None
         self._paced = threading.Event()  # never set: its wait() is the pacing pause
+        self._transform_factory = transform_factory or _load_transform
+        self._flips = (False, False)  # asked of libcamera
+        self._cpu_flips = (False, False)  # what libcamera did not take: done here, to both streams
+        self._available: Mapping[str, Any] | None = None  # the camera's own controls, once opened
+        self._controls: dict[str, ControlValue] = {}
 
     @staticmethod
     def detect(settings: CameraSettings, camera_factory: Callable[[], Any] | None = None) -> bool:
@@ -181,6 +230,38 @@ class PiCamera(CameraBackend):
         """What libcamera configured, per stream: (format, (width, height), stride); empty while closed."""
         return dict(self._streams)
 
+    def orient(self, rotation: int, hflip: bool, vflip: bool) -> tuple[int, bool, bool]:
+        """The flips, and the 180° of a turn, are libcamera's (free, in the ISP); a quarter turn is left."""
+        if rotation in (180, 270):  # a half turn is both flips
+            hflip, vflip = not hflip, not vflip
+        self._flips = (hflip, vflip)
+        return rotation % 180, False, False
+
+    def controls(self) -> dict[str, Control]:
+        """A Pi camera's controls; once opened, those this camera has, with its own ranges."""
+        available = self._available
+        if available is None:
+            return PI_CONTROLS
+        offered = {}
+        for name, control in PI_CONTROLS.items():
+            limits = available.get(LIBCAMERA_NAMES[name])
+            if limits is None:
+                continue
+            if not control.choices and isinstance(limits, tuple | list) and len(limits) >= 2 \
+                    and all(isinstance(limit, int | float) for limit in limits[:2]):
+                low, high = float(limits[0]), float(limits[1])
+                if name in ("exposure_time", "gain"):
+                    low = 0.0  # 0 is ours: automatic
+                if low < high:
+                    control = Control(name, low, high, control.default, control.step, unit=control.unit)
+            offered[name] = control
+        return offered
+
+    def set_controls(self, values: Mapping[str, ControlValue]) -> None:
+        self._controls = dict(values)
+        if self._camera is not None:
+            self._camera.set_controls(libcamera_controls(self._controls, self._available or {}))
+
     def open(self) -> None:
         cls = self._factory()
         cameras = cls.global_camera_info()
@@ -195,16 +276,23 @@ class PiCamera(CameraBackend):
             raise CameraError(f"cannot open Pi camera {self._number}: {exc}") from exc
         self._camera = camera  # from here on, close() releases it whatever fails next
         try:
+            hflip, vflip = self._flips
             config = camera.create_video_configuration(
                 main={"size": tuple(self._settings.size), "format": "YUV420"},
                 lores={"size": self._lores, "format": "YUV420"},
                 raw=None,  # no Bayer stream: libcamera picks the sensor mode for the main size
                 buffer_count=self._settings.buffer_count,
                 controls={"FrameRate": float(self._settings.fps)},
+                transform=self._transform_factory(hflip=hflip, vflip=vflip),
             )
             camera.align_configuration(config)  # sizes the ISP handles without copies (YUV420: 64 px)
             camera.configure(config)
             self._streams = {name: self._configured(camera, name) for name in ("main", "lores")}
+            # A camera may refuse the flips (libcamera's virtual one does): what it did not take is done here.
+            given = camera.camera_configuration().get("transform")
+            self._cpu_flips = (hflip != bool(getattr(given, "hflip", hflip)),
+                               vflip != bool(getattr(given, "vflip", vflip)))
+            self._available = getattr(camera, "camera_controls", None) or {}
             self._lores = self._streams["lores"][1]
             camera.start()
         except Exception as exc:
@@ -257,6 +345,10 @@ class PiCamera(CameraBackend):
                 continue
             image = to_bgr(main, *self._streams["main"])
             gray = luma(lores, *self._streams["lores"])
+            if self._cpu_flips != (False, False):
+                code = -1 if all(self._cpu_flips) else 1 if self._cpu_flips[0] else 0
+                image = cv2.flip(image, code)
+                gray = None if gray is None else cv2.flip(gray, code)
             age = (self._monotonic_ns() - taken_ns) / 1e9
             if not 0.0 <= age < 2.0:  # a timestamp on some other clock: the frame is taken as new
                 age = 0.0

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from appliance.camera_backends.base import CameraBackend, CameraError, Frame
+from appliance.camera_backends.base import CameraBackend, CameraError, Control, ControlValue, Frame
 from appliance.config import CameraSettings
 
 
@@ -40,6 +40,35 @@ def _bounce(position: float, low: float, high: float) -> float:
     return low + (folded if folded <= span else 2 * span - folded)
 
 
+CONTROLS = {control.name: control for control in (
+    Control("brightness", -1.0, 1.0, 0.0, 0.05),
+    Control("contrast", 0.0, 4.0, 1.0, 0.05),
+    Control("saturation", 0.0, 4.0, 1.0, 0.05),
+    Control("gain", 0.0, 16.0, 0.0, 0.1, unit="x, 0: automatic"),
+    Control("exposure_compensation", -4.0, 4.0, 0.0, 0.25, unit="EV"),
+    Control("white_balance", choices=("auto", "daylight", "cloudy", "indoor"), default="auto"),
+)}
+"""What the demo camera offers, applied in software to each frame so the effect is there to see."""
+_WHITE = {"auto": (1.0, 1.0, 1.0), "daylight": (1.0, 1.0, 1.0), "cloudy": (0.85, 1.0, 1.15),
+          "indoor": (1.2, 1.0, 0.8)}  # B, G, R gains: cloudy warms the picture, indoor cools it
+
+
+def adjust(image: np.ndarray, values: dict[str, ControlValue]) -> np.ndarray:
+    """``image`` as a camera with these control values would film it."""
+    gain = float(values.get("gain", 0.0)) or 1.0
+    scale = gain * 2.0 ** float(values.get("exposure_compensation", 0.0)) * float(values.get("contrast", 1.0))
+    offset = 128.0 * (1.0 - float(values.get("contrast", 1.0))) + 100.0 * float(values.get("brightness", 0.0))
+    picture = image.astype(np.float32) * scale + offset
+    saturation = float(values.get("saturation", 1.0))
+    if saturation != 1.0:
+        grey = picture.mean(axis=2, keepdims=True)
+        picture = grey + (picture - grey) * saturation
+    white = _WHITE[str(values.get("white_balance", "auto"))]
+    if white != (1.0, 1.0, 1.0):
+        picture *= np.array(white, np.float32)
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
 class SyntheticCamera(CameraBackend):
     """Deterministic moving scene, paced at the configured frame rate."""
 
@@ -58,6 +87,7 @@ class SyntheticCamera(CameraBackend):
         self._paced = paced
         self._closed = threading.Event()
         self._closed.set()
+        self._controls: dict[str, ControlValue] = {}  # the ones away from their default
         self._width, self._height = settings.size
         self._background = self._make_background()
         self._things = self._make_things()
@@ -131,6 +161,13 @@ class SyntheticCamera(CameraBackend):
         cv2.putText(image, text, (self._width - int(self._width * 0.2), self._height - 10),
                     cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), 1, cv2.LINE_AA)
 
+    def controls(self) -> dict[str, Control]:
+        return CONTROLS
+
+    def set_controls(self, values: Mapping[str, ControlValue]) -> None:
+        self._controls = {name: CONTROLS[name].check(value) for name, value in values.items()
+                          if value != CONTROLS[name].default}
+
     def open(self) -> None:
         self._closed.clear()
         self._next_due = self._monotonic()
@@ -160,10 +197,11 @@ class SyntheticCamera(CameraBackend):
                 picture = self.render(index)
                 self._draw_clock(picture, text)
                 self._still = still = (moved, text, picture)
-            return Frame(image=still[2].copy(), timestamp=now)
-        image = self.render(index)
-        self._draw_clock(image, text)
-        return Frame(image=image, timestamp=now)
+            image = still[2].copy()
+        else:
+            image = self.render(index)
+            self._draw_clock(image, text)
+        return Frame(image=adjust(image, self._controls) if self._controls else image, timestamp=now)
 
     def close(self) -> None:
         self._closed.set()
