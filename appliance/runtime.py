@@ -90,7 +90,8 @@ class Appliance:
             self.mqtt = MqttBridge(config.mqtt, self.controller, name=config.name,
                                    model=backend.describe(), page_port=lambda: self.server.port,
                                    snapshot=self.snapshot, stats=self.stats, motion=self.motion,
-                                   public_url=config.server.public_url, clips=config.events.clip.enabled)
+                                   public_url=config.server.public_url, clips=config.events.clip.enabled,
+                                   picture=self.picture)
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,

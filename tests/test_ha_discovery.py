@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.camera_backends.pi_camera import PI_CONTROLS
 from appliance.mqtt.discovery import camera_attributes, device_block, discovery_configs
 from appliance.mqtt.topics import Topics
 from appliance.state import CameraState
@@ -59,7 +60,14 @@ def validate(ha_python: str, configs: dict[str, dict[str, object]]) -> dict[str,
 @pytest.mark.timeout(1800)
 def test_home_assistant_accepts_every_discovered_entity(ha_python: str) -> None:
     topics = Topics("garden", "appliance/garden", "homeassistant")
-    configs = discovery_configs(topics, device_block(topics, "Garden", "Pi camera 0", "http://192.168.1.5:8000/"))
+    # Every picture control a camera may offer becomes a number or a select: the Pi camera's, which
+    # has them all, with the widest ranges (exposure time in a box, not a slider).
+    picture = {name: control.public() for name, control in PI_CONTROLS.items()}
+    configs = discovery_configs(topics, device_block(topics, "Garden", "Pi camera 0", "http://192.168.1.5:8000/"),
+                                picture)
+    assert {f"homeassistant/{entity}/config" for entity in ("number/garden/exposure_time", "select/garden/night_mode",
+                                                            "select/garden/white_balance", "binary_sensor/garden/night")
+            } <= set(configs)
     # Two broken payloads prove the validator really rejects what Home Assistant would.
     switch = configs["homeassistant/switch/garden/camera/config"]
     enum_sensor = configs["homeassistant/sensor/garden/camera_state/config"]

@@ -170,6 +170,36 @@ def test_motion_detection_switch_and_sensitivity_from_home_assistant(
             ha.publish(f"{detection}/set", b"", retain=True)  # clear the retained command
 
 
+def test_picture_controls_and_night_mode_from_home_assistant(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker)
+    state = f"{PREFIX}/picture/state"
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    with Recorder(broker.port, [state, "homeassistant/#"]) as ha:
+        number = json.loads(ha.wait_for("homeassistant/number/cam1/brightness/config").payload)
+        assert (number["min"], number["max"]) == (-1.0, 1.0)
+        assert number["command_topic"] == f"{PREFIX}/picture/brightness/set"
+        balance = json.loads(ha.wait_for("homeassistant/select/cam1/white_balance/config").payload)
+        assert balance["options"] == ["auto", "daylight", "cloudy", "indoor"]
+        night = json.loads(ha.wait_for("homeassistant/select/cam1/night_mode/config").payload)
+        assert night["options"] == ["auto", "on", "off"]
+        assert json.loads(ha.wait_for(state).payload) == {"night_mode": "off", "night": "OFF"}
+        before = decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content).mean()
+        ha.publish(f"{PREFIX}/picture/brightness/set", "0.6")
+        ha.wait_for(state, lambda p: json.loads(p).get("brightness") == 0.6)
+        assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 3, timeout=5)
+        assert decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content).mean() > before + 30
+        ha.publish(f"{PREFIX}/picture/night_mode/set", "on")
+        ha.wait_for(state, lambda p: json.loads(p)["night"] == "ON")
+        # Garbage, out of range and not offered: logged and ignored.
+        ha.seen.clear()
+        for topic, garbage in [("brightness", b"bright"), ("brightness", b"7"), ("sharpness", b"1"),
+                               ("night_mode", b"dusk"), ("brightness", b"\xff")]:
+            ha.publish(f"{PREFIX}/picture/{topic}/set", garbage)
+        requests.put(app.url + "/api/camera/settings", json={"controls": {"contrast": 1.2}}, timeout=5)
+        body = json.loads(ha.wait_for(state, lambda p: "contrast" in json.loads(p)).payload)
+        assert body == {"brightness": 0.6, "contrast": 1.2, "night_mode": "on", "night": "ON"}  # garbage: no change
+
+
 def test_the_motion_sensor_is_off_whenever_the_camera_is_off_or_in_error(
         broker: Broker, start_appliance: Start, tmp_path: Path) -> None:
     """An automation holding a light on while motion is ON must not be left ON by a dead camera."""

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from appliance.config import SENSITIVITY, ConfigError, MotionSettings, MqttSettings
+from appliance.capture.picture import PictureControl, PictureSettingsError
+from appliance.config import SENSITIVITY, ConfigError, MotionSettings, MqttSettings, PictureSettings
 from appliance.motion.control import MotionControl, MotionSettingsError
 from appliance.motion.events import EventChange
 from appliance.mqtt.commands import CommandMailbox
-from appliance.mqtt.discovery import camera_attributes, device_block, discovery_configs
+from appliance.mqtt.discovery import camera_attributes, device_block, discovery_configs, picture_state
 from appliance.mqtt.topics import Topics
 from appliance.state import CameraState, StateChange
 
@@ -67,7 +68,8 @@ class MqttBridge:
     def __init__(self, settings: MqttSettings, controller: CameraController,
                  name: str, model: str, page_port: Callable[[], int], snapshot: Callable[[], bytes | None],
                  stats: Callable[[], dict[str, Any]], hostname: str | None = None,
-                 motion: MotionControl | None = None, public_url: str | None = None, clips: bool = False) -> None:
+                 motion: MotionControl | None = None, public_url: str | None = None, clips: bool = False,
+                 picture: PictureControl | None = None) -> None:
         if not settings.host:
             raise ValueError("mqtt.host is not set")
         self._settings = settings
@@ -75,6 +77,7 @@ class MqttBridge:
         self._snapshot = snapshot
         self._stats = stats
         self._motion = motion
+        self._picture = picture
         self._name = name
         self._model = model
         self._page_port = page_port
@@ -124,6 +127,7 @@ class MqttBridge:
         client.message_callback_add(topics.ha_status, self._on_ha_status)
         client.message_callback_add(topics.motion_detection_set, self._on_detection_set)
         client.message_callback_add(topics.motion_sensitivity_set, self._on_sensitivity_set)
+        client.message_callback_add(topics.picture_set_all, self._on_picture_set)
 
     @property
     def connected(self) -> bool:
@@ -138,6 +142,8 @@ class MqttBridge:
         self._controller.add_motion_listener(self._on_motion)
         if self._motion is not None:
             self._motion.add_listener(self._publish_motion_settings)
+        if self._picture is not None:
+            self._picture.add_listener(self._publish_picture)
         self._client.connect_async(self._settings.host, self._settings.port, keepalive=self._settings.keepalive)
         self._client.loop_start()
         self.commands.start()
@@ -153,6 +159,8 @@ class MqttBridge:
         self._controller.remove_motion_listener(self._on_motion)
         if self._motion is not None:
             self._motion.remove_listener(self._publish_motion_settings)
+        if self._picture is not None:
+            self._picture.remove_listener(self._publish_picture)
         self.commands.close(timeout=0.5)  # a camera start in flight is cut short by the controller's shutdown
         if self._connected.is_set():
             info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
@@ -190,7 +198,8 @@ class MqttBridge:
             self.connects += 1
         topics = self.topics
         client.subscribe([(topics.camera_set, 1), (topics.snapshot_set, 1), (topics.ha_status, 1),
-                          (topics.motion_detection_set, 1), (topics.motion_sensitivity_set, 1)])
+                          (topics.motion_detection_set, 1), (topics.motion_sensitivity_set, 1),
+                          (topics.picture_set_all, 1)])
         self._connected.set()
         self.publish_all()
 
@@ -206,12 +215,16 @@ class MqttBridge:
         if self._settings.discovery:
             device = device_block(topics, self._settings.device_name or self._name, self._model,
                                   self._configuration_url())
-            for topic, payload in discovery_configs(topics, device).items():
+            offered = ({name: control.public() for name, control in self._picture.offered().items()}
+                       if self._picture is not None else None)
+            for topic, payload in discovery_configs(topics, device, offered).items():
                 self._publish(topic, json.dumps(payload), retain=True)
         self._publish_camera(self._controller.latest_change())
         self._publish(topics.motion_state, "ON" if self._motion_active else "OFF", retain=True)
         if self._motion is not None:
             self._publish_motion_settings(self._motion.settings)
+        if self._picture is not None:
+            self._publish_picture(self._picture.settings, self._picture.night_active)
         self._publish_stats()
 
     def _publish_motion_settings(self, settings: MotionSettings) -> None:
@@ -220,6 +233,38 @@ class MqttBridge:
             return  # publish_all sends them after the next connect
         self._publish(self.topics.motion_detection, "ON" if settings.enabled else "OFF", retain=True)
         self._publish(self.topics.motion_sensitivity, settings.sensitivity, retain=True)
+
+    def _publish_picture(self, settings: PictureSettings, night_active: bool) -> None:
+        """Controls, night mode and whether it is on now, retained: HA's numbers, selects and sensor."""
+        if self._connected.is_set():
+            body = picture_state(dict(settings.controls), settings.night_mode, night_active)
+            self._publish(self.topics.picture_state, json.dumps(body), retain=True)
+
+    def _on_picture_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """``picture/<name>/set``: a control's value, or ``night_mode``; anything invalid is logged."""
+        if self._picture is None or self._ignore_retained(message):
+            return
+        name = message.topic.removeprefix(self.topics.prefix + "/picture/").removesuffix("/set")
+        try:
+            text = message.payload.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            text = ""
+        if name == "night_mode":
+            changes: dict[str, Any] = {"night_mode": text.lower()}
+        else:
+            control = self._picture.offered().get(name)
+            value: Any = text
+            if control is not None and not control.choices:
+                try:
+                    value = float(text)
+                except ValueError:
+                    log.warning("MQTT: ignoring %s payload %r: expected a number", message.topic, text[:64])
+                    return
+            changes = {"controls": {name: value}}
+        try:
+            self._picture.update(changes)  # a durable write of a few hundred bytes, on paho's thread
+        except (PictureSettingsError, OSError) as exc:
+            log.warning("MQTT: could not apply %s from %s: %s", changes, message.topic, exc)
 
     def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         # Retained state goes out at QoS 0: every connect republishes all of it, and paho re-sends

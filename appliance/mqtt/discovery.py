@@ -33,8 +33,18 @@ def device_block(topics: Topics, name: str, model: str, configuration_url: str |
     return device
 
 
-def discovery_configs(topics: Topics, device: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Map each discovery config topic to its payload."""
+NIGHT_MODES = ("auto", "on", "off")
+
+
+def picture_state(controls: dict[str, Any], night_mode: str, night_active: bool) -> dict[str, Any]:
+    """The retained ``picture/state`` body: each control's value, night mode and whether it is on now."""
+    return {**controls, "night_mode": night_mode, "night": "ON" if night_active else "OFF"}
+
+
+def discovery_configs(topics: Topics, device: dict[str, Any],
+                      picture: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Map each discovery config topic to its payload. ``picture``: the controls the camera offers, as
+    ``Control.public()`` describes them (name: kind, range or choices, default), each an entity."""
     common = {
         "availability_topic": topics.availability,
         "payload_available": "online",
@@ -76,5 +86,23 @@ def discovery_configs(topics: Topics, device: dict[str, Any]) -> dict[str, dict[
         entity("sensor", "viewers", name="Viewers", state_topic=topics.stats,
                value_template="{{ value_json.viewers }}", state_class="measurement",
                entity_category="diagnostic", icon="mdi:eye"),
+        entity("select", "night_mode", name="Night mode", icon="mdi:weather-night", entity_category="config",
+               command_topic=topics.picture_set("night_mode"), state_topic=topics.picture_state,
+               value_template="{{ value_json.night_mode }}", options=list(NIGHT_MODES)),
+        entity("binary_sensor", "night", name="Night", icon="mdi:weather-night", state_topic=topics.picture_state,
+               value_template="{{ value_json.night }}", payload_on="ON", payload_off="OFF"),
     ]
+    for name, control in (picture or {}).items():
+        title = name.replace("_", " ").capitalize()
+        fields: dict[str, Any] = {"name": title, "entity_category": "config", "icon": "mdi:tune",
+                                  "command_topic": topics.picture_set(name), "state_topic": topics.picture_state,
+                                  "value_template": f"{{{{ value_json.{name} | default('{control['default']}') }}}}"}
+        if control["kind"] == "choice":
+            entities.append(entity("select", name, options=list(control["choices"]), **fields))
+        else:
+            unit = str(control.get("unit", "")).split(",")[0] or None  # "µs, 0: automatic" -> "µs"
+            wide = control["maximum"] - control["minimum"] > 1000
+            entities.append(entity("number", name, min=control["minimum"], max=control["maximum"],
+                                   step=control["step"] or 1, mode="box" if wide else "slider",
+                                   **({"unit_of_measurement": unit} if unit else {}), **fields))
     return dict(entities)

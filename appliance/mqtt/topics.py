@@ -84,6 +84,19 @@ class Topics:
         return f"{self.prefix}/snapshot/set"
 
     @property
+    def picture_state(self) -> str:
+        return f"{self.prefix}/picture/state"
+
+    @property
+    def picture_set_all(self) -> str:
+        """The wildcard the commands of every picture setting arrive on."""
+        return f"{self.prefix}/picture/+/set"
+
+    def picture_set(self, name: str) -> str:
+        """Commands for one picture control, or ``night_mode``."""
+        return f"{self.prefix}/picture/{name}/set"
+
+    @property
     def stats(self) -> str:
         return f"{self.prefix}/stats"
 
