@@ -402,20 +402,29 @@ def scene_event(app: Any, camera: SceneCamera, feed: Any, still_frames: int = 30
     return next_motion(feed, "clip")
 
 
-def wait_for_motion_settings(app: Any, check: Any, timeout: float = 10) -> Any:
-    """Wait until the appliance's motion settings pass ``check`` (they change when a page's ``PUT``
-    lands, which is after the click that sent it), woken by the settings' own listener; the settings."""
+def wait_for_settings(control: Any, check: Any, timeout: float = 10) -> Any:
+    """Wait until ``control``'s settings (``MotionControl``, ``PictureControl``) pass ``check``: they
+    change when a page's ``PUT`` lands, which is after the click that sent it. Woken by the control's
+    own listener; returns the settings."""
     changed = threading.Condition()
 
-    def heard(_settings: Any) -> None:
+    def heard(*_news: Any) -> None:
         with changed:
             changed.notify_all()
 
-    app.motion.add_listener(heard)
+    control.add_listener(heard)
     try:
         with changed:
-            if not changed.wait_for(lambda: check(app.motion.settings), timeout):
-                raise AssertionError(f"motion settings still {app.motion.settings!r} after {timeout} s")
+            if not changed.wait_for(lambda: check(control.settings), timeout):
+                raise AssertionError(f"settings still {control.settings!r} after {timeout} s")
     finally:
-        app.motion.remove_listener(heard)
-    return app.motion.settings
+        control.remove_listener(heard)
+    return control.settings
+
+
+def wait_for_motion_settings(app: Any, check: Any, timeout: float = 10) -> Any:
+    return wait_for_settings(app.motion, check, timeout)
+
+
+def wait_for_picture_settings(app: Any, check: Any, timeout: float = 10) -> Any:
+    return wait_for_settings(app.picture, check, timeout)

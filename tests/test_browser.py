@@ -14,7 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.helpers import scene_event, start_scene, wait_for_motion_settings
+from tests.helpers import decode_jpeg, scene_event, start_scene, wait_for_motion_settings, wait_for_picture_settings
 
 pytestmark = [pytest.mark.browser]
 
@@ -376,3 +376,40 @@ def test_where_mjpeg_does_not_play_a_clip_plays_frame_by_frame(start_appliance: 
     assert app.broadcaster.viewers == 0 and requests.get(app.url + "/api/status", timeout=5).json()["clips"][
         "replaying"] == 0  # no MJPEG anywhere
     context.close()
+
+
+def test_the_picture_panel_sets_controls_night_mode_and_draws_a_privacy_mask(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(camera={"size": "640x360", "synthetic": {"objects": 0}}, overlay={"timestamp": False})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    wait_for_live_picture(page)
+    # The panel offers what the camera offers: the demo camera's controls, not a Pi's sharpness.
+    expect(page.locator("#control-brightness")).to_have_attribute("min", "-1")
+    expect(page.locator("#control-white_balance")).to_be_visible()
+    assert page.locator("#control-sharpness").count() == 0
+    before = decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content).mean()
+    page.locator("#control-brightness").evaluate("el => { el.value = '0.6'; el.dispatchEvent(new Event('change')); }")
+    wait_for_picture_settings(app, lambda settings: settings.controls.get("brightness") == 0.6)
+    expect(page.locator("#control-brightness-value")).to_have_text("0.6")
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 3, timeout=5)
+    assert decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content).mean() > before + 30
+    page.select_option("#night-mode", "on")
+    wait_for_picture_settings(app, lambda settings: settings.night_mode == "on")
+    expect(page.locator("#night-active")).to_have_text("night mode is on")
+    # A mask drawn on the picture: stored, red while drawn, black in what the camera sends.
+    page.click("#mask-draw")
+    expect(page.locator("#zone-draft")).to_have_attribute("data-target", "mask")
+    box = page.locator("#live").bounding_box()
+    assert box is not None
+    for x, y in [(0.05, 0.05), (0.45, 0.05), (0.45, 0.6), (0.05, 0.6)]:
+        page.locator("#live").click(position={"x": x * box["width"], "y": y * box["height"]})
+    page.click("#zone-save")
+    expect(page.locator("#masks-text")).to_have_text("Privacy masks: mask 1 (blacked out)")
+    assert app.picture.settings.masks[0].name == "mask 1"
+    assert requests.get(app.url + "/api/motion", timeout=5).json()["zones"] == []  # a mask, not a zone
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 3, timeout=5)
+    image = decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content)
+    assert image[30:190, 40:260].max() < 25 and image[250:, 400:].mean() > 60
+    page.click("#masks-clear")
+    expect(page.locator("#masks-text")).to_have_text("No privacy masks: the whole picture is shown and stored.")
+    assert app.picture.settings.masks == []

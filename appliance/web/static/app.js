@@ -308,7 +308,7 @@ toggle.addEventListener("click", async () => {
 // each message on; the others listen. A lease, not the Web Locks API: that needs HTTPS, and the
 // appliance is usually reached over plain HTTP. Two tabs may both hold the feed for a moment; the
 // next renewal settles it. Without BroadcastChannel every tab opens its own feed.
-const FEED_KINDS = ["state", "status", "motion", "motion_settings"];
+const FEED_KINDS = ["state", "status", "motion", "motion_settings", "picture"];
 const LEASE_KEY = "appliance.feed-lease";
 const tabId = Math.random().toString(36).slice(2);
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("appliance-live-feed") : null;
@@ -322,6 +322,7 @@ function handleFeed(kind, data) {
   if (kind === "state") renderCamera(data);
   else if (kind === "status") renderStats(data);
   else if (kind === "motion_settings") renderMotionSettings(data);
+  else if (kind === "picture") renderPicture({ ...pictureSettings, ...data });
   else if (kind === "motion") {
     if (data.kind === "start" || data.kind === "end") renderMotion(data.kind === "start");
     addEvent(data.event);
@@ -488,10 +489,18 @@ function renderDraft() {
   zoneSave.disabled = draft.length < 3;
 }
 
-function setDrawing(on) {
+let drawTarget = "zone";  // what the polygon being drawn becomes: a motion zone or a privacy mask
+
+function setDrawing(on, target = "zone") {
   draft = on ? [] : null;
+  drawTarget = target;
+  zoneDraft.dataset.target = target;
+  zoneHelp.textContent = target === "mask"
+    ? "Click the picture to place the corners of the area to black out (three or more), then save."
+    : "Click the picture to place the corners of the area (three or more), then save.";
   document.body.dataset.drawing = String(on);
   zoneDraw.hidden = on;
+  $("mask-draw").hidden = on;
   zoneSave.hidden = zoneCancel.hidden = zoneHelp.hidden = !on;
   renderDraft();
 }
@@ -506,13 +515,104 @@ live.addEventListener("click", (e) => {
 zoneDraw.addEventListener("click", () => setDrawing(true));
 zoneCancel.addEventListener("click", () => setDrawing(false));
 zoneSave.addEventListener("click", async () => {
-  const zone = { name: "zone " + (motionSettings.zones.length + 1), mode: zoneMode.value, points: draft };
+  const points = draft, target = drawTarget;
   setDrawing(false);
-  await putMotion({ zones: [...motionSettings.zones, zone] });
+  if (target === "mask") {
+    const mask = { name: "mask " + (pictureSettings.masks.length + 1), points };
+    await putPicture({ masks: [...pictureSettings.masks, mask] });
+  } else {
+    const zone = { name: "zone " + (motionSettings.zones.length + 1), mode: zoneMode.value, points };
+    await putMotion({ zones: [...motionSettings.zones, zone] });
+  }
 });
 zonesClear.addEventListener("click", () => putMotion({ zones: [] }));
 motionEnabled.addEventListener("change", () => putMotion({ enabled: motionEnabled.checked }));
 sensitivity.addEventListener("change", () => putMotion({ sensitivity: sensitivity.value }));
+
+// --- the picture: controls the camera offers, night mode, privacy masks ----------------------------
+const pictureControls = $("picture-controls");
+const nightMode = $("night-mode");
+const nightActive = $("night-active");
+const masksText = $("masks-text");
+const masksClear = $("masks-clear");
+const pictureError = $("picture-error");
+let pictureSettings = { controls: {}, offered: {}, night_mode: "off", night_active: false, masks: [] };
+let offeredShown = "";
+
+function controlInput(name, control) {
+  const label = document.createElement("label");
+  label.textContent = name.replace(/_/g, " ") + " ";
+  let input;
+  if (control.kind === "choice") {
+    input = document.createElement("select");
+    for (const choice of control.choices) {
+      const option = document.createElement("option");
+      option.value = option.textContent = choice;
+      input.append(option);
+    }
+  } else {
+    input = document.createElement("input");
+    input.type = "range";
+    input.min = control.minimum; input.max = control.maximum; input.step = control.step || "any";
+  }
+  input.id = "control-" + name;
+  input.dataset.control = name;
+  input.addEventListener("change", () => {
+    const value = control.kind === "choice" ? input.value : Number(input.value);
+    putPicture({ controls: { [name]: value } });
+  });
+  const shown = document.createElement("output");
+  shown.id = "control-" + name + "-value";
+  label.append(input, shown);
+  return label;
+}
+
+function renderPicture(p) {
+  pictureSettings = p;
+  const offered = JSON.stringify(p.offered);
+  if (offered !== offeredShown) {  // rebuilt only when the camera's offer changes, not on each value
+    offeredShown = offered;
+    pictureControls.replaceChildren(...Object.entries(p.offered).map(([name, c]) => controlInput(name, c)));
+    if (Object.keys(p.offered).length === 0) pictureControls.textContent = "This camera offers no picture controls.";
+  }
+  for (const [name, control] of Object.entries(p.offered)) {
+    const value = name in p.controls ? p.controls[name] : control.default;
+    const input = $("control-" + name), shown = $("control-" + name + "-value");
+    if (input && document.activeElement !== input) input.value = value;
+    if (shown) shown.textContent = String(value) + (control.unit ? " " + control.unit.split(",")[0] : "");
+  }
+  nightMode.value = p.night_mode;
+  nightActive.textContent = p.night_active ? "night mode is on" : "";
+  masksClear.disabled = p.masks.length === 0;
+  masksText.textContent = p.masks.length === 0 ? "No privacy masks: the whole picture is shown and stored."
+    : "Privacy masks: " + p.masks.map((m) => m.name + " (blacked out)").join(", ");
+  document.body.dataset.masks = String(p.masks.length);
+}
+
+async function putPicture(body) {
+  pictureError.hidden = true;
+  try {
+    const r = await fetch("/api/camera/settings", { method: "PUT", headers: { "Content-Type": "application/json" },
+                                                    body: JSON.stringify(body) });
+    const answer = await r.json();
+    if (r.ok) renderPicture(answer);
+    else { pictureError.hidden = false; pictureError.textContent = answer.error || "Request failed"; }
+  } catch (e) {
+    pictureError.hidden = false;
+    pictureError.textContent = "The appliance did not answer.";
+  }
+}
+
+async function loadPicture() {
+  try {
+    const r = await fetch("/api/camera/settings");
+    if (r.ok) renderPicture(await r.json());
+  } catch (e) { /* shown as it was; the live feed brings changes */ }
+}
+
+nightMode.addEventListener("change", () => putPicture({ night_mode: nightMode.value }));
+$("mask-draw").addEventListener("click", () => setDrawing(true, "mask"));
+masksClear.addEventListener("click", () => putPicture({ masks: [] }));
 
 document.body.dataset.shown = String(shown);
 renderMode();
@@ -520,4 +620,5 @@ renderCamera({ on: current.on, state: current.state, error: null });
 refreshStatus();
 loadEvents();
 loadMotion();
+loadPicture();
 connectEvents();
