@@ -86,7 +86,7 @@ def test_each_orientation_reaches_the_stream_snapshots_events_and_clips(
     with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as stream:
         streamed = decode_jpeg(next(iter_mjpeg(stream))[1])
     snapshot = decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content)
-    record = scene_event(app, camera, feed, still_frames=10, moving_frames=10)
+    record = scene_event(app, camera, feed, still_frames=6, moving_frames=8)
     event = decode_jpeg(requests.get(f"{app.url}/api/events/{record['id']}/snapshot.jpg", timeout=10).content)
     clip = decode_jpeg(requests.get(f"{app.url}/api/events/{record['id']}/clip/0.jpg", timeout=10).content)
     for name, image in (("stream", streamed), ("snapshot", snapshot), ("event", event), ("clip", clip)):
@@ -106,7 +106,7 @@ def test_masks_are_black_in_every_output_and_hide_motion(start_appliance: Any, t
     answer = settings(app, {"masks": [left]})
     assert answer.status_code == 200 and answer.json()["masks"] == [left], answer.text
     assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 2, timeout=5)
-    record = scene_event(app, camera, feed, still_frames=10, moving_frames=20)  # the square crosses both halves
+    record = scene_event(app, camera, feed, still_frames=8, moving_frames=16)  # the square crosses both halves
     assert record["box"]["x"] >= 0.5 * 320 - 2, record["box"]  # motion found only where it may be seen
     outputs = {"snapshot": requests.get(app.url + "/snapshot.jpg", timeout=10).content,
                "event": requests.get(f"{app.url}/api/events/{record['id']}/snapshot.jpg", timeout=10).content,
@@ -121,12 +121,12 @@ def test_masks_are_black_in_every_output_and_hide_motion(start_appliance: Any, t
     # Motion only inside a mask raises no event: the square's whole band is masked.
     band = {"name": "street", "points": [[0, 0.25], [1, 0.25], [1, 0.75], [0, 0.75]]}
     assert settings(app, {"masks": [band]}).status_code == 200
-    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 10, timeout=5)
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 8, timeout=5)
     before = requests.get(app.url + "/api/events", timeout=5).json()["total"]
     camera.moving.set()
-    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 30, timeout=10)
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 16, timeout=10)
     camera.moving.clear()
-    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 10, timeout=10)
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 4, timeout=10)
     assert requests.get(app.url + "/api/events", timeout=5).json()["total"] == before
     assert not app.pipeline.stats().motion_active
 
@@ -184,16 +184,17 @@ def test_a_night_mode_switch_drives_the_output_greys_the_picture_and_raises_no_e
                                         parts={"pin_factory": factory})
         pin = factory.pin(22)
         assert app.panel.night is not None and pin.state is False
-        assert app.pipeline.wait_for_frames(30, timeout=10)  # the background is learnt
+        assert app.pipeline.wait_for_frames(15, timeout=10)  # the background is learnt (warm-up: 5)
         assert settings(app, {"night_mode": "on"}).json()["night_mode"] == "on"
         assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 3, timeout=5)
         assert app.picture.night_active and pin.state is True  # the IR-cut filter / IR LEDs follow
         grey = decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content).astype(int)
         assert np.abs(grey[..., 0] - grey[..., 2]).mean() < 3  # no colour left
         assert requests.get(app.url + "/api/camera/settings", timeout=10).json()["night_active"] is True
-        assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 40, timeout=10)
+        # An event would start within two analysed frames (start_frames 2, analysed at the camera's 20 fps).
+        assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 12, timeout=10)
         assert settings(app, {"night_mode": "off"}).status_code == 200
-        assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 40, timeout=10)
+        assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 12, timeout=10)
         assert pin.state is False and not app.picture.night_active
         assert requests.get(app.url + "/api/events", timeout=5).json()["total"] == 0  # the switch is no motion
         camera.moving.set()  # while real motion still is
