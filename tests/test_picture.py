@@ -77,7 +77,7 @@ def test_each_orientation_reaches_the_stream_snapshots_events_and_clips(
         start_appliance: Any, tmp_path: Path, rotation: int, hflip: bool, vflip: bool) -> None:
     camera = MarkedScene(make_config(tmp_path).camera)
     app = start_appliance(backend=camera, camera={"rotation": rotation, "hflip": hflip, "vflip": vflip},
-                          motion={"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0, "start_frames": 2},
+                          motion={"warmup_frames": 5, "event_gap": 0.2, "background_weight": 1.0, "start_frames": 2},
                           events={"clip": {**SHORT_CLIPS, "fps": 10}})
     feed = app.live.subscribe()
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
