@@ -6,10 +6,16 @@ place can leave an empty or half file; this leaves the old file or the new one, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +61,68 @@ def remove_leftovers(folder: Path) -> int:
     if removed:
         log.warning("removed %d file(s) left by a write cut short in %s", removed, folder)
     return removed
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+class KeptSettings(Generic[S]):
+    """Settings a user changes at run time (the page, the API, MQTT): changed all or nothing, kept in
+    a file in the state folder with ``durable_write`` (they win over the config file at the next
+    start), and told to every listener, on the thread that made the change (keep listeners short).
+
+    A subclass says which keys are kept (``KEPT``), what it calls itself in logs (``WHAT``), and how a
+    change is checked and merged (``_merged``, raising ``REFUSED`` with a message that names the key).
+    """
+
+    KEPT: tuple[str, ...] = ()
+    WHAT = "settings"
+    REFUSED: type[Exception] = ValueError
+
+    def __init__(self, initial: S, path: Path | None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[..., None]] = []
+        self._settings = initial
+        if path is not None and path.exists():
+            try:
+                self._settings = self._merged(initial, json.loads(path.read_text()))
+            except (OSError, ValueError, self.REFUSED) as exc:
+                log.warning("ignoring saved %s in %s: %s", self.WHAT, path, exc)
+
+    @property
+    def settings(self) -> S:
+        return self._settings
+
+    def add_listener(self, listener: Callable[..., None]) -> None:
+        """Hear every change, with what ``_news`` gives (the settings, and for some more)."""
+        self._listeners = [*self._listeners, listener]
+
+    def remove_listener(self, listener: Callable[..., None]) -> None:
+        self._listeners = [known for known in self._listeners if known != listener]
+
+    def update(self, changes: Any) -> S:
+        """Apply ``changes``, keep them and tell the listeners; raises ``REFUSED``, and changes
+        nothing, if any of them is invalid, and OSError, changing nothing, if they cannot be kept."""
+        with self._lock:
+            updated = self._merged(self._settings, changes)
+            if self._path is not None:
+                kept = {key: value for key, value in updated.model_dump(mode="json").items() if key in self.KEPT}
+                durable_write(self._path, json.dumps(kept, indent=1).encode())
+            self._settings = updated
+        self._tell()
+        return updated
+
+    def _news(self) -> tuple[Any, ...]:
+        return (self._settings,)
+
+    def _tell(self) -> None:
+        news = self._news()
+        for listener in self._listeners:
+            try:
+                listener(*news)
+            except Exception:
+                log.exception("%s listener failed", self.WHAT)
+
+    def _merged(self, current: S, changes: Any) -> S:
+        raise NotImplementedError

@@ -95,17 +95,21 @@ def test_a_damaged_settings_file_falls_back_to_the_config(tmp_path: Any) -> None
 
 
 def test_a_full_card_refuses_the_change_and_keeps_the_old_settings(start_appliance: Any, monkeypatch: Any) -> None:
+    """Motion and picture settings alike (both are ``KeptSettings``): nothing half-kept."""
     import errno
 
-    import appliance.motion.control
+    import appliance.durable
 
     app = start_appliance()
 
     def full(path: Any, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(appliance.motion.control, "durable_write", full)
+    monkeypatch.setattr(appliance.durable, "durable_write", full)
     response = put(app, {"enabled": False})
     assert response.status_code == 503 and "No space left on device" in response.json()["error"]
     assert app.motion.settings.enabled is True
     assert requests.get(app.url + "/api/motion", timeout=5).json()["enabled"] is True
+    response = requests.put(app.url + "/api/camera/settings", json={"night_mode": "on"}, timeout=5)
+    assert response.status_code == 503 and "could not save the picture settings" in response.json()["error"]
+    assert requests.get(app.url + "/api/camera/settings", timeout=5).json()["night_mode"] == "off"

@@ -22,9 +22,7 @@ MQTT all get the frame the right way up, with the masked areas already black.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from pydantic import ValidationError
 
 from appliance.camera_backends.base import Control, ControlValue
 from appliance.config import Mask, PictureSettings, describe_errors
-from appliance.durable import durable_write
+from appliance.durable import KeptSettings
 
 log = logging.getLogger(__name__)
 
@@ -117,27 +115,20 @@ def public(settings: PictureSettings, offered: Mapping[str, Control], night_acti
             "orientation": {"rotation": rotation, "hflip": hflip, "vflip": vflip}}
 
 
-class PictureControl:
-    """Owns the picture settings changed at run time and the night state; every way in calls ``update``,
-    every listener hears it (called on the thread that made the change: keep them short)."""
+class PictureControl(KeptSettings[PictureSettings]):
+    """Owns the picture settings changed at run time and the night state; every way in calls
+    ``update`` (``controls``, merged: a null value restores that control's default; ``night_mode``;
+    ``masks``, replaced), every listener hears ``(settings, night_active)``."""
+
+    KEPT = RUNTIME_KEYS
+    WHAT = "picture settings"
+    REFUSED = PictureSettingsError
 
     def __init__(self, initial: PictureSettings, path: Path | None,
                  offered: Callable[[], Mapping[str, Control]] = dict) -> None:
-        self._path = path
         self._offered = offered
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[PictureSettings, bool], None]] = []
         self._night_active = False
-        self._settings = initial
-        if path is not None and path.exists():
-            try:
-                self._settings = self._merged(initial, json.loads(path.read_text()))
-            except (OSError, ValueError, PictureSettingsError) as exc:
-                log.warning("ignoring saved picture settings in %s: %s", path, exc)
-
-    @property
-    def settings(self) -> PictureSettings:
-        return self._settings
+        super().__init__(initial, path)
 
     @property
     def night_active(self) -> bool:
@@ -150,38 +141,14 @@ class PictureControl:
         """Raise PictureSettingsError when the settings name a control the camera does not offer."""
         self._checked_controls(self._settings.controls)
 
-    def add_listener(self, listener: Callable[[PictureSettings, bool], None]) -> None:
-        """Hear every change of the settings or of the night state: ``(settings, night_active)``."""
-        self._listeners = [*self._listeners, listener]
-
-    def remove_listener(self, listener: Callable[[PictureSettings, bool], None]) -> None:
-        self._listeners = [known for known in self._listeners if known != listener]
-
-    def update(self, changes: Any) -> PictureSettings:
-        """Apply ``changes`` (``controls``, merged: a null value restores that control's default;
-        ``night_mode``; ``masks``, replaced), keep them and tell the listeners. Raises
-        PictureSettingsError, and changes nothing, if any of them is invalid."""
-        with self._lock:
-            updated = self._merged(self._settings, changes)
-            if self._path is not None:
-                kept = {key: value for key, value in updated.model_dump(mode="json").items() if key in RUNTIME_KEYS}
-                durable_write(self._path, json.dumps(kept, indent=1).encode())
-            self._settings = updated
-        self._tell()
-        return updated
-
     def set_night_active(self, active: bool) -> None:
         """The capture thread's news: night mode switched."""
         if active != self._night_active:
             self._night_active = active
             self._tell()
 
-    def _tell(self) -> None:
-        for listener in self._listeners:
-            try:
-                listener(self._settings, self._night_active)
-            except Exception:
-                log.exception("picture settings listener failed")
+    def _news(self) -> tuple[PictureSettings, bool]:
+        return self._settings, self._night_active
 
     def _checked_controls(self, controls: Mapping[str, object]) -> dict[str, ControlValue]:
         offered = self._offered()

@@ -9,17 +9,13 @@ takes effect on the next frame without stopping the camera.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from appliance.config import SENSITIVITY, MotionSettings, describe_errors
-from appliance.durable import durable_write
+from appliance.durable import KeptSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,50 +33,15 @@ def public(settings: MotionSettings) -> dict[str, Any]:
             "levels": dict(SENSITIVITY), "zones": [zone.model_dump() for zone in settings.zones]}
 
 
-class MotionControl:
-    """Owns the current motion settings; every way in calls ``update``, every listener hears it."""
+class MotionControl(KeptSettings[MotionSettings]):
+    """Owns the current motion settings; every way in calls ``update`` (``enabled``, ``sensitivity`` or
+    ``threshold``, ``zones``), every listener hears the new settings (MQTT publishes them)."""
 
-    def __init__(self, initial: MotionSettings, path: Path | None) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[MotionSettings], None]] = []
-        self._settings = initial
-        if path is not None and path.exists():
-            try:
-                saved = json.loads(path.read_text())
-                self._settings = self._merged(initial, saved)
-            except (OSError, ValueError, MotionSettingsError) as exc:
-                log.warning("ignoring saved motion settings in %s: %s", path, exc)
+    KEPT = RUNTIME_KEYS
+    WHAT = "motion settings"
+    REFUSED = MotionSettingsError
 
-    @property
-    def settings(self) -> MotionSettings:
-        return self._settings
-
-    def add_listener(self, listener: Callable[[MotionSettings], None]) -> None:
-        """Hear every change (MQTT publishes it), called on the thread that made the change."""
-        self._listeners = [*self._listeners, listener]
-
-    def remove_listener(self, listener: Callable[[MotionSettings], None]) -> None:
-        self._listeners = [known for known in self._listeners if known != listener]
-
-    def update(self, changes: dict[str, Any]) -> MotionSettings:
-        """Apply ``changes`` (``enabled``, ``sensitivity`` or ``threshold``, ``zones``), keep them and tell
-        the listeners. Raises MotionSettingsError, and changes nothing, if any of them is invalid."""
-        with self._lock:
-            updated = self._merged(self._settings, changes)
-            if self._path is not None:
-                kept = {key: value for key, value in updated.model_dump(mode="json").items() if key in RUNTIME_KEYS}
-                durable_write(self._path, json.dumps(kept, indent=1).encode())
-            self._settings = updated
-        for listener in self._listeners:
-            try:
-                listener(updated)
-            except Exception:
-                log.exception("motion settings listener failed")
-        return updated
-
-    @staticmethod
-    def _merged(current: MotionSettings, changes: Any) -> MotionSettings:
+    def _merged(self, current: MotionSettings, changes: Any) -> MotionSettings:
         if not isinstance(changes, dict):
             raise MotionSettingsError(f"motion settings must be a JSON object, not {type(changes).__name__}")
         unknown = sorted(set(changes) - {*RUNTIME_KEYS, "sensitivity"})

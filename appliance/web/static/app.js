@@ -447,26 +447,30 @@ function renderMotionSettings(m) {
   document.body.dataset.zones = String(m.zones.length);
 }
 
-async function putMotion(body) {
-  motionError.hidden = true;
+// Settings a user changes (motion, picture): a PUT shows what the appliance kept, or why it refused.
+async function putSettings(url, body, render, errorText) {
+  errorText.hidden = true;
   try {
-    const r = await fetch("/api/motion", { method: "PUT", headers: { "Content-Type": "application/json" },
-                                           body: JSON.stringify(body) });
+    const r = await fetch(url, { method: "PUT", headers: { "Content-Type": "application/json" },
+                                 body: JSON.stringify(body) });
     const answer = await r.json();
-    if (r.ok) renderMotionSettings(answer);
-    else { motionError.hidden = false; motionError.textContent = answer.error || "Request failed"; }
+    if (r.ok) render(answer);
+    else { errorText.hidden = false; errorText.textContent = answer.error || "Request failed"; }
   } catch (e) {
-    motionError.hidden = false;
-    motionError.textContent = "The appliance did not answer.";
+    errorText.hidden = false;
+    errorText.textContent = "The appliance did not answer.";
   }
 }
 
-async function loadMotion() {
+async function loadSettings(url, render) {
   try {
-    const r = await fetch("/api/motion");
-    if (r.ok) renderMotionSettings(await r.json());
+    const r = await fetch(url);
+    if (r.ok) render(await r.json());
   } catch (e) { /* shown as it was; the live feed brings changes */ }
 }
+
+const putMotion = (body) => putSettings("/api/motion", body, renderMotionSettings, motionError);
+const loadMotion = () => loadSettings("/api/motion", renderMotionSettings);
 
 // Where the picture really is inside the <img> box (object-fit: contain leaves bars).
 function pictureRect() {
@@ -589,26 +593,8 @@ function renderPicture(p) {
   document.body.dataset.masks = String(p.masks.length);
 }
 
-async function putPicture(body) {
-  pictureError.hidden = true;
-  try {
-    const r = await fetch("/api/camera/settings", { method: "PUT", headers: { "Content-Type": "application/json" },
-                                                    body: JSON.stringify(body) });
-    const answer = await r.json();
-    if (r.ok) renderPicture(answer);
-    else { pictureError.hidden = false; pictureError.textContent = answer.error || "Request failed"; }
-  } catch (e) {
-    pictureError.hidden = false;
-    pictureError.textContent = "The appliance did not answer.";
-  }
-}
-
-async function loadPicture() {
-  try {
-    const r = await fetch("/api/camera/settings");
-    if (r.ok) renderPicture(await r.json());
-  } catch (e) { /* shown as it was; the live feed brings changes */ }
-}
+const putPicture = (body) => putSettings("/api/camera/settings", body, renderPicture, pictureError);
+const loadPicture = () => loadSettings("/api/camera/settings", renderPicture);
 
 nightMode.addEventListener("change", () => putPicture({ night_mode: nightMode.value }));
 $("mask-draw").addEventListener("click", () => setDrawing(true, "mask"));
