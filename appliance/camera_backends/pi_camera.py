@@ -288,7 +288,8 @@ class PiCamera(CameraBackend):
             camera.align_configuration(config)  # sizes the ISP handles without copies (YUV420: 64 px)
             camera.configure(config)
             self._streams = {name: self._configured(camera, name) for name in ("main", "lores")}
-            # A camera may refuse the flips (libcamera's virtual one does): what it did not take is done here.
+            # A camera may refuse the flips (libcamera then adjusts the orientation it reports back):
+            # what it did not take is done here, to both streams.
             given = camera.camera_configuration().get("transform")
             self._cpu_flips = (hflip != bool(getattr(given, "hflip", hflip)),
                                vflip != bool(getattr(given, "vflip", vflip)))
