@@ -110,8 +110,12 @@ class KeptSettings(Generic[S]):
                 kept = {key: value for key, value in updated.model_dump(mode="json").items() if key in self.KEPT}
                 durable_write(self._path, json.dumps(kept, indent=1).encode())
             self._settings = updated
+            self._settled(updated)
         self._tell()
         return updated
+
+    def _settled(self, settings: S) -> None:
+        """What follows from new settings at once, before the listeners hear them (nothing by default)."""
 
     def _news(self) -> tuple[Any, ...]:
         return (self._settings,)

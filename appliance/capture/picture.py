@@ -147,6 +147,13 @@ class PictureControl(KeptSettings[PictureSettings]):
             self._night_active = active
             self._tell()
 
+    def _settled(self, settings: PictureSettings) -> None:
+        """Night mode set ``on`` or ``off`` is on or off from now: the answer to the change, the output
+        and every listener say so at once, not only once the capture thread's next frame agrees
+        (which it does; with the camera off, the IR output follows the setting all the same)."""
+        if settings.night_mode != "auto":
+            self._night_active = settings.night_mode == "on"
+
     def _news(self) -> tuple[PictureSettings, bool]:
         return self._settings, self._night_active
 
