@@ -256,12 +256,17 @@ def test_motion_publishes_state_events_and_snapshot(broker: Broker, start_applia
         assert local.status_code == 200 and local.headers["Content-Type"].startswith("multipart/x-mixed-replace")
 
 
-def test_snapshot_on_request(broker: Broker, start_appliance: Start) -> None:
-    app = start_with_mqtt(start_appliance, broker)
+def test_snapshot_on_request_with_its_privacy_mask(broker: Broker, start_appliance: Start) -> None:
+    app = start_with_mqtt(start_appliance, broker, overlay={"timestamp": False})
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    mask = {"name": "street", "points": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}
+    requests.put(app.url + "/api/camera/settings", json={"masks": [mask]}, timeout=10).raise_for_status()
+    assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 2, timeout=5)
     with Recorder(broker.port, [f"{PREFIX}/snapshot"]) as ha:
         ha.publish(f"{PREFIX}/snapshot/set", "PRESS")
-        decode_jpeg(ha.wait_for(f"{PREFIX}/snapshot").payload)
+        image = decode_jpeg(ha.wait_for(f"{PREFIX}/snapshot").payload)
+    height = image.shape[0]
+    assert image[height // 2 + 4:].max() < 25 and image[: height // 2 - 4].mean() > 30  # the street is black
 
 
 def test_clean_stop_says_offline(broker: Broker, start_appliance: Start) -> None:
