@@ -251,6 +251,7 @@ class CapturePipeline:
         try:
             # The camera takes what of the orientation it does for free; the rest is done per frame.
             self._stage = PictureStage(self._backend.orient(camera.rotation, camera.hflip, camera.vflip))
+            self._stage.night.active = self._picture.night_active  # a reopen does not switch night mode
             self._backend.open()
         except Exception as exc:
             reason = _reason(exc)
