@@ -345,7 +345,11 @@ function openFeed() {
       if (channel) channel.postMessage({ kind, data });
     });
   }
-  source.addEventListener("open", () => { clearInterval(pollTimer); pollTimer = null; refreshStatus(); });
+  source.addEventListener("open", () => {
+    // What changed before the feed was open never comes through it: read it now.
+    clearInterval(pollTimer); pollTimer = null;
+    refreshStatus(); loadMotion(); loadPicture();
+  });
   source.addEventListener("error", () => {
     // EventSource reconnects by itself; poll meanwhile so the page never goes stale.
     startPolling();
