@@ -280,10 +280,11 @@ async function loadEvents() {
 
 async function refreshStatus() {
   try {
+    const sent = performance.now();
     const r = await fetch("/api/status");
     if (!r.ok) return;
     const s = await r.json();
-    renderCamera(s.camera);
+    if (!newerFromFeed("state", sent)) renderCamera(s.camera);
     renderStats(s);
   } catch (e) { stateText.textContent = "unreachable"; }
 }
@@ -291,9 +292,10 @@ async function refreshStatus() {
 toggle.addEventListener("click", async () => {
   toggle.disabled = true;
   try {
+    const sent = performance.now();
     const r = await fetch("/api/camera/toggle", { method: "POST" });
     const body = await r.json();
-    if (r.ok) renderCamera(body);
+    if (r.ok && !newerFromFeed("state", sent)) renderCamera(body);
     else errorText.hidden = false, errorText.textContent = body.error || "Request failed";
   } catch (e) {
     errorText.hidden = false;
@@ -317,8 +319,14 @@ let pollTimer = null;
 let leaseTimer = null;
 let lastNews = Date.now();
 
+// When the feed last brought each kind of news: an answer to a request sent before that is older
+// than what the page shows, and is not shown (responses and feed messages may arrive in any order).
+const feedAt = {};
+const newerFromFeed = (kind, sent) => (feedAt[kind] || 0) > sent;
+
 function handleFeed(kind, data) {
   lastNews = Date.now();
+  feedAt[kind] = performance.now();
   if (kind === "state") renderCamera(data);
   else if (kind === "status") renderStats(data);
   else if (kind === "motion_settings") renderMotionSettings(data);
@@ -452,13 +460,14 @@ function renderMotionSettings(m) {
 }
 
 // Settings a user changes (motion, picture): a PUT shows what the appliance kept, or why it refused.
-async function putSettings(url, body, render, errorText) {
+async function putSettings(url, body, render, errorText, kind) {
   errorText.hidden = true;
   try {
+    const sent = performance.now();
     const r = await fetch(url, { method: "PUT", headers: { "Content-Type": "application/json" },
                                  body: JSON.stringify(body) });
     const answer = await r.json();
-    if (r.ok) render(answer);
+    if (r.ok) { if (!newerFromFeed(kind, sent)) render(answer); }
     else { errorText.hidden = false; errorText.textContent = answer.error || "Request failed"; }
   } catch (e) {
     errorText.hidden = false;
@@ -466,15 +475,16 @@ async function putSettings(url, body, render, errorText) {
   }
 }
 
-async function loadSettings(url, render) {
+async function loadSettings(url, render, kind) {
   try {
+    const sent = performance.now();
     const r = await fetch(url);
-    if (r.ok) render(await r.json());
+    if (r.ok) { const answer = await r.json(); if (!newerFromFeed(kind, sent)) render(answer); }
   } catch (e) { /* shown as it was; the live feed brings changes */ }
 }
 
-const putMotion = (body) => putSettings("/api/motion", body, renderMotionSettings, motionError);
-const loadMotion = () => loadSettings("/api/motion", renderMotionSettings);
+const putMotion = (body) => putSettings("/api/motion", body, renderMotionSettings, motionError, "motion_settings");
+const loadMotion = () => loadSettings("/api/motion", renderMotionSettings, "motion_settings");
 
 // Where the picture really is inside the <img> box (object-fit: contain leaves bars).
 function pictureRect() {
@@ -597,8 +607,8 @@ function renderPicture(p) {
   document.body.dataset.masks = String(p.masks.length);
 }
 
-const putPicture = (body) => putSettings("/api/camera/settings", body, renderPicture, pictureError);
-const loadPicture = () => loadSettings("/api/camera/settings", renderPicture);
+const putPicture = (body) => putSettings("/api/camera/settings", body, renderPicture, pictureError, "picture");
+const loadPicture = () => loadSettings("/api/camera/settings", renderPicture, "picture");
 
 nightMode.addEventListener("change", () => putPicture({ night_mode: nightMode.value }));
 $("mask-draw").addEventListener("click", () => setDrawing(true, "mask"));
