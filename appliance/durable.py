@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+from appliance.config import describe_errors
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,12 @@ class KeptSettings(Generic[S]):
     a file in the state folder with ``durable_write`` (they win over the config file at the next
     start), and told to every listener, on the thread that made the change (keep listeners short).
 
-    A subclass says which keys are kept (``KEPT``), what it calls itself in logs (``WHAT``), and how a
-    change is checked and merged (``_merged``, raising ``REFUSED`` with a message that names the key).
+    A subclass says which keys a change may have (``ACCEPTED``) and which are kept (``KEPT``), what
+    it calls itself (``WHAT``), and turns a change into settings values (``_prepared``, raising
+    ``REFUSED`` with a message that names the key); the settings model checks the rest.
     """
 
+    ACCEPTED: tuple[str, ...] = ()
     KEPT: tuple[str, ...] = ()
     WHAT = "settings"
     REFUSED: type[Exception] = ValueError
@@ -129,4 +133,18 @@ class KeptSettings(Generic[S]):
                 log.exception("%s listener failed", self.WHAT)
 
     def _merged(self, current: S, changes: Any) -> S:
-        raise NotImplementedError
+        """``current`` with ``changes`` applied, all checked; ``REFUSED`` names what is wrong."""
+        if not isinstance(changes, dict):
+            raise self.REFUSED(f"{self.WHAT} must be a JSON object, not {type(changes).__name__}")
+        unknown = sorted(set(changes) - set(self.ACCEPTED))
+        if unknown:
+            raise self.REFUSED(f"unknown key(s): {', '.join(unknown)}; accepted: {', '.join(self.ACCEPTED)}")
+        values = self._prepared(current, dict(changes))
+        try:
+            return type(current).model_validate({**current.model_dump(), **values})
+        except ValidationError as exc:
+            raise self.REFUSED("; ".join(describe_errors(exc))) from None
+
+    def _prepared(self, current: S, values: dict[str, Any]) -> dict[str, Any]:
+        """The change as settings values (as given, by default)."""
+        return values

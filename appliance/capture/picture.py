@@ -29,10 +29,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import ValidationError
 
 from appliance.camera_backends.base import Control, ControlValue
-from appliance.config import Mask, PictureSettings, describe_errors
+from appliance.config import Mask, PictureSettings
 from appliance.durable import KeptSettings
 
 log = logging.getLogger(__name__)
@@ -120,7 +119,7 @@ class PictureControl(KeptSettings[PictureSettings]):
     ``update`` (``controls``, merged: a null value restores that control's default; ``night_mode``;
     ``masks``, replaced), every listener hears ``(settings, night_active)``."""
 
-    KEPT = RUNTIME_KEYS
+    ACCEPTED = KEPT = RUNTIME_KEYS
     WHAT = "picture settings"
     REFUSED = PictureSettingsError
 
@@ -171,24 +170,15 @@ class PictureControl(KeptSettings[PictureSettings]):
                 raise PictureSettingsError(f"controls.{exc}") from None
         return checked
 
-    def _merged(self, current: PictureSettings, changes: Any) -> PictureSettings:
-        if not isinstance(changes, dict):
-            raise PictureSettingsError(f"picture settings must be a JSON object, not {type(changes).__name__}")
-        unknown = sorted(set(changes) - set(RUNTIME_KEYS))
-        if unknown:
-            raise PictureSettingsError(f"unknown key(s): {', '.join(unknown)}; accepted: {', '.join(RUNTIME_KEYS)}")
-        values = dict(changes)
+    def _prepared(self, current: PictureSettings, values: dict[str, Any]) -> dict[str, Any]:
         if "controls" in values:
             wanted = values["controls"]
             if not isinstance(wanted, dict):
                 raise PictureSettingsError(f"'controls' must be an object of name: value, not {wanted!r}")
             merged = {**current.controls, **wanted}
-            merged = {name: value for name, value in merged.items() if value is not None}
-            values["controls"] = self._checked_controls(merged)
-        try:
-            return PictureSettings.model_validate({**current.model_dump(), **values})
-        except ValidationError as exc:
-            raise PictureSettingsError("; ".join(describe_errors(exc))) from None
+            values["controls"] = self._checked_controls({name: value for name, value in merged.items()
+                                                         if value is not None})
+        return values
 
 
 class PictureStage:

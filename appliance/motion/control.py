@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import ValidationError
-
-from appliance.config import SENSITIVITY, MotionSettings, describe_errors
+from appliance.config import SENSITIVITY, MotionSettings
 from appliance.durable import KeptSettings
 
 log = logging.getLogger(__name__)
@@ -37,18 +35,12 @@ class MotionControl(KeptSettings[MotionSettings]):
     """Owns the current motion settings; every way in calls ``update`` (``enabled``, ``sensitivity`` or
     ``threshold``, ``zones``), every listener hears the new settings (MQTT publishes them)."""
 
+    ACCEPTED = ("enabled", "sensitivity", "threshold", "zones")
     KEPT = RUNTIME_KEYS
     WHAT = "motion settings"
     REFUSED = MotionSettingsError
 
-    def _merged(self, current: MotionSettings, changes: Any) -> MotionSettings:
-        if not isinstance(changes, dict):
-            raise MotionSettingsError(f"motion settings must be a JSON object, not {type(changes).__name__}")
-        unknown = sorted(set(changes) - {*RUNTIME_KEYS, "sensitivity"})
-        if unknown:
-            raise MotionSettingsError(f"unknown key(s): {', '.join(unknown)}; accepted: enabled, sensitivity, "
-                                      "threshold, zones")
-        values = dict(changes)
+    def _prepared(self, current: MotionSettings, values: dict[str, Any]) -> dict[str, Any]:
         if "sensitivity" in values:
             level = values.pop("sensitivity")
             if level not in SENSITIVITY:
@@ -58,7 +50,4 @@ class MotionControl(KeptSettings[MotionSettings]):
             values["threshold"] = SENSITIVITY[level]
         if "enabled" in values and not isinstance(values["enabled"], bool):
             raise MotionSettingsError(f"'enabled' must be true or false, not {values['enabled']!r}")
-        try:
-            return MotionSettings.model_validate({**current.model_dump(), **values})
-        except ValidationError as exc:
-            raise MotionSettingsError("; ".join(describe_errors(exc))) from None
+        return values
