@@ -203,7 +203,6 @@ class PiCamera(CameraBackend):
         self._flips = (False, False)  # asked of libcamera
         self._cpu_flips = (False, False)  # what libcamera did not take: done here, to both streams
         self._available: Mapping[str, Any] | None = None  # the camera's own controls, once opened
-        self._controls: dict[str, ControlValue] = {}
 
     @staticmethod
     def detect(settings: CameraSettings, camera_factory: Callable[[], Any] | None = None) -> bool:
@@ -258,9 +257,9 @@ class PiCamera(CameraBackend):
         return offered
 
     def set_controls(self, values: Mapping[str, ControlValue]) -> None:
-        self._controls = dict(values)
+        """Called by the capture thread after each open and on each change, so nothing is kept here."""
         if self._camera is not None:
-            self._camera.set_controls(libcamera_controls(self._controls, self._available or {}))
+            self._camera.set_controls(libcamera_controls(values, self._available or {}))
 
     def open(self) -> None:
         cls = self._factory()

@@ -57,7 +57,7 @@ class MaskPainter:
     """Fills the privacy masks black, with the pixel polygons worked out once per mask list and size."""
 
     def __init__(self) -> None:
-        self._key: tuple[int, tuple[int, int]] | None = None
+        self._size: tuple[int, int] | None = None
         self._polygons: list[np.ndarray] = []
         self._masks: Sequence[Mask] = ()
 
@@ -66,11 +66,10 @@ class MaskPainter:
         if not masks:
             return
         height, width = image.shape[:2]
-        key = (id(masks), (width, height))
-        if key != self._key or masks is not self._masks:
+        if masks is not self._masks or (width, height) != self._size:  # new settings make a new list
             self._polygons = [np.array([(round(x * (width - 1)), round(y * (height - 1))) for x, y in mask.points],
                                        np.int32) for mask in masks]
-            self._key, self._masks = key, masks
+            self._size, self._masks = (width, height), masks
         cv2.fillPoly(image, self._polygons, 0 if image.ndim == 2 else (0, 0, 0))
 
 

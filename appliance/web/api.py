@@ -82,8 +82,12 @@ def put_camera_settings() -> Response:
     services = Services.of()
     control = services.picture
     assert control is not None
-    return put_settings(lambda body: (control.update(body), picture_body(services))[1], PictureSettingsError,
-                        "picture", '{"night_mode": "auto"}')
+
+    def apply(body: Any) -> dict[str, Any]:
+        control.update(body)
+        return picture_body(services)  # with what the camera offers and the orientation, as GET shows it
+
+    return put_settings(apply, PictureSettingsError, "picture", '{"night_mode": "auto"}')
 
 
 def picture_body(services: Services) -> dict[str, Any]:
