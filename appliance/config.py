@@ -181,6 +181,37 @@ class StreamSettings(Section):
     keepalive: float = Field(2.0, gt=0, le=30, description="resend the last frame after this many s")
 
 
+class RtspSettings(Section):
+    """The H.264 stream over RTSP (``appliance/rtsp/``): off unless enabled; encoded only while watched."""
+
+    enabled: bool = False
+    port: int = Field(8554, ge=0, le=65535, description="RTSP port (TCP); 0: any free port (tests)")
+    path: str = Field("/live", description="the stream's path: rtsp://HOST:PORT/PATH")
+    size: Size | None = Field(None, description="WxH of the H.264 picture; default: stream.size, else camera.size")
+    fps: float = Field(15.0, gt=0, le=60, description="H.264 frames per second, at most the camera's")
+    bitrate: int = Field(1_500_000, ge=100_000, le=50_000_000, description="bits per second the encoder aims at")
+    keyframe_interval: float = Field(1.0, ge=0.2, le=10, description="s between keyframes: how soon a client starts")
+    profile: Literal["baseline", "main", "high"] = Field("main", description="H.264 profile; never B-frames")
+    encoder: Literal["auto", "libx264", "h264_v4l2m2m"] = Field(
+        "auto", description="auto: the Pi's hardware encoder where there is one, else libx264")
+    max_clients: int = Field(10, ge=1, le=64, description="RTSP clients watching at once; more get 503")
+    session_timeout: int = Field(20, ge=2, le=300, description="s: a client sending nothing this long is dropped")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*", value):
+            raise ValueError("must start with / and hold only letters, digits and ._~- (e.g. /live)")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _even(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and (value[0] % 2 or value[1] % 2):
+            raise ValueError("H.264 needs an even width and height")
+        return value
+
+
 class AuthSettings(Section):
     """Optional HTTP Basic authentication: on when ``username`` is set.
 
@@ -417,6 +448,7 @@ class AppConfig(Section):
     motion: MotionSettings = MotionSettings()
     overlay: OverlaySettings = OverlaySettings()
     stream: StreamSettings = StreamSettings()
+    rtsp: RtspSettings = RtspSettings()
     server: ServerSettings = ServerSettings()
     retry: RetrySettings = RetrySettings()
     events: EventsSettings = EventsSettings()

@@ -26,8 +26,11 @@ from appliance.history.events import EventRecorder, EventStore
 from appliance.motion.control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
 from appliance.panel.gpio import FrontPanel
+from appliance.rtsp import service as rtsp_service
+from appliance.state import CameraState
 from appliance.web.fanout import StreamFanout
 from appliance.web.live import LiveFeed
+from appliance.web.security import password_check, plain_password
 from appliance.web.server import HttpServer
 from appliance.web.services import Services
 
@@ -61,9 +64,14 @@ class Appliance:
         clip = config.events.clip
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved, clip_fps=clip.fps,
                                       max_pending=max(4, int(2 * clip.fps)))
+        # RTSP, when configured: off with the reason when a library it needs is missing here.
+        self.rtsp, self.rtsp_reason = rtsp_service.build(config, password_check(config.server),
+                                                         plain_password(config.server))
+        if self.rtsp_reason is not None:
+            log.warning("RTSP is off: %s", self.rtsp_reason)
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
                                         motion_settings=lambda: self.motion.settings, clip_sink=self.recorder,
-                                        picture=self.picture)
+                                        picture=self.picture, video_sink=self.rtsp.feed if self.rtsp else None)
         # Clip frames use the encoder the pipeline timed at start-up (named: not timed again).
         self.recorder.encode = choose_encoder(self.pipeline.encoder_name, clip.quality, clip.size)[1]
         self.controller = CameraController(
@@ -120,6 +128,10 @@ class Appliance:
         self._stoppers.append(self.streams.stop)  # after the server: no stream arrives once it stops
         self.server.start()
         self._stoppers.append(self.server.stop)
+        if self.rtsp is not None:
+            self.controller.add_listener(self.rtsp.on_state)
+            self.rtsp.start(camera_on=self.controller.state is CameraState.ON)
+            self._stoppers.append(self.rtsp.stop)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
         self._stoppers.append(Services.of(self.app).stopping.set)  # and clip replays
         self._stoppers.append(self.controller.shutdown)
@@ -176,7 +188,8 @@ class Appliance:
             "device_id": self.mqtt.topics.device_id, "topic_prefix": self.mqtt.topics.prefix}
         gpio = {"configured": self.panel.configured, "button": self.panel.button is not None,
                 "led": self.panel.led is not None}
-        return {"mqtt": mqtt, "gpio": gpio}
+        rtsp = self.rtsp.status() if self.rtsp is not None else rtsp_service.off_status(self.rtsp_reason)
+        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp}
 
     def health(self) -> tuple[bool, str]:
         """What the systemd watchdog is fed on: the capture loop, and the web server answering a request."""

@@ -18,19 +18,20 @@ need_apt() {
     --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The project's venv. `make_venv --system-site-packages` where apt's Python packages must be seen (on
-# Raspberry Pi OS: picamera2, lgpio and the OpenCV and numpy built with them); elsewhere a plain venv,
-# so pip neither sees nor complains about whatever the system has installed. A venv made the other
-# way is made again.
+# The project's venv, always of Debian's own Python (`/usr/bin/python3`) and with its system site
+# packages: apt's GStreamer bindings (python3-gi, python3-gst-1.0) serve the RTSP stream, and on
+# Raspberry Pi OS apt also brings picamera2, lgpio and the OpenCV and numpy built with them. pip installs
+# the locked versions into the venv, where they come first. A venv made another way (another Python,
+# no system site packages) is made again.
+RTSP_APT=(python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 make_venv() {
-  local python="${PYTHON:-python3}" system="false"
-  [ "${1:-}" = "--system-site-packages" ] && system="true"
-  if [ -x .venv/bin/python ] && ! grep -qx "include-system-site-packages = $system" .venv/pyvenv.cfg; then
-    echo "making .venv again (include-system-site-packages = $system)"
+  local python="${PYTHON:-/usr/bin/python3}"
+  if [ -x .venv/bin/python ] && ! { grep -qx "include-system-site-packages = true" .venv/pyvenv.cfg \
+       && grep -qx "home = $(dirname "$python")" .venv/pyvenv.cfg; }; then
+    echo "making .venv again (of $python, with system site packages)"
     rm -rf .venv
   fi
-  if [ ! -x .venv/bin/python ]; then
-    if [ "$system" = "true" ]; then "$python" -m venv --system-site-packages .venv; else "$python" -m venv .venv; fi
-  fi
+  [ -x .venv/bin/python ] || "$python" -m venv --system-site-packages .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 }

@@ -4,16 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-need_apt python3 python3-venv python3-pip
+# GStreamer's RTSP server comes from apt (the stream is off unless rtsp.enabled; docs/rtsp.md).
+need_apt python3 python3-venv python3-pip "${RTSP_APT[@]}"
 if [ -e /etc/rpi-issue ]; then
   # Raspberry Pi OS: the camera stack, GPIO and a matching OpenCV/numpy come from apt.
   need_apt python3-picamera2 python3-lgpio python3-opencv python3-numpy
   lock=requirements/runtime-pi.txt
-  make_venv --system-site-packages
 else
   lock=requirements/runtime.txt
-  make_venv
 fi
+make_venv
 # Exact versions with hashes (bash scripts/lock.sh makes the locks from pyproject.toml).
 .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
 # With no arguments and no camera attached, say so and show the demo camera instead (the appliance

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"capture"},                                  # the capture thread: detector, overlay, encode, broadcast
     {"history"},                                  # events, snapshots and clips on disk
     {"state", "dispatch", "controller", "health"},  # the one owner of on/off and its news
-    {"web", "mqtt", "panel"},                     # the callers and listeners of the controller
+    {"web", "mqtt", "panel", "rtsp"},             # the callers and listeners of the controller, the RTSP stream
     {"app", "runtime", "__main__"},               # what builds and wires the rest
 ]
 LAYER = {unit: number for number, units in enumerate(LAYERS) for unit in units}

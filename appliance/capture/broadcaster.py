@@ -42,6 +42,7 @@ class Current:
     generation: int
     seq: int
     jpeg: bytes | None
+    taken: float | None = None  # time.time() at capture of that frame: X-Timestamp on its stream part
 
 
 class FrameBroadcaster:
@@ -53,6 +54,7 @@ class FrameBroadcaster:
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None  # the stream's newest frame (scaled to stream.size)
         self._jpeg_at = 0.0
+        self._taken: float | None = None
         self._seq = 0
         self._still: bytes | None = None  # the newest full-size frame, for snapshots
         self._still_seq = 0
@@ -96,14 +98,16 @@ class FrameBroadcaster:
             self._cond.notify_all()
         self._wake_all()
 
-    def publish(self, jpeg: bytes | None, still: bytes | object | None = SAME) -> None:
+    def publish(self, jpeg: bytes | None, still: bytes | object | None = SAME, taken: float | None = None) -> None:
         """Make ``jpeg`` the stream's newest frame and ``still`` the newest full-size one for snapshots
-        (``SAME``: the stream is not scaled, ``jpeg`` is both; None: no new still); wake everyone."""
+        (``SAME``: the stream is not scaled, ``jpeg`` is both; None: no new still); wake everyone.
+        ``taken`` is the frame's capture time (wall clock), sent with it to viewers."""
         full = jpeg if still is SAME else cast("bytes | None", still)
         with self._cond:
             if jpeg is not None:
                 self._seq += 1
                 self._jpeg = jpeg
+                self._taken = taken
                 self._jpeg_at = self._monotonic()
                 self.published += 1
             if full is not None:
@@ -146,7 +150,7 @@ class FrameBroadcaster:
         with self._cond:
             if not self._live:
                 return None
-            return Current(self._generation, self._seq, self._jpeg)
+            return Current(self._generation, self._seq, self._jpeg, self._taken)
 
     @property
     def viewers(self) -> int:

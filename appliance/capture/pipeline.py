@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -33,7 +33,8 @@ from appliance.capture.clips import ClipSink, ClipTap
 from appliance.capture.encoder import EncodeError, choose_encoder
 from appliance.capture.overlay import draw_overlay
 from appliance.capture.picture import PictureControl, PictureStage
-from appliance.config import AppConfig, MotionSettings
+from appliance.capture.video import VideoFrame, VideoSink
+from appliance.config import AppConfig, MotionSettings, Zone
 from appliance.motion.detector import MotionDetector
 from appliance.motion.events import EventChange, MotionEventTracker, MotionResult
 
@@ -78,8 +79,10 @@ class CapturePipeline:
     def __init__(self, backend: CameraBackend, config: AppConfig, broadcaster: FrameBroadcaster,
                  monotonic: Callable[[], float] = time.monotonic,
                  motion_settings: Callable[[], MotionSettings] | None = None,
-                 clip_sink: ClipSink | None = None, picture: PictureControl | None = None) -> None:
+                 clip_sink: ClipSink | None = None, picture: PictureControl | None = None,
+                 video_sink: VideoSink | None = None) -> None:
         self._backend = backend
+        self._video = video_sink  # the H.264 encoder, fed only while it wants frames
         self._config = config
         # The picture's run-time settings (controls, night mode, masks), read at every frame like motion's.
         self._picture = picture or PictureControl(config.picture, None, backend.controls)
@@ -323,6 +326,8 @@ class CapturePipeline:
                 change = self._tracker.update(result, frame.timestamp, monotonic=now)
             if self._clips is not None:  # before the stream's overlay is drawn on the frame
                 self._clips.offer(frame, result, motion.zones if motion.enabled else (), now, motion.enabled)
+            if self._video is not None and self._video.wants_frame(now):  # before the overlay, too
+                self._offer_video(self._video, frame, result, motion.zones if motion.enabled else (), now)
             starting = change is not None and change.kind == "start"
             want_stream = now >= next_encode and self._broadcaster.wants_frames()
             want_still = starting or self._broadcaster.wants_still()
@@ -333,6 +338,16 @@ class CapturePipeline:
                 still = self._encode_and_publish(frame, result, want_stream, want_still)
             if change is not None:
                 self._report_event(run, change, still if starting else None)
+
+    @staticmethod
+    def _offer_video(video: VideoSink, frame: Frame, result: MotionResult | None, zones: Sequence[Zone],
+                     now: float) -> None:
+        """Give the video encoder its own copy of the clean frame, scaled to its size here (one pass)."""
+        image = frame.image
+        height, width = image.shape[:2]
+        size = video.frame_size((width, height))
+        copy = image.copy() if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        video.offer(VideoFrame(copy, frame.timestamp, now, result, tuple(zones), (size[0] / width, size[1] / height)))
 
     def _encode_and_publish(self, frame: Frame, result: MotionResult | None, want_stream: bool,
                             want_still: bool) -> bytes | None:
@@ -347,7 +362,7 @@ class CapturePipeline:
         if target is None or tuple(target) == (width, height):
             draw_overlay(image, frame.timestamp, result, overlay, zones=zones)
             jpeg = self._encode(image)
-            self._broadcaster.publish(jpeg)
+            self._broadcaster.publish(jpeg, taken=frame.timestamp)
             return jpeg
         stream = still = None
         if want_stream:  # scaled first, from the clean frame: the overlay is drawn at the stream's size
@@ -358,7 +373,7 @@ class CapturePipeline:
         if want_still:
             draw_overlay(image, frame.timestamp, result, overlay, zones=zones)
             still = self._encode(image)
-        self._broadcaster.publish(stream, still)
+        self._broadcaster.publish(stream, still, taken=frame.timestamp)
         return still
 
     def _encode(self, image: np.ndarray) -> bytes:

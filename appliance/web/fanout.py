@@ -39,10 +39,12 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSL
 
 
 @lru_cache(maxsize=4)
-def part_for(jpeg: bytes) -> bytes:
+def part_for(jpeg: bytes, taken: float | None = None) -> bytes:
     """One multipart part around ``jpeg``, built once per frame (a bytes object keeps its hash, so
-    finding it again costs nothing)."""
-    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+    finding it again costs nothing). ``X-Timestamp`` is the frame's capture time (Unix seconds, as
+    µStreamer sends it): a client can tell how old the picture is when it arrives."""
+    stamp = "" if taken is None else f"X-Timestamp: {taken:.6f}\r\n"
+    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n{stamp}\r\n"
     return head.encode("ascii") + jpeg + b"\r\n"
 
 
@@ -193,7 +195,7 @@ class StreamFanout:
             fresh = current.seq != viewer.seq and now >= viewer.slot.due
             if fresh or now - viewer.sent_at >= self._keepalive:
                 viewer.seq, viewer.sent_at = current.seq, now
-                viewer.pending, viewer.pending_since = memoryview(part_for(current.jpeg)), now
+                viewer.pending, viewer.pending_since = memoryview(part_for(current.jpeg, current.taken)), now
                 self._broadcaster.sent(viewer.slot)
                 self._flush(viewer)
 

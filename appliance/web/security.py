@@ -145,7 +145,8 @@ class FailureLimiter:
                 self._failures.popitem(last=False)
 
 
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """User and password of a Basic ``Authorization`` header (HTTP and RTSP alike), or None."""
     if not header or header[:6].lower() != "basic ":
         return None
     try:
@@ -163,9 +164,14 @@ def password_check(settings: ServerSettings) -> PasswordCheck | None:
         return None
     if auth.password_hash is not None:
         return PasswordCheck(auth.username, password_hash=auth.password_hash.get_secret_value())
-    assert auth.password_file is not None
-    password = auth.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-    return PasswordCheck(auth.username, password=password)
+    return PasswordCheck(auth.username, password=plain_password(settings))
+
+
+def plain_password(settings: ServerSettings) -> str | None:
+    """The password itself when it is given as ``password_file`` (RTSP's Digest needs it), else None.
+    Raises OSError for an unreadable file."""
+    path = settings.auth.password_file
+    return None if path is None else path.read_text(encoding="utf-8").rstrip("\r\n")
 
 
 def install(app: Flask, settings: ServerSettings, hostname: str | None = None,
@@ -207,7 +213,7 @@ def install(app: Flask, settings: ServerSettings, hostname: str | None = None,
         wait = limiter.retry_after(address)
         if wait is not None:
             return json_error(429, "too many failed logins from this address; try again later", retry_after=wait)
-        credentials = _basic_credentials(request.headers.get("Authorization"))
+        credentials = basic_credentials(request.headers.get("Authorization"))
         if credentials is not None and login.check(*credentials):
             return None
         if credentials is not None:

@@ -1,0 +1,128 @@
+"""The H.264 encoder: chosen once at start-up, opened afresh for every run of the stream.
+
+PyAV (FFmpeg) encodes: its wheels carry libx264 and ``h264_v4l2m2m``, the V4L2 memory-to-memory
+encoder of the Pi 4 and Zero 2 W (``/dev/video11``, driver ``bcm2835-codec``). The Pi 5 has no H.264
+hardware, so it and x86 machines use libx264, tuned for live video: ``ultrafast``/``zerolatency``,
+no B-frames (a recorder's decoder never waits for a later frame), a keyframe at a fixed interval
+and on request (a new client starts on the next frame, not the next interval), and the parameter
+sets repeated before every keyframe so a client can start at any of them.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.config import RtspSettings
+
+log = logging.getLogger(__name__)
+
+CLOCK = 90_000  # RTP's clock for video: presentation times are counted in it
+V4L2_ENCODER_NAME = Path("/sys/class/video4linux/video11/name")
+
+
+class EncoderUnavailable(Exception):
+    """No H.264 encoder can run here; the message says why (PyAV missing, the codec missing)."""
+
+
+class H264Error(Exception):
+    """The encoder failed on a frame."""
+
+
+def _pyav() -> Any:
+    try:
+        import av
+    except ImportError as exc:
+        raise EncoderUnavailable(f"PyAV is not installed ({exc}); install the 'rtsp' extra "
+                                 "(pip install -r requirements.txt)") from None
+    return av
+
+
+def hardware_encoder_present(name_file: Path = V4L2_ENCODER_NAME) -> bool:
+    """Whether the Pi's V4L2 H.264 encoder is there (Pi 4, Zero 2 W; not the Pi 5)."""
+    try:
+        return name_file.read_text().strip().startswith("bcm2835-codec")
+    except OSError:
+        return False
+
+
+def choose_codec(setting: str, name_file: Path = V4L2_ENCODER_NAME) -> str:
+    """The FFmpeg codec for ``rtsp.encoder``; raises ``EncoderUnavailable`` when it cannot run here."""
+    av = _pyav()
+    available = av.codecs_available
+    if setting == "auto":
+        if hardware_encoder_present(name_file) and "h264_v4l2m2m" in available:
+            return "h264_v4l2m2m"
+        setting = "libx264"
+    if setting not in available:
+        raise EncoderUnavailable(f"this PyAV has no {setting} encoder")
+    if setting == "h264_v4l2m2m" and not hardware_encoder_present(name_file):
+        raise EncoderUnavailable(f"no V4L2 H.264 encoder here ({name_file} does not name bcm2835-codec)")
+    return setting
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One access unit in Annex B form, with its presentation time in ``CLOCK`` ticks."""
+
+    data: bytes
+    pts: int
+    keyframe: bool
+
+
+class H264Encoder:
+    """One encoder context: BGR frames in, access units out. Used by one thread only."""
+
+    def __init__(self, codec: str, size: tuple[int, int], settings: RtspSettings) -> None:
+        av = _pyav()
+        self.codec = codec
+        self.size = size
+        context = av.CodecContext.create(codec, "w")
+        context.width, context.height = size
+        context.pix_fmt = "yuv420p"
+        context.time_base = fractions.Fraction(1, CLOCK)
+        context.framerate = fractions.Fraction(settings.fps).limit_denominator(1001)
+        context.gop_size = max(1, round(settings.fps * settings.keyframe_interval))
+        context.max_b_frames = 0
+        context.bit_rate = settings.bitrate
+        options = {"profile": settings.profile}
+        if codec == "libx264":
+            kbit = settings.bitrate // 1000
+            # The VBV caps the rate over about a second, so a burst of motion does not flood Wi-Fi.
+            options |= {"preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1",
+                        "x264-params": f"repeat-headers=1:vbv-maxrate={kbit * 6 // 5}:vbv-bufsize={kbit}"}
+        context.options = options
+        try:
+            context.open()
+        except Exception as exc:  # FFmpeg's errors are several classes; each says what it could not do
+            raise EncoderUnavailable(f"{codec} does not open at {size[0]}x{size[1]}: {exc}") from exc
+        self._context = context
+        self._av = av
+        self._last_pts = -1
+        self._picture_type_i = av.video.frame.PictureType.I
+
+    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False) -> list[Packet]:
+        """Encode one BGR frame of ``size`` shown at ``pts``; ``keyframe`` forces an IDR frame."""
+        pts = max(pts, self._last_pts + 1)  # strictly increasing, whatever the clock did
+        self._last_pts = pts
+        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        frame = self._av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts = pts
+        if keyframe:
+            frame.pict_type = self._picture_type_i
+        try:
+            packets = self._context.encode(frame)
+        except Exception as exc:
+            raise H264Error(f"{self.codec} failed: {exc}") from exc
+        return [Packet(bytes(packet), packet.pts if packet.pts is not None else pts, packet.is_keyframe)
+                for packet in packets]
+
+    def close(self) -> None:
+        """Let the context go (the hardware encoder's buffers with it); frames still inside are dropped."""
+        self._context = None

@@ -1,0 +1,263 @@
+"""GStreamer's RTSP server, serving the one H.264 feed to every client on its own ``rtsp`` thread.
+
+We use GStreamer's ``gst-rtsp-server`` rather than an RTSP/RTP stack of our own: it is the
+maintained server behind many cameras and tools, speaks RTP over TCP (interleaved) and UDP, answers
+keep-alives and RTCP, times sessions out, and drops what a client that stops reading cannot take
+(``drop-backlog``) instead of slowing the others. Its media is *shared*: one pipeline,
+``appsrc ! h264parse ! rtph264pay``, fed by ``H264Feed``, serves every client, so each frame is
+encoded once; the pipeline starts with the first client (``media-configure``: the feed starts
+encoding) and ends with the last (``unprepared``: it stops).
+
+The same rules as HTTP: the web login (``server.auth``) with its per-address failure limit, Basic
+and, when the password itself is known (``password_file``), Digest; at most ``rtsp.max_clients``
+sessions (more get 503); while the camera is off every session is closed and a new one gets
+``503 Service Unavailable`` at once. Everything that touches GStreamer's objects runs on the
+``rtsp`` thread's main loop; other threads hand work to it and wait with a bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402  (after require_version)
+
+from appliance.config import AuthSettings, RtspSettings  # noqa: E402
+from appliance.passwords import PasswordCheck  # noqa: E402
+from appliance.rtsp.feed import H264Feed  # noqa: E402
+from appliance.rtsp.h264 import Packet  # noqa: E402
+from appliance.web.security import FailureLimiter, basic_credentials  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+REQUIRED_ELEMENTS = ("appsrc", "h264parse", "rtph264pay")
+ROLE = "viewer"
+# A live source that never blocks the encoder: when the pipeline cannot keep up, old data goes.
+PIPELINE = ("( appsrc name=src is-live=true format=time do-timestamp=true block=false leaky-type=downstream "
+            "max-bytes=4000000 caps=video/x-h264,stream-format=byte-stream,alignment=au "
+            "! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
+
+
+def check_gstreamer() -> None:
+    """Raise RuntimeError saying what is missing when the RTSP pipeline cannot be built here."""
+    Gst.init(None)
+    missing = [name for name in REQUIRED_ELEMENTS if Gst.ElementFactory.find(name) is None]
+    if missing:
+        raise RuntimeError(f"GStreamer lacks {', '.join(missing)} (apt install gstreamer1.0-plugins-base "
+                           "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)")
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """For ``/api/status``: connections, sessions (clients set up to watch), the port."""
+
+    connections: int
+    sessions: int
+    port: int | None
+
+
+class _LoginAuth(GstRtspServer.RTSPAuth):
+    """The web login for RTSP: our scrypt check and failure limit in front of GStreamer's own.
+
+    GStreamer compares Basic credentials as the exact header text; the first time a header arrives it
+    is checked against the stored hash and, when right, added to GStreamer's table, so later requests
+    cost a table lookup. Digest needs the password itself, so it is offered only with ``password_file``.
+    """
+
+    def __init__(self, settings: AuthSettings, login: PasswordCheck, password: str | None,
+                 limiter: FailureLimiter) -> None:
+        super().__init__()
+        self._login = login
+        self._limiter = limiter
+        self._accepted: set[str] = set()
+        self._token = GstRtspServer.RTSPToken.new()
+        self._token.set_string("media.factory.role", ROLE)
+        methods = GstRtsp.RTSPAuthMethod.BASIC
+        if password is not None and settings.username is not None:
+            self.add_digest(settings.username, password, self._token)
+            methods |= GstRtsp.RTSPAuthMethod.DIGEST
+        self.set_supported_methods(methods)
+        self.set_realm(settings.realm)
+
+    def do_authenticate(self, ctx: Any) -> bool:
+        address = ctx.conn.get_ip() if ctx.conn is not None else "unknown"
+        if self._limiter.retry_after(address) is not None:
+            log.warning("RTSP login from %s refused: too many failed logins", address)
+            return False
+        _, header = ctx.request.get_header(GstRtsp.RTSPHeaderField.AUTHORIZATION, 0)
+        if header and header[:6].lower() == "basic ":
+            encoded = header[6:].strip()
+            credentials = basic_credentials(header)
+            if encoded not in self._accepted and credentials is not None and self._login.check(*credentials):
+                self._accepted.add(encoded)
+                self.add_basic(encoded, self._token)
+        accepted = bool(GstRtspServer.RTSPAuth.do_authenticate(self, ctx))
+        if not accepted and header:
+            self._limiter.failed(address)
+            log.warning("failed RTSP login from %s", address)
+        return accepted
+
+
+class RtspServer:
+    """Owns the ``rtsp`` thread and GStreamer's server between ``start()`` and ``stop()``."""
+
+    def __init__(self, settings: RtspSettings, host: str, feed: H264Feed, auth: AuthSettings,
+                 login: PasswordCheck | None, password: str | None,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self._settings = settings
+        self._host = host
+        self._feed = feed
+        self._auth_settings = auth
+        self._login = login
+        self._password = password
+        self._on_change = on_change
+        self._context = GLib.MainContext.new()
+        self._loop = GLib.MainLoop.new(self._context, False)
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+        self._sources: list[Any] = []
+        self._live = False
+        self._connections = 0
+        self._lock = threading.Lock()
+        self.port: int | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen on ``rtsp.port`` (raises OSError when it cannot) and run the loop on its thread."""
+        Gst.init(None)
+        server = GstRtspServer.RTSPServer()
+        server.set_address(self._host)
+        server.set_service(str(self._settings.port))
+        server.set_backlog(16)
+        pool = server.get_session_pool()
+        pool.set_max_sessions(self._settings.max_clients)  # GStreamer answers 503 beyond it
+        if self._login is not None:
+            server.set_auth(_LoginAuth(self._auth_settings, self._login, self._password,
+                                       FailureLimiter(self._auth_settings.max_failures)))
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(PIPELINE)
+        factory.set_shared(True)
+        factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
+        factory.set_latency(0)
+        if self._login is not None:
+            permissions = GstRtspServer.RTSPPermissions()
+            permissions.add_role_from_structure(Gst.Structure.new_from_string(
+                f"{ROLE}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))
+            factory.set_permissions(permissions)
+        factory.connect("media-configure", self._media_configure)
+        server.get_mount_points().add_factory(self._settings.path, factory)
+        server.connect("client-connected", self._client_connected)
+        source_id = server.attach(self._context)
+        if not source_id:
+            raise OSError(f"cannot listen for RTSP on {self._host}:{self._settings.port}")
+        self._sources.append(self._context.find_source_by_id(source_id))
+        watch = pool.create_watch()  # fires when a session has timed out
+        watch.set_callback(lambda pool_, *_: pool_.cleanup() >= 0)
+        watch.attach(self._context)
+        self._sources.append(watch)
+        self._server = server
+        self.port = server.get_bound_port()
+        self._thread = threading.Thread(target=self._loop.run, name="rtsp", daemon=True)
+        self._thread.start()
+        log.info("RTSP on rtsp://%s:%s%s (%s)", self._host, self.port, self._settings.path,
+                 "login required" if self._login is not None else "no login")
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Close every client, stop listening, end the loop and its thread."""
+        if self._thread is None:
+            return
+
+        def shut() -> None:
+            self._live = False
+            self._close_clients()
+            for source in self._sources:
+                source.destroy()
+            self._sources.clear()
+            self._loop.quit()
+
+        self._call(shut, timeout)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the RTSP thread did not end within %.1f s", timeout)
+        self._feed.deactivate()
+        self._thread = None
+
+    def set_live(self, live: bool) -> None:
+        """The camera is on (clients may watch) or off (every session is closed, new ones get 503)."""
+        self._live = live
+        if not live and self._thread is not None:
+            self._call(self._close_clients, 2.0)
+
+    def stats(self) -> ServerStats:
+        server = self._server
+        sessions = server.get_session_pool().get_n_sessions() if server is not None else 0
+        return ServerStats(self._connections, sessions, self.port)
+
+    # --- on the rtsp thread ----------------------------------------------------------------------
+
+    def _call(self, work: Callable[[], None], timeout: float) -> bool:
+        """Run ``work`` on the loop's thread and wait for it (at most ``timeout``)."""
+        done = threading.Event()
+
+        def run() -> bool:
+            try:
+                work()
+            finally:
+                done.set()
+            return False  # once
+
+        source = GLib.idle_source_new()
+        source.set_callback(lambda *_: run())
+        source.attach(self._context)
+        return done.wait(timeout)
+
+    def _close_clients(self) -> None:
+        if self._server is not None:
+            self._server.client_filter(lambda *_: GstRtspServer.RTSPFilterResult.REMOVE)
+
+    def _client_connected(self, _server: Any, client: Any) -> None:
+        with self._lock:
+            self._connections += 1
+        client.connect("closed", self._client_closed)
+        client.connect("pre-describe-request", self._pre_request)
+        client.connect("pre-setup-request", self._pre_request)
+        client.connect("pre-play-request", self._pre_play)
+        client.connect("new-session", self._new_session)
+        self._on_change()
+
+    def _client_closed(self, _client: Any) -> None:
+        with self._lock:
+            self._connections = max(0, self._connections - 1)
+        self._on_change()
+
+    def _pre_request(self, _client: Any, _ctx: Any) -> Any:
+        """DESCRIBE and SETUP while the camera is off get 503 at once, not a pipeline waiting for frames."""
+        return GstRtsp.RTSPStatusCode.OK if self._live else GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
+
+    def _pre_play(self, _client: Any, _ctx: Any) -> Any:
+        if not self._live:
+            return GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
+        self._feed.request_keyframe()  # the new client's picture starts with the next frame
+        return GstRtsp.RTSPStatusCode.OK
+
+    def _new_session(self, _client: Any, session: Any) -> None:
+        session.set_timeout(self._settings.session_timeout)
+        self._on_change()
+
+    def _media_configure(self, _factory: Any, media: Any) -> None:
+        appsrc = media.get_element().get_by_name("src")
+
+        def push(packet: Packet) -> None:
+            appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(packet.data))
+
+        media.connect("unprepared", lambda *_: self._feed.deactivate(push))
+        self._feed.activate(push)
