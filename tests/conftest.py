@@ -1,7 +1,7 @@
 """Shared fixtures: an appliance served for real on loopback, built per test; and the markers' needs.
 
-A test marked ``broker``, ``browser``, ``camera``, ``deploy`` or ``root`` needs a system tool or root. Where it is
-missing the test is skipped with the reason, except under ``CI=true``: there a missing tool is a
+A test marked ``broker``, ``browser``, ``camera``, ``deploy``, ``rtsp`` or ``root`` needs a system tool or root.
+Where it is missing the test is skipped with the reason, except under ``CI=true``: there a missing tool is a
 failure, so CI can never pass by skipping.
 """
 
@@ -27,8 +27,22 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     and shutil.which("systemd-nspawn") else "debootstrap or systemd-nspawn is missing",
     "camera": lambda: "needs root" if os.geteuid() != 0 else None if shutil.which("debootstrap")
     and shutil.which("gcc") else "debootstrap or gcc is missing",
+    "rtsp": lambda: _rtsp_problem(),
     "root": lambda: None if os.geteuid() == 0 else "needs root",
 }
+
+
+def _rtsp_problem() -> str | None:
+    """What keeps the RTSP tests from running here: GStreamer's RTSP server (apt) or ffmpeg."""
+    if not (shutil.which("ffprobe") and shutil.which("ffmpeg")):
+        return "ffmpeg is not installed (apt-get install ffmpeg)"
+    try:
+        from appliance.rtsp.server import check_gstreamer
+
+        check_gstreamer()
+    except (ImportError, ValueError, RuntimeError) as exc:
+        return f"GStreamer's RTSP server is missing ({exc}): bash scripts/test.sh installs it"
+    return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

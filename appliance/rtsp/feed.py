@@ -80,8 +80,9 @@ class H264Feed:
         with self._cond:
             if not self._active:
                 return
-            # Keep the rate, but after a stall start again from now rather than catch up.
-            self._due = max(self._due + self._period, frame.captured_at - self._period)
+            # Keep the rate; after a stall (or at the start) count again from this frame, never catch up.
+            now = frame.captured_at
+            self._due = self._due + self._period if self._due > now - self._period else now + self._period
             self._pending = frame
             self._cond.notify_all()
 
@@ -98,7 +99,7 @@ class H264Feed:
         """The shared media ended: no more frames, no more encodes. With ``consumer``, only if that is
         still the one fed (a media ending late must not stop the next one's feed)."""
         with self._cond:
-            if consumer is not None and consumer is not self._consumer:
+            if consumer is not None and consumer != self._consumer:
                 return
             was = self._active
             self._active, self._consumer, self._pending = False, None, None
@@ -114,6 +115,12 @@ class H264Feed:
     @property
     def active(self) -> bool:
         return self._active
+
+    def wait_for(self, check: Callable[[H264Feed], bool], timeout: float) -> bool:
+        """Block until ``check(self)`` holds (re-checked whenever the feed switches or encodes), or
+        ``timeout``: for tests and benches."""
+        with self._cond:
+            return self._cond.wait_for(lambda: check(self), timeout)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -172,7 +179,8 @@ class H264Feed:
             draw_overlay(frame.image, frame.timestamp, frame.motion, self._overlay, scale=frame.scale,
                          zones=frame.zones)
             try:
-                packets = encoder.encode(frame.image, round((frame.captured_at - start_at) * CLOCK), keyframe)
+                packets = encoder.encode(frame.image, round((frame.captured_at - start_at) * CLOCK), keyframe,
+                                         frame.captured_at)
             except H264Error as exc:
                 self.errors += 1
                 log.warning("%s; opening a new encoder", exc)
@@ -187,6 +195,7 @@ class H264Feed:
                     self._window.append((now, len(packet.data)))
                 self._trim(now)
                 self._age = now - frame.captured_at
+                self._cond.notify_all()
             for packet in packets:
                 consumer(packet)
         if encoder is not None:

@@ -4,8 +4,8 @@ PyAV (FFmpeg) encodes: its wheels carry libx264 and ``h264_v4l2m2m``, the V4L2 m
 encoder of the Pi 4 and Zero 2 W (``/dev/video11``, driver ``bcm2835-codec``). The Pi 5 has no H.264
 hardware, so it and x86 machines use libx264, tuned for live video: ``ultrafast``/``zerolatency``,
 no B-frames (a recorder's decoder never waits for a later frame), a keyframe at a fixed interval
-and on request (a new client starts on the next frame, not the next interval), and the parameter
-sets repeated before every keyframe so a client can start at any of them.
+and on request (a new client starts on the next frame, not the next interval). The server's
+``h264parse`` repeats the parameter sets before every keyframe, so a client can start at any.
 """
 
 from __future__ import annotations
@@ -69,11 +69,13 @@ def choose_codec(setting: str, name_file: Path = V4L2_ENCODER_NAME) -> str:
 
 @dataclass(frozen=True)
 class Packet:
-    """One access unit in Annex B form, with its presentation time in ``CLOCK`` ticks."""
+    """One access unit in Annex B form, its presentation time in ``CLOCK`` ticks from the encoder's
+    start, and the monotonic time its frame was captured."""
 
     data: bytes
     pts: int
     keyframe: bool
+    captured_at: float = 0.0
 
 
 class H264Encoder:
@@ -96,7 +98,7 @@ class H264Encoder:
             kbit = settings.bitrate // 1000
             # The VBV caps the rate over about a second, so a burst of motion does not flood Wi-Fi.
             options |= {"preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1",
-                        "x264-params": f"repeat-headers=1:vbv-maxrate={kbit * 6 // 5}:vbv-bufsize={kbit}"}
+                        "x264-params": f"vbv-maxrate={kbit * 6 // 5}:vbv-bufsize={kbit}"}
         context.options = options
         try:
             context.open()
@@ -107,7 +109,7 @@ class H264Encoder:
         self._last_pts = -1
         self._picture_type_i = av.video.frame.PictureType.I
 
-    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False) -> list[Packet]:
+    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False, captured_at: float = 0.0) -> list[Packet]:
         """Encode one BGR frame of ``size`` shown at ``pts``; ``keyframe`` forces an IDR frame."""
         pts = max(pts, self._last_pts + 1)  # strictly increasing, whatever the clock did
         self._last_pts = pts
@@ -120,7 +122,7 @@ class H264Encoder:
             packets = self._context.encode(frame)
         except Exception as exc:
             raise H264Error(f"{self.codec} failed: {exc}") from exc
-        return [Packet(bytes(packet), packet.pts if packet.pts is not None else pts, packet.is_keyframe)
+        return [Packet(bytes(packet), packet.pts if packet.pts is not None else pts, packet.is_keyframe, captured_at)
                 for packet in packets]
 
     def close(self) -> None:

@@ -17,6 +17,8 @@ sessions (more get 503); while the camera is off every session is closed and a n
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 from collections.abc import Callable
@@ -41,9 +43,9 @@ log = logging.getLogger(__name__)
 REQUIRED_ELEMENTS = ("appsrc", "h264parse", "rtph264pay")
 ROLE = "viewer"
 # A live source that never blocks the encoder: when the pipeline cannot keep up, old data goes.
-PIPELINE = ("( appsrc name=src is-live=true format=time do-timestamp=true block=false leaky-type=downstream "
+PIPELINE = ("( appsrc name=src is-live=true format=time do-timestamp=false block=false leaky-type=downstream "
             "max-bytes=4000000 caps=video/x-h264,stream-format=byte-stream,alignment=au "
-            "! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
+            "! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 )")
 
 
 def check_gstreamer() -> None:
@@ -64,6 +66,20 @@ class ServerStats:
     port: int | None
 
 
+def _offer_basic_and_digest(auth: GstRtspServer.RTSPAuth) -> None:
+    """Make a 401 carry both challenges. ``set_supported_methods`` takes a bit mask in C, but the Python
+    binding only lets one method through (the type is declared an enum), so the C function is called
+    directly on the object. GStreamer accepts Basic credentials it knows whatever the mask says: the
+    mask only decides which challenges a client is offered."""
+    capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    capsule_pointer.restype = ctypes.c_void_p
+    capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    library = ctypes.CDLL(ctypes.util.find_library("gstrtspserver-1.0") or "libgstrtspserver-1.0.so.0")
+    library.gst_rtsp_auth_set_supported_methods.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    both = int(GstRtsp.RTSPAuthMethod.BASIC) | int(GstRtsp.RTSPAuthMethod.DIGEST)
+    library.gst_rtsp_auth_set_supported_methods(capsule_pointer(auth.__gpointer__, None), both)
+
+
 class _LoginAuth(GstRtspServer.RTSPAuth):
     """The web login for RTSP: our scrypt check and failure limit in front of GStreamer's own.
 
@@ -80,11 +96,11 @@ class _LoginAuth(GstRtspServer.RTSPAuth):
         self._accepted: set[str] = set()
         self._token = GstRtspServer.RTSPToken.new()
         self._token.set_string("media.factory.role", ROLE)
-        methods = GstRtsp.RTSPAuthMethod.BASIC
         if password is not None and settings.username is not None:
             self.add_digest(settings.username, password, self._token)
-            methods |= GstRtsp.RTSPAuthMethod.DIGEST
-        self.set_supported_methods(methods)
+            _offer_basic_and_digest(self)
+        else:
+            self.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
         self.set_realm(settings.realm)
 
     def do_authenticate(self, ctx: Any) -> bool:
@@ -99,11 +115,12 @@ class _LoginAuth(GstRtspServer.RTSPAuth):
             if encoded not in self._accepted and credentials is not None and self._login.check(*credentials):
                 self._accepted.add(encoded)
                 self.add_basic(encoded, self._token)
-        accepted = bool(GstRtspServer.RTSPAuth.do_authenticate(self, ctx))
+        GstRtspServer.RTSPAuth.do_authenticate(self, ctx)  # looks the header up in its tables
+        accepted = ctx.token is not None  # GStreamer's own answer is always "go on"; the token says who
         if not accepted and header:
             self._limiter.failed(address)
             log.warning("failed RTSP login from %s", address)
-        return accepted
+        return True
 
 
 class RtspServer:
@@ -126,7 +143,11 @@ class RtspServer:
         self._sources: list[Any] = []
         self._live = False
         self._connections = 0
-        self._lock = threading.Lock()
+        self._sessions: set[str] = set()  # ids of the sessions in GStreamer's pool
+        self._changes = threading.Condition(threading.RLock())  # notified at every connection and session change
+        self._calls = threading.Condition()  # work handed to the loop is attached only while it runs
+        self._open = False
+        self._ended = False
         self.port: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -140,6 +161,7 @@ class RtspServer:
         server.set_backlog(16)
         pool = server.get_session_pool()
         pool.set_max_sessions(self._settings.max_clients)  # GStreamer answers 503 beyond it
+        pool.connect("session-removed", self._session_removed)
         if self._login is not None:
             server.set_auth(_LoginAuth(self._auth_settings, self._login, self._password,
                                        FailureLimiter(self._auth_settings.max_failures)))
@@ -161,12 +183,14 @@ class RtspServer:
             raise OSError(f"cannot listen for RTSP on {self._host}:{self._settings.port}")
         self._sources.append(self._context.find_source_by_id(source_id))
         watch = pool.create_watch()  # fires when a session has timed out
-        watch.set_callback(lambda pool_, *_: pool_.cleanup() >= 0)
+        watch.set_callback(lambda *_: pool.cleanup() >= 0)  # always True: keep watching
         watch.attach(self._context)
         self._sources.append(watch)
         self._server = server
         self.port = server.get_bound_port()
-        self._thread = threading.Thread(target=self._loop.run, name="rtsp", daemon=True)
+        self._thread = threading.Thread(target=self._run_loop, name="rtsp", daemon=True)
+        with self._calls:
+            self._open, self._ended = True, False
         self._thread.start()
         log.info("RTSP on rtsp://%s:%s%s (%s)", self._host, self.port, self._settings.path,
                  "login required" if self._login is not None else "no login")
@@ -184,7 +208,7 @@ class RtspServer:
             self._sources.clear()
             self._loop.quit()
 
-        self._call(shut, timeout)
+        self._call(shut, timeout, last=True)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("the RTSP thread did not end within %.1f s", timeout)
@@ -194,50 +218,82 @@ class RtspServer:
     def set_live(self, live: bool) -> None:
         """The camera is on (clients may watch) or off (every session is closed, new ones get 503)."""
         self._live = live
-        if not live and self._thread is not None:
+        if not live:
             self._call(self._close_clients, 2.0)
 
     def stats(self) -> ServerStats:
-        server = self._server
-        sessions = server.get_session_pool().get_n_sessions() if server is not None else 0
-        return ServerStats(self._connections, sessions, self.port)
+        # Our own counts: GStreamer's would take its locks, and it calls us back under them.
+        with self._changes:
+            return ServerStats(self._connections, len(self._sessions), self.port)
+
+    def wait_for(self, check: Callable[[ServerStats], bool], timeout: float) -> bool:
+        """Block until ``check(stats())`` holds (re-checked at every connection or session change), or
+        ``timeout``: for tests and benches."""
+        with self._changes:
+            return self._changes.wait_for(lambda: check(self.stats()), timeout)  # the lock is re-entrant
+
+    def _changed(self) -> None:
+        with self._changes:
+            self._changes.notify_all()
+        self._on_change()
 
     # --- on the rtsp thread ----------------------------------------------------------------------
 
-    def _call(self, work: Callable[[], None], timeout: float) -> bool:
-        """Run ``work`` on the loop's thread and wait for it (at most ``timeout``)."""
-        done = threading.Event()
+    def _call(self, work: Callable[[], None], timeout: float, last: bool = False) -> bool:
+        """Run ``work`` on the loop's thread and wait for it (at most ``timeout``, and not past the
+        loop's end); False, without waiting, when the loop is not running or stopping (``last``: this
+        is what stops it)."""
+        if threading.current_thread() is self._thread:
+            work()
+            return True
+        done: list[bool] = []
 
-        def run() -> bool:
+        def run(*_: object) -> bool:
             try:
                 work()
             finally:
-                done.set()
+                with self._calls:
+                    done.append(True)
+                    self._calls.notify_all()
             return False  # once
 
-        source = GLib.idle_source_new()
-        source.set_callback(lambda *_: run())
-        source.attach(self._context)
-        return done.wait(timeout)
+        with self._calls:
+            if not self._open:
+                return False
+            self._open = not last
+            source = GLib.idle_source_new()
+            source.set_callback(run)
+            source.attach(self._context)
+            return self._calls.wait_for(lambda: done or self._ended, timeout)
+
+    def _run_loop(self) -> None:
+        try:
+            self._loop.run()
+        finally:
+            with self._calls:
+                self._ended = True  # work handed over too late will not run: its callers stop waiting
+                self._calls.notify_all()
 
     def _close_clients(self) -> None:
+        """End every connection and every session (a UDP client's outlives its connection)."""
         if self._server is not None:
             self._server.client_filter(lambda *_: GstRtspServer.RTSPFilterResult.REMOVE)
+            self._server.get_session_pool().filter(lambda *_: GstRtspServer.RTSPFilterResult.REMOVE)
 
     def _client_connected(self, _server: Any, client: Any) -> None:
-        with self._lock:
+        with self._changes:
             self._connections += 1
         client.connect("closed", self._client_closed)
         client.connect("pre-describe-request", self._pre_request)
         client.connect("pre-setup-request", self._pre_request)
         client.connect("pre-play-request", self._pre_play)
         client.connect("new-session", self._new_session)
-        self._on_change()
+        self._changed()
 
     def _client_closed(self, _client: Any) -> None:
-        with self._lock:
+        with self._changes:
             self._connections = max(0, self._connections - 1)
-        self._on_change()
+        self._changed()
 
     def _pre_request(self, _client: Any, _ctx: Any) -> Any:
         """DESCRIBE and SETUP while the camera is off get 503 at once, not a pipeline waiting for frames."""
@@ -249,15 +305,52 @@ class RtspServer:
         self._feed.request_keyframe()  # the new client's picture starts with the next frame
         return GstRtsp.RTSPStatusCode.OK
 
-    def _new_session(self, _client: Any, session: Any) -> None:
+    def _new_session(self, client: Any, session: Any) -> None:
         session.set_timeout(self._settings.session_timeout)
-        self._on_change()
+        client.had_session = True
+        with self._changes:
+            self._sessions.add(session.get_sessionid())
+        self._changed()
+
+    def _session_removed(self, _pool: Any, session: Any) -> None:
+        with self._changes:
+            self._sessions.discard(session.get_sessionid())
+        self._changed()
+        # A session timed out (a client that stopped reading sends no keep-alive): its connection
+        # goes too, rather than waiting for a reuse that will not come. Not from inside GStreamer's
+        # pool, which is busy calling us: from the loop, a moment later.
+        source = GLib.idle_source_new()
+        source.set_callback(lambda *_: self._close_idle_clients())
+        source.attach(self._context)
+
+    def _close_idle_clients(self) -> bool:
+        """Close connections that had a session and have none left."""
+        def idle(_server: Any, client: Any, *_: object) -> Any:
+            if getattr(client, "had_session", False) and not client.session_filter(None):
+                return GstRtspServer.RTSPFilterResult.REMOVE
+            return GstRtspServer.RTSPFilterResult.KEEP
+
+        if self._server is not None:
+            self._server.client_filter(idle)
+        return False  # once
 
     def _media_configure(self, _factory: Any, media: Any) -> None:
         appsrc = media.get_element().get_by_name("src")
 
         def push(packet: Packet) -> None:
-            appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(packet.data))
+            """Stamp the access unit with its capture time on the pipeline's clock (GStreamer's system
+            clock and ``time.monotonic`` are both CLOCK_MONOTONIC), so RTP timestamps say when each
+            frame was taken, however long it took to encode."""
+            if appsrc.get_clock() is None:  # not running yet: this frame cannot be placed in time
+                self._feed.request_keyframe()
+                return
+            pts = round(packet.captured_at * Gst.SECOND) - appsrc.get_base_time()
+            if pts < 0:  # taken before this media started
+                self._feed.request_keyframe()
+                return
+            buffer = Gst.Buffer.new_wrapped(packet.data)
+            buffer.pts = buffer.dts = pts
+            appsrc.emit("push-buffer", buffer)
 
         media.connect("unprepared", lambda *_: self._feed.deactivate(push))
         self._feed.activate(push)
