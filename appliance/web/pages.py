@@ -14,7 +14,7 @@ def index() -> str:
     services = Services.of()
     return render_template("index.html", name=services.config.name, camera=services.backend_description,
                            backend=services.backend_name, status=services.controller.status(),
-                           version=services.version)
+                           version=services.version, rtsp=services.integrations().get("rtsp"))
 
 
 @bp.get("/manifest.webmanifest")

@@ -150,6 +150,7 @@ function renderMotion(active) {
 function renderStats(s) {
   $("fps").textContent = (s.fps || 0).toFixed(1);
   $("viewers").textContent = s.viewers ?? 0;
+  if (s.rtsp && s.rtsp.enabled && $("rtsp-clients")) $("rtsp-clients").textContent = s.rtsp.clients ?? 0;
   if (s.motion) renderMotion(s.motion.active);
 }
 
@@ -622,3 +623,21 @@ loadEvents();
 loadMotion();
 loadPicture();
 connectEvents();
+
+// --- RTSP: the stream's address as this browser reaches the appliance, to copy into a recorder -----
+(function rtspAddress() {
+  const box = $("rtsp");
+  if (!box || !box.dataset.port) return;
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  const url = `rtsp://${host}:${box.dataset.port}${box.dataset.path}`;
+  $("rtsp-url").textContent = url;
+  $("rtsp-copy").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(url);  // only on https or localhost
+      $("rtsp-copy").textContent = "Copied";
+    } catch {
+      getSelection().selectAllChildren($("rtsp-url"));  // elsewhere: selected, for Ctrl+C
+      $("rtsp-copy").textContent = "Selected: press Ctrl+C";
+    }
+  });
+})();
