@@ -235,10 +235,15 @@ def test_a_client_that_stops_reading_is_dropped_without_slowing_the_others(start
                      camera={"size": "640x360", "synthetic": {"objects": 6, "motion_period": 1.0,
                                                               "motion_duration": 1.0}})
     assert app.rtsp is not None
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.connect(("127.0.0.1", app.rtsp.server.port))
-    stalled.settimeout(10)
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", app.rtsp.server.port))
+        stalled.settimeout(10)
+        stall_and_watch(app, stalled)
+
+
+def stall_and_watch(app: Appliance, stalled: socket.socket) -> None:
+    assert app.rtsp is not None
     address = url(app, login=None)
 
     def request(text: str) -> str:
@@ -258,7 +263,6 @@ def test_a_client_that_stops_reading_is_dropped_without_slowing_the_others(start
     # Nothing comes from it (no keep-alive, no RTCP): its session times out and the server drops it.
     assert sessions(app, lambda n: n == 0, timeout=15)
     assert app.rtsp.server.wait_for(lambda stats: stats.connections == 0, 15), app.rtsp.server.stats()
-    stalled.close()
 
 
 @pytest.mark.rtsp

@@ -183,7 +183,7 @@ class RtspServer:
             raise OSError(f"cannot listen for RTSP on {self._host}:{self._settings.port}")
         self._sources.append(self._context.find_source_by_id(source_id))
         watch = pool.create_watch()  # fires when a session has timed out
-        watch.set_callback(lambda *_: pool.cleanup() >= 0)  # always True: keep watching
+        watch.set_callback(lambda *_: self._expire(pool))
         watch.attach(self._context)
         self._sources.append(watch)
         self._server = server
@@ -287,6 +287,7 @@ class RtspServer:
         client.connect("pre-describe-request", self._pre_request)
         client.connect("pre-setup-request", self._pre_request)
         client.connect("pre-play-request", self._pre_play)
+        client.connect("play-request", self._playing)
         client.connect("new-session", self._new_session)
         self._changed()
 
@@ -300,10 +301,17 @@ class RtspServer:
         return GstRtsp.RTSPStatusCode.OK if self._live else GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
 
     def _pre_play(self, _client: Any, _ctx: Any) -> Any:
-        if not self._live:
-            return GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
-        self._feed.request_keyframe()  # the new client's picture starts with the next frame
-        return GstRtsp.RTSPStatusCode.OK
+        return GstRtsp.RTSPStatusCode.OK if self._live else GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
+
+    def _playing(self, _client: Any, _ctx: Any) -> None:
+        """A PLAY is being answered: the client's picture should start with the next frame. Not before
+        the answer has gone out, though: ffmpeg (inside Home Assistant, Frigate, go2rtc) throws away
+        what arrives before it, and a keyframe lost that way leaves the client waiting for the next
+        interval's. GStreamer sends the answer once this handler returns, so the keyframe is asked for
+        from the loop's next turn."""
+        source = GLib.idle_source_new()
+        source.set_callback(lambda *_: self._feed.request_keyframe() or False)
+        source.attach(self._context)
 
     def _new_session(self, client: Any, session: Any) -> None:
         session.set_timeout(self._settings.session_timeout)
@@ -312,16 +320,21 @@ class RtspServer:
             self._sessions.add(session.get_sessionid())
         self._changed()
 
+    def _expire(self, pool: Any) -> bool:
+        """Sessions timed out (a client that stopped reading sends no keep-alive): remove them, and then
+        their connections, rather than leave those waiting for a reuse that will not come. Only after
+        a timeout: a client that ends its session itself (TEARDOWN) closes its own connection, and
+        closing it from here at the same moment makes GStreamer 1.22 spin on the dead socket."""
+        if pool.cleanup() > 0:
+            source = GLib.idle_source_new()  # not from inside GStreamer's pool: from the loop's next turn
+            source.set_callback(lambda *_: self._close_idle_clients())
+            source.attach(self._context)
+        return True  # keep watching
+
     def _session_removed(self, _pool: Any, session: Any) -> None:
         with self._changes:
             self._sessions.discard(session.get_sessionid())
         self._changed()
-        # A session timed out (a client that stopped reading sends no keep-alive): its connection
-        # goes too, rather than waiting for a reuse that will not come. Not from inside GStreamer's
-        # pool, which is busy calling us: from the loop, a moment later.
-        source = GLib.idle_source_new()
-        source.set_callback(lambda *_: self._close_idle_clients())
-        source.attach(self._context)
 
     def _close_idle_clients(self) -> bool:
         """Close connections that had a session and have none left."""
