@@ -67,7 +67,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     base.chmod(0o755)
     root = base / "root"
     build_root(root)
-    port, broker_port, tls_port = free_port(), free_port(), free_port()
+    port, broker_port, tls_port, rtsp_port = free_port(), free_port(), free_port(), free_port()
     certs = base / "certs"
     certs.mkdir()
     make_certs(certs)
@@ -84,6 +84,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
             "appliance_camera_backend": "synthetic",
             "appliance_camera_size": "640x360",
             "appliance_port": port,
+            "appliance_rtsp": True,
+            "appliance_rtsp_port": rtsp_port,
             "appliance_mqtt_host": "127.0.0.1",
             "appliance_mqtt_port": tls_port,
             "appliance_mqtt_tls": True,
@@ -109,7 +111,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     first, second = play(inventory), play(inventory)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "ansible-second-run.txt").write_text(second)
-    yield {"root": root, "port": port, "broker_port": broker_port, "first": first, "second": second}
+    yield {"root": root, "port": port, "broker_port": broker_port, "rtsp_port": rtsp_port, "first": first,
+           "second": second}
 
 
 def recap(output: str) -> dict[str, int]:
@@ -244,6 +247,37 @@ def test_service_runs_under_systemd_and_answers(deployed: dict[str, object], con
     snapshot.wait(10)
     assert payloads, "no snapshot: the other camera's OFF reached this camera"
     assert requests.get(base + "/api/camera", timeout=10).json()["on"] is True
+
+
+# The TCP ports a process listens on, from inside the container: its socket inodes against /proc/net.
+LISTENING = """
+import os, sys
+fds = f"/proc/{sys.argv[1]}/fd"
+links = [os.readlink(f"{fds}/{fd}") for fd in os.listdir(fds)]
+inodes = {link[8:-1] for link in links if link.startswith("socket:")}
+ports = set()
+for table in ("tcp", "tcp6"):
+    for row in open(f"/proc/{sys.argv[1]}/net/{table}").readlines()[1:]:
+        fields = row.split()
+        if fields[3] == "0A" and fields[9] in inodes:
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+print(" ".join(str(port) for port in sorted(ports)))
+"""
+
+
+def test_the_role_turns_rtsp_on_and_opens_nothing_else(deployed: dict[str, object], container: Container) -> None:
+    base = f"http://127.0.0.1:{deployed['port']}"
+    assert requests.put(base + "/api/camera", json={"on": True}, timeout=30).json()["state"] == "on"
+    rtsp = requests.get(base + "/api/status", timeout=10).json()["rtsp"]
+    assert rtsp["enabled"] and rtsp["encoder"] == "libx264", rtsp
+    probe = subprocess.run(["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries",
+                            "stream=codec_name,width,height", "-of", "csv=p=0",
+                            f"rtsp://127.0.0.1:{deployed['rtsp_port']}/live"], capture_output=True, text=True,
+                           timeout=60)
+    assert probe.stdout.strip() == "h264,640,360", probe.stderr
+    main_pid = container.run("systemctl", "show", "-p", "MainPID", "--value", "appliance.service").stdout.strip()
+    ports = container.run("python3", "-c", LISTENING, main_pid).stdout.split()
+    assert sorted(map(int, ports)) == sorted([deployed["port"], deployed["rtsp_port"]])
 
 
 def test_systemd_restarts_the_service_after_it_is_killed(deployed: dict[str, object], container: Container) -> None:

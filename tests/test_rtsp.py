@@ -261,7 +261,8 @@ def stall_and_watch(app: Appliance, stalled: socket.socket) -> None:
     seen = probe_frames(address, "tcp", frames=60)
     assert rate(seen["frames"]) > 20 * 0.85, rate(seen["frames"])
     # Nothing comes from it (no keep-alive, no RTCP): its session times out and the server drops it.
-    assert sessions(app, lambda n: n == 0, timeout=15)
+    # (The session times out after 3 s of silence; the bound is wide for a loaded machine.)
+    assert sessions(app, lambda n: n == 0, timeout=45), app.rtsp.server.stats()
     assert app.rtsp.server.wait_for(lambda stats: stats.connections == 0, 15), app.rtsp.server.stats()
 
 
