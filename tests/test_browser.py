@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -422,3 +424,32 @@ def test_the_picture_panel_sets_controls_night_mode_and_draws_a_privacy_mask(sta
     page.click("#masks-clear")
     expect(page.locator("#masks-text")).to_have_text("No privacy masks: the whole picture is shown and stored.")
     assert app.picture.settings.masks == []
+
+
+@pytest.mark.rtsp
+def test_the_page_shows_the_rtsp_address_to_copy_and_its_clients(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(rtsp={"enabled": True, "port": 0})
+    assert app.rtsp is not None
+    app.controller.on()
+    page.goto(app.url.replace("127.0.0.1", "localhost") + "/", wait_until="domcontentloaded")
+    address = f"rtsp://localhost:{app.rtsp.server.port}/live"  # the host the browser reached the page at
+    expect(page.locator("#rtsp-url")).to_have_text(address)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator("#rtsp-copy").click()
+    expect(page.locator("#rtsp-copy")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == address
+    # The count follows the clients (the page hears /api/status figures through its live feed).
+    reader = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", address,
+                               "-f", "null", "-"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        expect(page.locator("#rtsp-clients")).to_have_text("1", timeout=15_000)
+    finally:
+        reader.terminate()
+        reader.wait(10)
+
+
+def test_the_page_says_why_rtsp_is_off(start_appliance: Any, page: Page, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    app = start_appliance(rtsp={"enabled": True, "port": 0})
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("#rtsp-off")).to_contain_text("RTSP is off: no H.264 encoder: PyAV is not installed")

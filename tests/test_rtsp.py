@@ -365,6 +365,24 @@ def test_the_feed_takes_frames_only_while_active_and_at_its_rate() -> None:
         (320, 240)) == (200, 100)
 
 
+def test_an_encoder_that_will_not_open_is_not_retried_at_every_frame() -> None:
+    feed = H264Feed("h264_v4l2m2m", RtspSettings(enabled=True, fps=10), None, OverlaySettings())  # no /dev/video11
+    feed.start()
+    try:
+        feed.activate(lambda packet: None)
+        feed.offer(frame(1, 100.0))
+        assert feed.wait_for(lambda f: f.errors == 1, 10)
+        for n in range(2, 5):
+            feed.offer(frame(n, 100.0 + n))
+            assert feed.wait_for(lambda f: f.idle, 10)
+        assert (feed.errors, feed.frames_encoded) == (1, 0)
+        feed.activate(lambda packet: None)  # the next start tries again
+        feed.offer(frame(9, 200.0))
+        assert feed.wait_for(lambda f: f.errors == 2, 10)
+    finally:
+        feed.stop()
+
+
 def test_a_late_end_of_an_old_media_does_not_stop_the_new_one() -> None:
     feed = H264Feed("libx264", RtspSettings(enabled=True), None, OverlaySettings())
     old: list[Any] = []

@@ -116,6 +116,11 @@ class H264Feed:
     def active(self) -> bool:
         return self._active
 
+    @property
+    def idle(self) -> bool:
+        """Whether no offered frame waits for the encoder thread."""
+        return self._pending is None
+
     def wait_for(self, check: Callable[[H264Feed], bool], timeout: float) -> bool:
         """Block until ``check(self)`` holds (re-checked whenever the feed switches or encodes), or
         ``timeout``: for tests and benches."""
@@ -157,6 +162,7 @@ class H264Feed:
     def _run(self) -> None:
         encoder: H264Encoder | None = None
         start_at = 0.0
+        refused = False  # the encoder would not open: not again (nor its error in the log) at every frame
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or self._pending is not None)
@@ -165,8 +171,11 @@ class H264Feed:
                 frame, self._pending = self._pending, None
                 consumer, fresh, keyframe = self._consumer, self._fresh, self._keyframe
                 self._fresh = self._keyframe = False
+                self._cond.notify_all()  # idle
             assert frame is not None
-            if consumer is None:
+            if fresh:
+                refused = False
+            if consumer is None or refused:  # an encoder that would not open is tried again next start
                 continue
             size = (frame.image.shape[1], frame.image.shape[0])
             if fresh or encoder is None or encoder.size != size:
@@ -174,6 +183,7 @@ class H264Feed:
                     encoder.close()
                 encoder = self._open(size)
                 if encoder is None:
+                    refused = True
                     continue
                 start_at = frame.captured_at
             draw_overlay(frame.image, frame.timestamp, frame.motion, self._overlay, scale=frame.scale,
