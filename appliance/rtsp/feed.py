@@ -192,7 +192,7 @@ class H264Feed:
                 packets = encoder.encode(frame.image, round((frame.captured_at - start_at) * CLOCK), keyframe,
                                          frame.captured_at)
             except H264Error as exc:
-                self.errors += 1
+                self._failed()
                 log.warning("%s; opening a new encoder", exc)
                 encoder.close()
                 encoder = None
@@ -211,10 +211,15 @@ class H264Feed:
         if encoder is not None:
             encoder.close()
 
+    def _failed(self) -> None:
+        with self._cond:
+            self.errors += 1
+            self._cond.notify_all()
+
     def _open(self, size: tuple[int, int]) -> H264Encoder | None:
         try:
             return H264Encoder(self.codec, size, self._settings)
         except EncoderUnavailable as exc:
-            self.errors += 1
+            self._failed()
             log.error("H.264 encoder: %s", exc)
             return None
