@@ -275,10 +275,13 @@ class RtspServer:
                 self._calls.notify_all()
 
     def _close_clients(self) -> None:
-        """End every connection and every session (a UDP client's outlives its connection)."""
+        """End every session (a UDP client's outlives its connection), then every connection. In this
+        order: removing a session unlinks its client from the media first, so no streaming thread is
+        still writing to a connection while it is closed (GStreamer 1.22 can then spin on the dead
+        socket)."""
         if self._server is not None:
-            self._server.client_filter(lambda *_: GstRtspServer.RTSPFilterResult.REMOVE)
             self._server.get_session_pool().filter(lambda *_: GstRtspServer.RTSPFilterResult.REMOVE)
+            self._server.client_filter(lambda *_: GstRtspServer.RTSPFilterResult.REMOVE)
 
     def _client_connected(self, _server: Any, client: Any) -> None:
         with self._changes:
