@@ -160,18 +160,17 @@ def per_frame_ms(frames: list[np.ndarray], size: tuple[int, int]) -> tuple[float
     h264 = H264Encoder(choose_codec("libx264"), size, cfg.rtsp.model_copy(update={"fps": FPS}))
     overlay = OverlaySettings()
     scaled = [cv2.resize(frame, size) for frame in frames[:60]]
-    start = time.process_time()
-    for frame in scaled:
-        image = frame.copy()
-        draw_overlay(image, time.time(), None, overlay)
-        jpeg(image)
-    jpeg_ms = (time.process_time() - start) / len(scaled) * 1000
-    start = time.process_time()
-    for n, frame in enumerate(scaled):
-        image = frame.copy()
-        draw_overlay(image, time.time(), None, overlay)
-        h264.encode(image, n * 6000)
-    h264_ms = (time.process_time() - start) / len(scaled) * 1000
+
+    def cpu_ms(encode: Any) -> float:
+        start = time.process_time()
+        for n, frame in enumerate(scaled):
+            image = frame.copy()
+            draw_overlay(image, time.time(), None, overlay)
+            encode(image, n)
+        return (time.process_time() - start) / len(scaled) * 1000
+
+    jpeg_ms = cpu_ms(lambda image, _n: jpeg(image))
+    h264_ms = cpu_ms(lambda image, n: h264.encode(image, n * 6000))
     h264.close()
     return jpeg_ms, h264_ms
 

@@ -10,7 +10,6 @@ and websocket APIs from inside its venv.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from appliance.passwords import hash_password
+from tests.broker import free_port
 from tests.test_ha_discovery import ha_python  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.deploy, pytest.mark.rtsp]
@@ -47,12 +47,6 @@ logger:
   logs:
     homeassistant.components.http: info
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -69,11 +69,10 @@ def choose_codec(setting: str, name_file: Path = V4L2_ENCODER_NAME) -> str:
 
 @dataclass(frozen=True)
 class Packet:
-    """One access unit in Annex B form, its presentation time in ``CLOCK`` ticks from the encoder's
-    start, and the monotonic time its frame was captured."""
+    """One access unit in Annex B form, and the monotonic time its frame was captured (the server
+    stamps it with that)."""
 
     data: bytes
-    pts: int
     keyframe: bool
     captured_at: float = 0.0
 
@@ -122,8 +121,7 @@ class H264Encoder:
             packets = self._context.encode(frame)
         except Exception as exc:
             raise H264Error(f"{self.codec} failed: {exc}") from exc
-        return [Packet(bytes(packet), packet.pts if packet.pts is not None else pts, packet.is_keyframe, captured_at)
-                for packet in packets]
+        return [Packet(bytes(packet), packet.is_keyframe, captured_at) for packet in packets]
 
     def close(self) -> None:
         """Let the context go (the hardware encoder's buffers with it); frames still inside are dropped."""

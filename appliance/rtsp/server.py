@@ -127,15 +127,13 @@ class RtspServer:
     """Owns the ``rtsp`` thread and GStreamer's server between ``start()`` and ``stop()``."""
 
     def __init__(self, settings: RtspSettings, host: str, feed: H264Feed, auth: AuthSettings,
-                 login: PasswordCheck | None, password: str | None,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 login: PasswordCheck | None, password: str | None) -> None:
         self._settings = settings
         self._host = host
         self._feed = feed
         self._auth_settings = auth
         self._login = login
         self._password = password
-        self._on_change = on_change
         self._context = GLib.MainContext.new()
         self._loop = GLib.MainLoop.new(self._context, False)
         self._thread: threading.Thread | None = None
@@ -232,11 +230,6 @@ class RtspServer:
         with self._changes:
             return self._changes.wait_for(lambda: check(self.stats()), timeout)  # the lock is re-entrant
 
-    def _changed(self) -> None:
-        with self._changes:
-            self._changes.notify_all()
-        self._on_change()
-
     # --- on the rtsp thread ----------------------------------------------------------------------
 
     def _call(self, work: Callable[[], None], timeout: float, last: bool = False) -> bool:
@@ -286,24 +279,22 @@ class RtspServer:
     def _client_connected(self, _server: Any, client: Any) -> None:
         with self._changes:
             self._connections += 1
+            self._changes.notify_all()
         client.connect("closed", self._client_closed)
         client.connect("pre-describe-request", self._pre_request)
         client.connect("pre-setup-request", self._pre_request)
-        client.connect("pre-play-request", self._pre_play)
+        client.connect("pre-play-request", self._pre_request)
         client.connect("play-request", self._playing)
         client.connect("new-session", self._new_session)
-        self._changed()
 
     def _client_closed(self, _client: Any) -> None:
         with self._changes:
             self._connections = max(0, self._connections - 1)
-        self._changed()
+            self._changes.notify_all()
 
     def _pre_request(self, _client: Any, _ctx: Any) -> Any:
-        """DESCRIBE and SETUP while the camera is off get 503 at once, not a pipeline waiting for frames."""
-        return GstRtsp.RTSPStatusCode.OK if self._live else GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
-
-    def _pre_play(self, _client: Any, _ctx: Any) -> Any:
+        """DESCRIBE, SETUP and PLAY while the camera is off get 503 at once, not a pipeline waiting for
+        frames."""
         return GstRtsp.RTSPStatusCode.OK if self._live else GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
 
     def _playing(self, _client: Any, _ctx: Any) -> None:
@@ -321,7 +312,7 @@ class RtspServer:
         client.had_session = True
         with self._changes:
             self._sessions.add(session.get_sessionid())
-        self._changed()
+            self._changes.notify_all()
 
     def _expire(self, pool: Any) -> bool:
         """Sessions timed out (a client that stopped reading sends no keep-alive): remove them, and then
@@ -337,7 +328,7 @@ class RtspServer:
     def _session_removed(self, _pool: Any, session: Any) -> None:
         with self._changes:
             self._sessions.discard(session.get_sessionid())
-        self._changed()
+            self._changes.notify_all()
 
     def _close_idle_clients(self) -> bool:
         """Close connections that had a session and have none left."""

@@ -10,7 +10,6 @@ clients watch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from appliance.config import AppConfig
@@ -30,16 +29,14 @@ GSTREAMER_HINT = ("GStreamer's RTSP server is not available to this Python ({err
 class RtspService:
     """The H.264 feed and the RTSP server of one appliance."""
 
-    def __init__(self, config: AppConfig, login: PasswordCheck | None, password: str | None,
-                 codec: str, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, config: AppConfig, login: PasswordCheck | None, password: str | None, codec: str) -> None:
         from appliance.rtsp.server import RtspServer  # imports GStreamer: build() checked it is there
 
         self.config = config.rtsp
         self.codec = codec
         default = config.stream.size or config.camera.size
         self.feed = H264Feed(codec, config.rtsp, default, config.overlay)
-        self.server = RtspServer(config.rtsp, config.server.host, self.feed, config.server.auth, login, password,
-                                 on_change=on_change)
+        self.server = RtspServer(config.rtsp, config.server.host, self.feed, config.server.auth, login, password)
 
     def start(self, camera_on: bool) -> None:
         self.feed.start()
@@ -68,8 +65,8 @@ def off_status(reason: str | None) -> dict[str, Any]:
     return {"enabled": False, "reason": reason}
 
 
-def build(config: AppConfig, login: PasswordCheck | None, password: str | None,
-          on_change: Callable[[], None] = lambda: None) -> tuple[RtspService | None, str | None]:
+def build(config: AppConfig, login: PasswordCheck | None,
+          password: str | None) -> tuple[RtspService | None, str | None]:
     """The RTSP service when ``rtsp.enabled`` and everything it needs is here; else None and why not
     (None when it is simply not configured)."""
     settings = config.rtsp
@@ -77,8 +74,6 @@ def build(config: AppConfig, login: PasswordCheck | None, password: str | None,
         return None, None
     try:
         codec = choose_codec(settings.encoder)
-        width, height = settings.size or config.stream.size or config.camera.size
-        H264Encoder(codec, (width // 2 * 2, height // 2 * 2), settings).close()  # opens at this size, or says why
     except EncoderUnavailable as exc:
         return None, f"no H.264 encoder: {exc}"
     try:
@@ -89,5 +84,10 @@ def build(config: AppConfig, login: PasswordCheck | None, password: str | None,
         check_gstreamer()
     except RuntimeError as exc:
         return None, str(exc)
+    service = RtspService(config, login, password, codec)
+    try:  # opens at the size it will encode, or says why not
+        H264Encoder(codec, service.feed.frame_size(config.camera.size), settings).close()
+    except EncoderUnavailable as exc:
+        return None, f"no H.264 encoder: {exc}"
     log.info("H.264 encoder for RTSP: %s", codec)
-    return RtspService(config, login, password, codec, on_change=on_change), None
+    return service, None
