@@ -226,10 +226,12 @@ def test_failing_backend_goes_to_error_and_recovers_over_http(start_appliance: S
 def test_health_fails_when_the_capture_loop_hangs(start_appliance: Start, tmp_path: Path) -> None:
     class Hanging(SyntheticCamera):
         hang = threading.Event()
+        stuck = threading.Event()
         release = threading.Event()
 
         def read(self, timeout: float) -> Any:
             if self.hang.is_set():
+                self.stuck.set()
                 self.release.wait(30)  # a driver stuck in the kernel ignores our timeout
             return super().read(timeout)
 
@@ -241,6 +243,9 @@ def test_health_fails_when_the_capture_loop_hangs(start_appliance: Start, tmp_pa
     assert requests.get(app.url + "/healthz", timeout=5).status_code == 200
     Hanging.hang.set()
     try:
+        # Only once the loop is inside read(): a frame still being handled when the clock moved would
+        # start its next read at the new time, and look fresh.
+        assert Hanging.stuck.wait(5)
         clock[0] += config.camera.read_timeout + 5  # time passes with the loop stuck in read()
         response = requests.get(app.url + "/healthz", timeout=5)
         assert response.status_code == 503 and "no frame for" in response.json()["error"]
