@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 def create_app(controller: CameraController, broadcaster: FrameBroadcaster, config: AppConfig,
                backend_name: str, backend_description: str, events: EventStore, live: LiveFeed,
                integrations: Callable[[], dict[str, Any]] = dict, motion: MotionControl | None = None,
-               clip_counters: Callable[[], dict[str, int]] = dict, picture: PictureControl | None = None) -> Flask:
-    """Build the web app around parts the entry point (or a test) created."""
+               clip_counters: Callable[[], dict[str, int]] = dict, picture: PictureControl | None = None,
+               login_failures: security.FailureLimiter | None = None) -> Flask:
+    """Build the web app around parts the entry point (or a test) created. ``login_failures`` is the
+    per-address count of wrong passwords, shared with the other ports that take the login (RTSP)."""
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -39,7 +41,7 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
         app.register_blueprint(blueprint)
 
-    security.install(app, config.server)
+    security.install(app, config.server, limiter=login_failures)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -196,6 +196,10 @@ class RtspSettings(Section):
         "auto", description="auto: the Pi's hardware encoder where there is one, else libx264")
     max_clients: int = Field(10, ge=1, le=64, description="RTSP clients watching at once; more get 503")
     session_timeout: int = Field(20, ge=2, le=300, description="s: a client sending nothing this long is dropped")
+    max_connections: int = Field(32, ge=2, le=1024, description="open RTSP connections at once, all clients")
+    max_connections_per_client: int = Field(8, ge=1, le=256, description="open RTSP connections from one address")
+    request_timeout: float = Field(10.0, gt=0, le=120,
+                                   description="s for a connection to set up a session, else it is closed")
 
     @field_validator("path")
     @classmethod

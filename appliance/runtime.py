@@ -30,7 +30,7 @@ from appliance.rtsp import service as rtsp_service
 from appliance.state import CameraState
 from appliance.web.fanout import StreamFanout
 from appliance.web.live import LiveFeed
-from appliance.web.security import password_check, plain_password
+from appliance.web.security import FailureLimiter, password_check, plain_password
 from appliance.web.server import HttpServer
 from appliance.web.services import Services
 
@@ -64,9 +64,11 @@ class Appliance:
         clip = config.events.clip
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved, clip_fps=clip.fps,
                                       max_pending=max(4, int(2 * clip.fps)))
+        # Wrong passwords per address, on every port that takes the login (HTTP, RTSP): one limit.
+        self.login_failures = FailureLimiter(config.server.auth.max_failures)
         # RTSP, when configured: off with the reason when a library it needs is missing here.
         self.rtsp, self.rtsp_reason = rtsp_service.build(config, password_check(config.server),
-                                                         plain_password(config.server))
+                                                         plain_password(config.server), self.login_failures)
         if self.rtsp_reason is not None:
             log.warning("RTSP is off: %s", self.rtsp_reason)
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
@@ -79,7 +81,8 @@ class Appliance:
             start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
         self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
                               self.events, self.live, integrations=self.integrations, motion=self.motion,
-                              clip_counters=self.recorder.counters, picture=self.picture)
+                              clip_counters=self.recorder.counters, picture=self.picture,
+                              login_failures=self.login_failures)
         web = config.server
         # One thread writes every live stream; each open page's live feed holds a server thread, and
         # API calls (and streams being set up) get their own spares.
@@ -130,7 +133,7 @@ class Appliance:
         self._stoppers.append(self.server.stop)
         if self.rtsp is not None:
             self.controller.add_listener(self.rtsp.on_state)
-            self.rtsp.start(camera_on=self.controller.state is CameraState.ON)
+            self.rtsp.start(camera_on=lambda: self.controller.state is CameraState.ON)
             self._stoppers.append(self.rtsp.stop)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
         self._stoppers.append(Services.of(self.app).stopping.set)  # and clip replays
@@ -199,6 +202,9 @@ class Appliance:
             return healthy, reason
         if not self.server.answers():
             return False, "the web server does not answer on loopback"
+        problem = self.rtsp.health() if self.rtsp is not None else None
+        if problem is not None:
+            return False, problem
         return True, "ok"
 
     def healthy(self) -> bool:

@@ -8,7 +8,9 @@ its reason when a library is missing.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from appliance.rtsp import service as rtsp_service
 from appliance.rtsp.feed import H264Feed
 from appliance.rtsp.h264 import EncoderUnavailable, H264Encoder, choose_codec
 from appliance.runtime import Appliance
-from tests.helpers import iter_mjpeg, make_config
+from tests.helpers import iter_mjpeg, make_config, wait_until_serving
 
 Start = Callable[..., Appliance]
 USER, PASSWORD = "admin", "correct horse"
@@ -65,6 +67,29 @@ def probe_frames(address: str, transport: str, frames: int = 20, timeout: float 
         capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def arrivals(address: str, count: int, transport: str = "tcp", timeout: float = 20) -> list[tuple[float, bool]]:
+    """The first ``count`` video packets as FFmpeg's RTSP client (the one inside Home Assistant, Frigate
+    and go2rtc) receives them: when each arrived (monotonic) and whether it is a keyframe. Unlike
+    ffprobe's decoded frames, nothing before the first keyframe is hidden, and the time is the wall
+    clock's, not the stamps the server wrote."""
+    import av
+
+    received: list[tuple[float, bool]] = []
+    with av.open(address, options={"rtsp_transport": transport}, timeout=(timeout, timeout)) as container:
+        for packet in container.demux(video=0):
+            if packet.size:
+                received.append((time.monotonic(), bool(packet.is_keyframe)))
+            if len(received) >= count:
+                break
+    return received
+
+
+def arrival_rate(received: list[tuple[float, bool]], skip: int = 5) -> float:
+    """Packets per second of wall-clock time, past the first ``skip`` (a start may come in a burst)."""
+    times = [at for at, _ in received[skip:]]
+    return (len(times) - 1) / (times[-1] - times[0])
 
 
 def rate(frames: list[dict[str, Any]]) -> float:
@@ -107,8 +132,9 @@ def test_ffprobe_and_ffmpeg_read_h264_at_the_configured_size_and_rate_over_tcp_a
         stream = seen["streams"][0]
         assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 256, 144)
         assert stream["has_b_frames"] == 0
-        assert seen["frames"][0]["key_frame"] == 1  # a client's picture starts at once
         assert abs(rate(seen["frames"]) - FPS) < 1.5, seen["frames"]
+        first = arrivals(url(app), 3, transport)
+        assert first[0][1], "the first packet a client gets is not a keyframe"  # its picture starts at once
     reader = ffmpeg_reader(url(app), "udp", frames=15)
     assert reader.wait(30) == 0, reader.stderr.read() if reader.stderr else ""
     status = rtsp_status(app)
@@ -257,9 +283,10 @@ def stall_and_watch(app: Appliance, stalled: socket.socket) -> None:
     session = next(line.split(":", 1)[1].split(";")[0].strip() for line in setup.splitlines()
                    if line.lower().startswith("session:"))
     stalled.sendall(f"PLAY {address} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n".encode())
-    # From here on it reads nothing. Another client still gets every frame at the full rate.
-    seen = probe_frames(address, "tcp", frames=60)
-    assert rate(seen["frames"]) > 20 * 0.85, rate(seen["frames"])
+    # From here on it reads nothing. Another client still gets every frame at the full rate, as it
+    # arrives (the capture stamps keep their spacing however late frames come: the clock must be ours).
+    received = arrivals(address, 65)
+    assert arrival_rate(received) > 20 * 0.85, arrival_rate(received)
     # Nothing comes from it (no keep-alive, no RTCP): its session times out and the server drops it.
     # (The session times out after 3 s of silence; the bound is wide for a loaded machine.)
     assert sessions(app, lambda n: n == 0, timeout=45), app.rtsp.server.stats()
@@ -273,9 +300,9 @@ def test_a_client_joining_a_running_stream_starts_at_once_not_at_the_next_keyfra
     try:
         assert sessions(app, lambda n: n == 1)
         started = time.monotonic()
-        seen = probe_frames(url(app, login=None), "tcp", frames=3)
-        assert seen["frames"][0]["key_frame"] == 1
-        assert time.monotonic() - started < 5  # the interval is 10 s: the join forced a keyframe
+        received = arrivals(url(app, login=None), 3)
+        assert received[0][1], "the joining client's first packet is not a keyframe"
+        assert received[0][0] - started < 5  # the interval is 10 s: the join forced a keyframe
     finally:
         first.terminate()
         first.wait(10)
@@ -341,23 +368,36 @@ def frame(n: int, at: float) -> VideoFrame:
     return VideoFrame(np.full((96, 160, 3), n, np.uint8), time.time(), at, None, (), (1.0, 1.0))
 
 
-def test_the_feed_takes_frames_only_while_active_and_at_its_rate() -> None:
+def test_the_feed_primes_one_keyframe_then_encodes_only_while_a_client_plays() -> None:
     feed = H264Feed("libx264", RtspSettings(enabled=True, fps=10), None, OverlaySettings())
     packets: list[Any] = []
     feed.start()
     try:
         assert not feed.wants_frame(0.0)
-        feed.offer(frame(1, 0.0))  # offered while off: dropped
-        feed.activate(packets.append)
+        feed.offer(frame(1, 0.0))  # offered while detached: dropped
+        feed.activate(packets.append)  # a DESCRIBE: the stream must be described, from one keyframe
         assert feed.wants_frame(100.0)
         feed.offer(frame(2, 100.0))
-        assert not feed.wants_frame(100.05)  # due again 0.1 s later, at 10 frames/s
-        assert feed.wants_frame(100.1)
         assert feed.wait_for(lambda f: f.frames_encoded == 1, 10)
-        assert packets[0].keyframe
+        assert packets[0].keyframe and not feed.active
+        assert not feed.wants_frame(100.1) and not feed.wants_frame(200.0)  # primed: nothing until a PLAY
+        feed.request_keyframe()  # the consumer could not use it (not running yet): one more
+        assert feed.wants_frame(200.0)
+        feed.offer(frame(3, 200.0))
+        assert feed.wait_for(lambda f: f.frames_encoded == 2, 10)
+        assert not feed.wants_frame(300.0)
+        feed.set_playing(True)
+        assert feed.active and feed.wants_frame(300.0)
+        feed.offer(frame(4, 300.0))
+        assert not feed.wants_frame(300.05)  # due again 0.1 s later, at 10 frames/s
+        assert feed.wants_frame(300.1)
+        assert feed.wait_for(lambda f: f.frames_encoded == 3, 10)
+        assert packets[-1].keyframe  # the first client's picture starts at once
+        feed.set_playing(False)
+        assert not feed.wants_frame(400.0)
         feed.deactivate()
-        assert not feed.wants_frame(200.0)
-        assert feed.stats().frames_encoded == 1
+        assert not feed.wants_frame(500.0)
+        assert feed.stats().frames_encoded == 3
     finally:
         feed.stop()
     assert feed.frame_size((320, 240)) == (320, 240)
@@ -390,9 +430,9 @@ def test_a_late_end_of_an_old_media_does_not_stop_the_new_one() -> None:
     feed.activate(old.append)
     feed.activate(new.append)
     feed.deactivate(old.append)
-    assert feed.active
+    assert feed.attached
     feed.deactivate(new.append)
-    assert not feed.active
+    assert not feed.attached
 
 
 @pytest.mark.parametrize(("missing", "says"), [("av", "PyAV is not installed"), ("gi", "GStreamer")])
@@ -417,3 +457,358 @@ def test_rtsp_settings_are_checked() -> None:
         RtspSettings(size=(321, 240))
     assert rtsp_service.off_status(None) == {"enabled": False, "reason": None}
     assert Fraction(RtspSettings().fps) == 15
+
+
+@pytest.mark.parametrize("profile", ["baseline", "main", "high"])
+def test_the_hardware_encoder_takes_the_products_options_and_gets_as_far_as_the_device(profile: str) -> None:
+    """On a Pi 4 / Zero 2 W ``auto`` opens h264_v4l2m2m with these settings. Here it has no device, so
+    FFmpeg must fail at the device lookup, past option parsing: an option it cannot parse (as the
+    text "main" once was) fails before the device is even looked for, on a Pi too."""
+    from appliance.rtsp.h264 import encoder_options
+
+    settings = RtspSettings(enabled=True, profile=profile)
+    assert set(encoder_options("h264_v4l2m2m", settings)) == {"profile"}  # nothing only libx264 knows
+    with pytest.raises(EncoderUnavailable) as failure:
+        H264Encoder("h264_v4l2m2m", (640, 360), settings)
+    said = str(failure.value)
+    assert "Could not find a valid device" in said, said
+    assert "Unable to parse" not in said and "Error setting option" not in said, said
+
+
+def test_the_encoder_thread_survives_any_exception_and_says_what_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.rtsp import h264
+
+    real = h264.cv2.cvtColor
+    failures = [3]
+
+    def conversion(*args: Any, **kwargs: Any) -> Any:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise ValueError("the colour conversion broke")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(h264.cv2, "cvtColor", conversion)
+    feed = H264Feed("libx264", RtspSettings(enabled=True, fps=10), None, OverlaySettings())
+    packets: list[Any] = []
+    feed.start()
+    try:
+        feed.activate(packets.append)
+        feed.set_playing(True)
+        for n in range(8):
+            feed.offer(frame(n, 100.0 + n))
+            assert feed.wait_for(lambda f: f.idle, 10)
+        assert feed.wait_for(lambda f: f.frames_encoded == 5, 10), feed.stats()
+        stats = feed.stats()
+        assert stats.errors == 3 and stats.last_error == "ValueError: the colour conversion broke"
+        assert packets[0].keyframe  # a fresh encoder after the failures
+        assert feed.health() is None
+    finally:
+        feed.stop()
+
+
+def test_a_dead_encoder_thread_is_reported_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = H264Feed("libx264", RtspSettings(enabled=True, fps=10), None, OverlaySettings())
+
+    def broken() -> None:
+        raise RuntimeError("a bug outside the per-frame work")
+
+    monkeypatch.setattr(feed, "_next", broken)
+    feed.start()
+    try:
+        assert feed.wait_for(lambda f: f.died is not None, 10)
+        assert feed.health() == "the H.264 encoder thread died: RuntimeError: a bug outside the per-frame work"
+    finally:
+        feed.stop()
+
+
+# --- the loose ends: start-up, connections, logins, shutdown, leaks --------------------------------
+
+
+def raw_request(port: int, text: str, sock: socket.socket | None = None) -> str:
+    """One RTSP request on a socket of our own; the answer's text."""
+    own = sock is None
+    sock = sock or socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(text.encode())
+        return sock.recv(8192).decode(errors="replace")
+    finally:
+        if own:
+            sock.close()
+
+
+@pytest.mark.rtsp
+@pytest.mark.parametrize("switch_to", ["on", "off"])
+def test_a_camera_switched_while_rtsp_starts_is_followed(tmp_path: Path, switch_to: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The switch lands between the server's start and its first word of the camera's state: the
+    server must end up with the new state, not the one read before it started."""
+    from appliance.rtsp.server import RtspServer
+
+    app = Appliance(make_config(tmp_path, rtsp=rtsp_section()))
+    if switch_to == "off":  # on before the RTSP server starts: restored, and waited for
+        monkeypatch.setattr(app.controller, "restore", lambda: app.controller.on())
+    real_start = RtspServer.start
+
+    def start_while_switching(server: RtspServer) -> None:
+        real_start(server)
+        (app.controller.on if switch_to == "on" else app.controller.off)()
+        app.controller.flush()  # the listener has heard the change before start() goes on
+
+    monkeypatch.setattr(RtspServer, "start", start_while_switching)
+    app.start()
+    try:
+        if switch_to == "on":
+            probe_frames(url(app, login=None), "tcp", frames=3)  # not a 503 from a stale "off"
+        else:
+            assert "503" in refused(url(app, login=None))  # not sessions without frames from a stale "on"
+    finally:
+        app.stop()
+
+
+@pytest.mark.rtsp
+def test_a_describe_alone_starts_no_encoder_and_its_connection_is_closed(start_appliance: Start) -> None:
+    app = start_rtsp(start_appliance, login=False, rtsp={"request_timeout": 2})
+    assert app.rtsp is not None
+    port, feed = app.rtsp.server.port or 0, app.rtsp.feed
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        answer = raw_request(port, f"DESCRIBE {url(app, login=None)} RTSP/1.0\r\nCSeq: 1\r\n\r\n", sock)
+        assert answer.startswith("RTSP/1.0 200") and "m=video" in answer, answer
+        captured = app.pipeline.stats().frames_captured
+        assert app.pipeline.wait_for_frames(captured + 20, 10)
+        # The stream was described from one keyframe (or a few, while the media was starting): no more.
+        encoded = feed.frames_encoded
+        assert encoded <= 3 and not feed.active and rtsp_status(app)["encoding"] is False
+        assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 20, 10)
+        assert feed.frames_encoded == encoded
+        # No session set up within the request timeout: the server closes the connection.
+        sock.settimeout(15)
+        assert sock.recv(1) == b""
+    assert app.rtsp.server.wait_for(lambda stats: stats.connections == 0, 5)
+    assert feed.wait_for(lambda f: not f.attached, 10)  # the media it built ended with it
+    assert "200" in raw_request(port, "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")  # still serving
+
+
+def connect_all(source: tuple[str, int], target: tuple[str, int], count: int, within: float) -> list[socket.socket]:
+    """``count`` TCP connections from ``source`` to ``target``, opened at once (non-blocking); those the
+    kernel completed within ``within`` seconds. They send nothing."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    pending: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(source)
+        sock.setblocking(False)
+        sock.connect_ex(target)
+        selector.register(sock, selectors.EVENT_WRITE)
+        pending.append(sock)
+    connected: list[socket.socket] = []
+    deadline = time.monotonic() + within
+    while selector.get_map() and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            sock = key.fileobj  # type: ignore[assignment]
+            selector.unregister(sock)
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                connected.append(sock)
+            else:
+                sock.close()
+    for sock in pending:
+        if sock not in connected:
+            sock.close()
+    selector.close()
+    return connected
+
+
+def open_files(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+@pytest.mark.rtsp
+def test_a_flood_of_idle_connections_is_capped_and_times_out_while_everything_serves(tmp_path: Path) -> None:
+    """1,100 connections from one address that never send a request, against the appliance in its own
+    process held to 1,024 open files (systemd's default): at most the per-address cap stay open,
+    none after the request timeout, and HTTP, MJPEG and RTSP from another address serve meanwhile."""
+    import resource
+
+    import yaml
+
+    from tests.broker import free_port
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))  # the flood's own sockets, here
+    http_port, rtsp_port = free_port(), free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "camera": {"backend": "synthetic", "size": "320x240", "fps": 10}, "state_dir": str(tmp_path / "state"),
+        "server": {"host": "127.0.0.1", "port": http_port},
+        "rtsp": {"enabled": True, "port": rtsp_port, "size": "256x144", "fps": FPS, "request_timeout": 3,
+                 "max_connections_per_client": 8}}))
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
+    flood: list[socket.socket] = []
+    log: list[str] = []
+    logged = threading.Condition()
+
+    def drain() -> None:  # the appliance's log, read as it comes (a full pipe would block it)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with logged:
+                log.append(line)
+                logged.notify_all()
+
+    try:
+        wait_until_serving(proc)
+        threading.Thread(target=drain, daemon=True).start()
+        base = f"http://127.0.0.1:{http_port}"
+        assert requests.put(f"{base}/api/camera", json={"on": True}, timeout=20).json()["state"] == "on"
+        probe_frames(f"rtsp://127.0.0.1:{rtsp_port}/live", "tcp", frames=3)  # what the stream keeps, made
+        before = open_files(proc.pid)
+        flood.extend(connect_all(("127.0.0.2", 0), ("127.0.0.1", rtsp_port), 1100, within=20))
+        status = requests.get(f"{base}/api/status", timeout=10).json()["rtsp"]
+        # Connections beyond the cap are closed as they are accepted (those the kernel still queues or
+        # dropped cost the appliance no file).
+        assert len(flood) >= 500, len(flood)
+        assert status["connections"] <= 8 and status["refused_connections"] >= 100, status
+        assert open_files(proc.pid) <= before + 2 * 8 + 2  # a socket and its thread's wake-up fd each
+        # Everything else serves, from another address.
+        with requests.get(f"{base}/stream.mjpg", stream=True, timeout=10) as response:
+            next(iter_mjpeg(response))
+        probe_frames(f"rtsp://127.0.0.1:{rtsp_port}/live", "tcp", frames=3)
+        # Past the request timeout the flood's connections that sent nothing are closed too.
+        held = status["connections"]
+        with logged:
+            assert logged.wait_for(lambda: sum("no session after" in line for line in log) >= held, 20), log[-20:]
+        status = requests.get(f"{base}/api/status", timeout=10).json()["rtsp"]
+        assert status["connections"] == 0, status
+        assert open_files(proc.pid) <= before + 2
+    finally:
+        for sock in flood:
+            sock.close()
+        proc.terminate()
+        proc.wait(10)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.rtsp
+def test_one_client_whose_password_is_being_checked_holds_up_no_other(start_appliance: Start) -> None:
+    app = start_rtsp(start_appliance)
+    assert app.rtsp is not None
+    login = app.rtsp.server._login
+    assert login is not None
+    entered, release = threading.Event(), threading.Event()
+    real_check = login.check
+
+    def check(username: str, password: str) -> bool:
+        if password == "slow":
+            entered.set()
+            release.wait(20)  # a check as slow as scrypt on a busy Pi, and then some
+        return real_check(username, password)
+
+    login.check = check  # type: ignore[method-assign]
+    slow = threading.Thread(target=lambda: answers.append(raw_request(
+        app.rtsp.server.port or 0,  # type: ignore[union-attr]
+        f"DESCRIBE {url(app, login=None)} RTSP/1.0\r\nCSeq: 1\r\nAuthorization: Basic "
+        f"{base64.b64encode(f'{USER}:slow'.encode()).decode()}\r\n\r\n")))
+    answers: list[str] = []
+    try:
+        slow.start()
+        assert entered.wait(10)
+        started = time.monotonic()
+        probe_frames(url(app), "tcp", frames=3)  # another client, with its own (first, scrypt) check
+        assert time.monotonic() - started < 8, "a client waited for another's password check"
+        assert not answers  # the slow one is still being checked
+    finally:
+        release.set()
+        slow.join(20)
+    assert answers and answers[0].startswith("RTSP/1.0 401"), answers
+
+
+@pytest.mark.rtsp
+def test_one_failure_limit_per_address_counts_http_and_rtsp_together(start_appliance: Start) -> None:
+    app = start_appliance(rtsp=rtsp_section(), server={
+        "auth": {"username": USER, "password_hash": hash_password(PASSWORD), "max_failures": 3}})
+    app.controller.on()
+    for _ in range(2):
+        assert requests.get(f"{app.url}/api/status", auth=(USER, "wrong"), timeout=5).status_code == 401
+    assert "401" in refused(url(app, login=f"{USER}:wrong"))  # the third, on the other port
+    # Three failures from this address: HTTP refuses even the right password (429), and so does RTSP.
+    assert requests.get(f"{app.url}/api/status", auth=(USER, PASSWORD), timeout=5).status_code == 429
+    assert "401" in refused(url(app))
+
+
+@pytest.mark.rtsp
+def test_shutdown_ends_within_five_seconds_with_the_rtsp_loop_and_the_encoder_stuck(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.rtsp import h264
+
+    stuck = threading.Event()
+    release = threading.Event()
+    real_encode = h264.H264Encoder.encode
+
+    def encode(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if stuck.is_set():
+            release.wait(30)  # a hardware encoder that never returns
+        return real_encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(h264.H264Encoder, "encode", encode)
+    app = Appliance(make_config(tmp_path, rtsp=rtsp_section()))
+    app.start()
+    try:
+        app.controller.on()
+        reader = ffmpeg_reader(url(app, login=None), "tcp")
+        assert app.rtsp is not None and app.rtsp.server.wait_for(lambda stats: stats.playing == 1, 15)
+        stuck.set()
+        frames = app.rtsp.feed.frames_encoded
+        assert app.rtsp.feed.wait_for(lambda f: f.frames_encoded > frames or not f.idle, 10)
+        app.rtsp.server._attach(lambda *_: release.wait(30) and False)  # the loop stuck too
+    finally:
+        started = time.monotonic()
+        app.stop()
+        stopped = time.monotonic() - started
+        release.set()
+    reader.terminate()
+    reader.wait(15)
+    assert stopped < 5, stopped
+
+
+def native_threads() -> int:
+    """Threads of this process, GStreamer's and GLib's included (``threading`` knows only Python's)."""
+    return len(list(Path("/proc/self/task").iterdir()))
+
+
+@pytest.mark.rtsp
+def test_rtsp_clients_cycled_twenty_times_leave_threads_and_files_where_they_were(start_appliance: Start) -> None:
+    app = start_rtsp(start_appliance, login=False)
+    assert app.rtsp is not None
+    server = app.rtsp.server
+
+    def cycle(transport: str) -> None:
+        assert ffmpeg_reader(url(app, login=None), transport, frames=5).wait(30) == 0
+        assert server.wait_for(lambda stats: stats.connections == 0 and stats.sessions == 0, 15), server.stats()
+        assert app.rtsp.feed.wait_for(lambda f: not f.attached, 15)  # type: ignore[union-attr]
+
+    cycle("tcp")
+    cycle("udp")  # GStreamer's pools have made what they keep
+    threads, files = native_threads(), open_files(os.getpid())
+    for n in range(20):
+        cycle("udp" if n % 2 else "tcp")
+    # GLib's thread pool may keep a few idle threads for a while; it never keeps one per cycle.
+    assert native_threads() <= threads + 2, (threads, native_threads())
+    assert open_files(os.getpid()) <= files, (files, open_files(os.getpid()))
+
+
+@pytest.mark.rtsp
+def test_a_dead_encoder_thread_turns_healthz_bad(start_appliance: Start, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = start_rtsp(start_appliance, login=False)
+    assert app.rtsp is not None
+    assert requests.get(f"{app.url}/healthz", timeout=5).status_code == 200
+    feed = app.rtsp.feed
+    feed.stop()
+    monkeypatch.setattr(feed, "_next", lambda: (_ for _ in ()).throw(RuntimeError("broken")))
+    feed.start()
+    assert feed.wait_for(lambda f: f.died is not None, 10)
+    answer = requests.get(f"{app.url}/healthz", timeout=5)
+    assert answer.status_code == 503 and "H.264 encoder thread died" in answer.json()["error"], answer.text
+    assert rtsp_status(app)["health"].startswith("the H.264 encoder thread died")
+    assert not app.healthy()

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 CLOCK = 90_000  # RTP's clock for video: presentation times are counted in it
 V4L2_ENCODER_NAME = Path("/sys/class/video4linux/video11/name")
+# FFmpeg's generic ``profile`` option is a number (AV_PROFILE_H264_*); only libx264 has a private one
+# that takes a name. h264_v4l2m2m maps the number to V4L2's profile control, and "main" as text stops
+# it before it even looks for the device. Baseline is the constrained kind: no B-frames, no FMO.
+PROFILE_NUMBERS = {"baseline": 66 | 512, "main": 77, "high": 100}
 
 
 class EncoderUnavailable(Exception):
@@ -67,6 +71,34 @@ def choose_codec(setting: str, name_file: Path = V4L2_ENCODER_NAME) -> str:
     return setting
 
 
+def _open_saying_why(av: Any, context: Any) -> str | None:
+    """Open ``context``; None when it opened, else why not, with what FFmpeg logged on this thread
+    (the exception alone says "Invalid argument", the log "Could not find a valid device"). PyAV
+    passes FFmpeg's log on only while a level is set, so one is set for the open alone."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR if level is None else level)
+    try:
+        with av.logging.Capture() as said:
+            try:
+                context.open()
+            except Exception as exc:  # FFmpeg's errors are several classes; each says what it could not do
+                lines = "; ".join(dict.fromkeys(line.strip() for _, _, line in said if line.strip()))
+                return f"{exc} (FFmpeg: {lines})" if lines else str(exc)
+    finally:
+        av.logging.set_level(level)
+    return None
+
+
+def encoder_options(codec: str, settings: RtspSettings) -> dict[str, str]:
+    """The FFmpeg options ``codec`` is opened with: each codec gets only options it understands."""
+    if codec != "libx264":
+        return {"profile": str(PROFILE_NUMBERS[settings.profile])}
+    kbit = settings.bitrate // 1000
+    # The VBV caps the rate over about a second, so a burst of motion does not flood Wi-Fi.
+    return {"profile": settings.profile, "preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1",
+            "x264-params": f"vbv-maxrate={kbit * 6 // 5}:vbv-bufsize={kbit}"}
+
+
 @dataclass(frozen=True)
 class Packet:
     """One access unit in Annex B form, and the monotonic time its frame was captured (the server
@@ -92,17 +124,10 @@ class H264Encoder:
         context.gop_size = max(1, round(settings.fps * settings.keyframe_interval))
         context.max_b_frames = 0
         context.bit_rate = settings.bitrate
-        options = {"profile": settings.profile}
-        if codec == "libx264":
-            kbit = settings.bitrate // 1000
-            # The VBV caps the rate over about a second, so a burst of motion does not flood Wi-Fi.
-            options |= {"preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1",
-                        "x264-params": f"vbv-maxrate={kbit * 6 // 5}:vbv-bufsize={kbit}"}
-        context.options = options
-        try:
-            context.open()
-        except Exception as exc:  # FFmpeg's errors are several classes; each says what it could not do
-            raise EncoderUnavailable(f"{codec} does not open at {size[0]}x{size[1]}: {exc}") from exc
+        context.options = encoder_options(codec, settings)
+        failure = _open_saying_why(av, context)
+        if failure is not None:
+            raise EncoderUnavailable(f"{codec} does not open at {size[0]}x{size[1]}: {failure}")
         self._context = context
         self._av = av
         self._last_pts = -1

@@ -8,11 +8,18 @@ keep-alives and RTCP, times sessions out, and drops what a client that stops rea
 encoded once; the pipeline starts with the first client (``media-configure``: the feed starts
 encoding) and ends with the last (``unprepared``: it stops).
 
-The same rules as HTTP: the web login (``server.auth``) with its per-address failure limit, Basic
-and, when the password itself is known (``password_file``), Digest; at most ``rtsp.max_clients``
-sessions (more get 503); while the camera is off every session is closed and a new one gets
-``503 Service Unavailable`` at once. Everything that touches GStreamer's objects runs on the
-``rtsp`` thread's main loop; other threads hand work to it and wait with a bound.
+The same rules as HTTP: the web login (``server.auth``) with the failure limit per address that HTTP
+counts in too, Basic and, when the password itself is known (``password_file``), Digest; at most
+``rtsp.max_clients`` sessions (more get 503); while the camera is off every session is closed and a
+new one gets ``503 Service Unavailable`` at once. Connections are bounded before GStreamer makes a
+client of them: ``rtsp.max_connections`` in all and ``rtsp.max_connections_per_client`` from one
+address (the rest are closed on accept), and one that has set up no session ``rtsp.request_timeout``
+after it connected (or after its last TEARDOWN) is closed.
+
+Threads: the ``rtsp`` thread's main loop accepts connections, times sessions and connections out, and
+runs the work other threads hand it (they wait with a bound). Each client's requests are handled on
+a thread of its own from GStreamer's thread pool (bounded by the connection limit), so one client
+whose password is being checked (scrypt: tens of milliseconds, more on a Pi) holds up nobody else.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import ctypes
 import ctypes.util
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +49,8 @@ from appliance.web.security import FailureLimiter, basic_credentials  # noqa: E4
 log = logging.getLogger(__name__)
 
 REQUIRED_ELEMENTS = ("appsrc", "h264parse", "rtph264pay")
+CHECK_CONNECT = GstRtspServer.RTSP_AUTH_CHECK_CONNECT  # a new connection, before a client is made of it
+CHECK_CLIENT_SETTINGS = GstRtspServer.RTSP_AUTH_CHECK_TRANSPORT_CLIENT_SETTINGS  # denied with no auth object
 ROLE = "viewer"
 # A live source that never blocks the encoder: when the pipeline cannot keep up, old data goes.
 PIPELINE = ("( appsrc name=src is-live=true format=time do-timestamp=false block=false leaky-type=downstream "
@@ -64,6 +74,8 @@ class ServerStats:
     connections: int
     sessions: int
     port: int | None
+    playing: int = 0  # sessions that have played: what keeps the encoder running
+    refused: int = 0  # connections closed on accept, over a limit
 
 
 def _offer_basic_and_digest(auth: GstRtspServer.RTSPAuth) -> None:
@@ -80,30 +92,44 @@ def _offer_basic_and_digest(auth: GstRtspServer.RTSPAuth) -> None:
     library.gst_rtsp_auth_set_supported_methods(capsule_pointer(auth.__gpointer__, None), both)
 
 
-class _LoginAuth(GstRtspServer.RTSPAuth):
-    """The web login for RTSP: our scrypt check and failure limit in front of GStreamer's own.
+class _Gate(GstRtspServer.RTSPAuth):
+    """Who may connect, and who may watch: always installed, since GStreamer asks its auth object
+    about every new connection before it makes a client of it (``auth.check.connect``, on the
+    ``rtsp`` thread), which is where the connection limits are cheapest to apply.
 
-    GStreamer compares Basic credentials as the exact header text; the first time a header arrives it
-    is checked against the stored hash and, when right, added to GStreamer's table, so later requests
-    cost a table lookup. Digest needs the password itself, so it is offered only with ``password_file``.
+    With a login, our scrypt check and failure limit stand in front of GStreamer's own: GStreamer
+    compares Basic credentials as the exact header text, so the first time a header arrives it is
+    checked against the stored hash and, when right, added to GStreamer's table; later requests
+    cost a table lookup. Digest needs the password itself, so it is offered only with
+    ``password_file``. Without a login every check but the connect one passes, as with no auth object.
     """
 
-    def __init__(self, settings: AuthSettings, login: PasswordCheck, password: str | None,
-                 limiter: FailureLimiter) -> None:
+    def __init__(self, admit: Callable[[str], bool], settings: AuthSettings, login: PasswordCheck | None,
+                 password: str | None, limiter: FailureLimiter) -> None:
         super().__init__()
+        self._admit = admit
         self._login = login
         self._limiter = limiter
         self._accepted: set[str] = set()
+        self._lock = threading.Lock()  # clients' threads authenticate at once
         self._token = GstRtspServer.RTSPToken.new()
         self._token.set_string("media.factory.role", ROLE)
-        if password is not None and settings.username is not None:
+        if login is not None and password is not None and settings.username is not None:
             self.add_digest(settings.username, password, self._token)
             _offer_basic_and_digest(self)
         else:
             self.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
         self.set_realm(settings.realm)
 
+    def do_check(self, ctx: Any, check: str) -> bool:
+        if check == CHECK_CONNECT:
+            return self._admit(ctx.conn.get_ip() if ctx.conn is not None else "unknown")
+        if self._login is None:
+            return check != CHECK_CLIENT_SETTINGS  # what GStreamer answers when it has no auth object
+        return GstRtspServer.RTSPAuth.do_check(self, ctx, check)
+
     def do_authenticate(self, ctx: Any) -> bool:
+        assert self._login is not None  # only asked through do_check's login branch
         address = ctx.conn.get_ip() if ctx.conn is not None else "unknown"
         if self._limiter.retry_after(address) is not None:
             log.warning("RTSP login from %s refused: too many failed logins", address)
@@ -112,9 +138,14 @@ class _LoginAuth(GstRtspServer.RTSPAuth):
         if header and header[:6].lower() == "basic ":
             encoded = header[6:].strip()
             credentials = basic_credentials(header)
-            if encoded not in self._accepted and credentials is not None and self._login.check(*credentials):
-                self._accepted.add(encoded)
-                self.add_basic(encoded, self._token)
+            with self._lock:
+                known = encoded in self._accepted
+            # On this client's own thread: a slow check holds up this client alone.
+            if not known and credentials is not None and self._login.check(*credentials):
+                with self._lock:
+                    if encoded not in self._accepted:
+                        self._accepted.add(encoded)
+                        self.add_basic(encoded, self._token)
         GstRtspServer.RTSPAuth.do_authenticate(self, ctx)  # looks the header up in its tables
         accepted = ctx.token is not None  # GStreamer's own answer is always "go on"; the token says who
         if not accepted and header:
@@ -127,21 +158,24 @@ class RtspServer:
     """Owns the ``rtsp`` thread and GStreamer's server between ``start()`` and ``stop()``."""
 
     def __init__(self, settings: RtspSettings, host: str, feed: H264Feed, auth: AuthSettings,
-                 login: PasswordCheck | None, password: str | None) -> None:
+                 login: PasswordCheck | None, password: str | None, limiter: FailureLimiter) -> None:
         self._settings = settings
         self._host = host
         self._feed = feed
         self._auth_settings = auth
         self._login = login
         self._password = password
+        self._limiter = limiter  # the same one HTTP counts in: one failure limit per address
         self._context = GLib.MainContext.new()
         self._loop = GLib.MainLoop.new(self._context, False)
         self._thread: threading.Thread | None = None
         self._server: Any = None
         self._sources: list[Any] = []
         self._live = False
-        self._connections = 0
+        self._peers: dict[str, int] = {}  # open connections per address
+        self._refused = 0  # connections closed on accept: over a limit
         self._sessions: set[str] = set()  # ids of the sessions in GStreamer's pool
+        self._playing: set[str] = set()  # of those, the ones that have played
         self._changes = threading.Condition(threading.RLock())  # notified at every connection and session change
         self._calls = threading.Condition()  # work handed to the loop is attached only while it runs
         self._open = False
@@ -157,12 +191,13 @@ class RtspServer:
         server.set_address(self._host)
         server.set_service(str(self._settings.port))
         server.set_backlog(16)
+        threads = GstRtspServer.RTSPThreadPool()
+        threads.set_max_threads(-1)  # a thread per client; the connection limits bound how many
+        server.set_thread_pool(threads)
         pool = server.get_session_pool()
         pool.set_max_sessions(self._settings.max_clients)  # GStreamer answers 503 beyond it
         pool.connect("session-removed", self._session_removed)
-        if self._login is not None:
-            server.set_auth(_LoginAuth(self._auth_settings, self._login, self._password,
-                                       FailureLimiter(self._auth_settings.max_failures)))
+        server.set_auth(_Gate(self._admit, self._auth_settings, self._login, self._password, self._limiter))
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(PIPELINE)
         factory.set_shared(True)
@@ -193,10 +228,12 @@ class RtspServer:
         log.info("RTSP on rtsp://%s:%s%s (%s)", self._host, self.port, self._settings.path,
                  "login required" if self._login is not None else "no login")
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Close every client, stop listening, end the loop and its thread."""
+    def stop(self, timeout: float = 1.0) -> None:
+        """Close every client, stop listening, end the loop and its thread: within ``timeout`` in all,
+        even with the loop stuck (its thread, a daemon, is then left to end on its own)."""
         if self._thread is None:
             return
+        deadline = time.monotonic() + timeout
 
         def shut() -> None:
             self._live = False
@@ -207,22 +244,31 @@ class RtspServer:
             self._loop.quit()
 
         self._call(shut, timeout, last=True)
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.warning("the RTSP thread did not end within %.1f s", timeout)
+            log.warning("the RTSP thread did not end within %.1f s; left to end on its own", timeout)
         self._feed.deactivate()
         self._thread = None
 
     def set_live(self, live: bool) -> None:
-        """The camera is on (clients may watch) or off (every session is closed, new ones get 503)."""
+        """The camera is on (clients may watch) or off (every session is closed, new ones get 503).
+        Returns at once: the closing is the loop's work, and is skipped if the camera is back on by then."""
         self._live = live
         if not live:
-            self._call(self._close_clients, 2.0)
+            self._call(lambda: None if self._live else self._close_clients(), 0)
+
+    def health(self) -> str | None:
+        """None while the loop runs as it should, else what is wrong with it."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive():
+            return "the RTSP server's thread is not running"
+        return None
 
     def stats(self) -> ServerStats:
         # Our own counts: GStreamer's would take its locks, and it calls us back under them.
         with self._changes:
-            return ServerStats(self._connections, len(self._sessions), self.port)
+            return ServerStats(sum(self._peers.values()), len(self._sessions), self.port, len(self._playing),
+                               self._refused)
 
     def wait_for(self, check: Callable[[ServerStats], bool], timeout: float) -> bool:
         """Block until ``check(stats())`` holds (re-checked at every connection or session change), or
@@ -254,10 +300,16 @@ class RtspServer:
             if not self._open:
                 return False
             self._open = not last
-            source = GLib.idle_source_new()
-            source.set_callback(run)
-            source.attach(self._context)
+            self._attach(run)
             return self._calls.wait_for(lambda: done or self._ended, timeout)
+
+    def _attach(self, callback: Callable[..., bool], delay: float | None = None) -> Any:
+        """Run ``callback`` on the loop's next turn (or after ``delay`` seconds); it returns False to
+        run once. The source is returned, so it can be destroyed before it runs."""
+        source = GLib.idle_source_new() if delay is None else GLib.timeout_source_new(round(delay * 1000))
+        source.set_callback(callback)
+        source.attach(self._context)
+        return source
 
     def _run_loop(self) -> None:
         try:
@@ -276,20 +328,72 @@ class RtspServer:
             self._server.get_session_pool().filter(lambda *_: GstRtspServer.RTSPFilterResult.REMOVE)
             self._server.client_filter(lambda *_: GstRtspServer.RTSPFilterResult.REMOVE)
 
-    def _client_connected(self, _server: Any, client: Any) -> None:
+    def _admit(self, address: str) -> bool:
+        """GStreamer asks before it makes a client of a new connection: over a limit, it closes it."""
         with self._changes:
-            self._connections += 1
+            total = sum(self._peers.values())
+            over = total >= self._settings.max_connections or \
+                self._peers.get(address, 0) >= self._settings.max_connections_per_client
+            if over:
+                self._refused += 1
+                refused = self._refused
+        if over and (refused == 1 or refused % 100 == 0):  # a flood logs a line per hundred, not each
+            log.warning("RTSP connection from %s refused: too many open (%d refused in all)", address, refused)
+        return not over
+
+    def _client_connected(self, _server: Any, client: Any) -> None:
+        """On the loop's thread, right after ``_admit`` let the connection in."""
+        address = client.get_connection().get_ip()
+        client.peer = address
+        with self._changes:
+            self._peers[address] = self._peers.get(address, 0) + 1
             self._changes.notify_all()
         client.connect("closed", self._client_closed)
         client.connect("pre-describe-request", self._pre_request)
         client.connect("pre-setup-request", self._pre_request)
         client.connect("pre-play-request", self._pre_request)
-        client.connect("play-request", self._playing)
+        client.connect("play-request", self._play_request)
+        client.connect("teardown-request", self._teardown_request)  # no closure over the client: it would
+        # hold the client's wrapper, and so the client, for ever (and the media it described with it)
         client.connect("new-session", self._new_session)
+        self._watch_request_time(client)
 
-    def _client_closed(self, _client: Any) -> None:
+    def _teardown_request(self, client: Any, _ctx: Any) -> None:
+        self._watch_request_time(client)
+
+    def _watch_request_time(self, client: Any) -> None:
+        """A connection must set up a session within ``rtsp.request_timeout`` of connecting (or of its
+        last TEARDOWN), or it is closed: a connection that only DESCRIBEs, sends nothing or trickles
+        its request otherwise holds a file and a thread for ever."""
+        def expire(*_: object) -> bool:
+            client.request_timer = None
+            if not client.session_filter(None):
+                log.info("RTSP connection from %s closed: no session after %.0f s", client.peer,
+                         self._settings.request_timeout)
+                client.close()
+            return False  # once
+
+        def rearm(*_: object) -> bool:
+            old = getattr(client, "request_timer", None)
+            if old is not None:
+                old.destroy()
+            client.request_timer = self._attach(expire, self._settings.request_timeout)
+            return False  # once
+
+        self._attach(rearm)  # timers live on the loop's thread, whichever thread the request came on
+
+    def _client_closed(self, client: Any) -> None:
+        timer = getattr(client, "request_timer", None)
+        if timer is not None:
+            timer.destroy()  # thread-safe in GLib; the timer holds the client otherwise
+            client.request_timer = None
         with self._changes:
-            self._connections = max(0, self._connections - 1)
+            address = getattr(client, "peer", None)
+            left = self._peers.get(address, 0) - 1 if address is not None else 0
+            if left > 0:
+                self._peers[address] = left
+            else:
+                self._peers.pop(address, None)
             self._changes.notify_all()
 
     def _pre_request(self, _client: Any, _ctx: Any) -> Any:
@@ -297,15 +401,25 @@ class RtspServer:
         frames."""
         return GstRtsp.RTSPStatusCode.OK if self._live else GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE
 
-    def _playing(self, _client: Any, _ctx: Any) -> None:
-        """A PLAY is being answered: the client's picture should start with the next frame. Not before
-        the answer has gone out, though: ffmpeg (inside Home Assistant, Frigate, go2rtc) throws away
-        what arrives before it, and a keyframe lost that way leaves the client waiting for the next
-        interval's. GStreamer sends the answer once this handler returns, so the keyframe is asked for
-        from the loop's next turn."""
-        source = GLib.idle_source_new()
-        source.set_callback(lambda *_: self._feed.request_keyframe() or False)
-        source.attach(self._context)
+    def _play_request(self, _client: Any, ctx: Any) -> None:
+        """A PLAY is being answered: encoding runs (or goes on) for this session, and the client's
+        picture should start with the next frame. Not before the answer has gone out, though: ffmpeg
+        (inside Home Assistant, Frigate, go2rtc) throws away what arrives before it, and a keyframe lost
+        that way leaves the client waiting for the next interval's. GStreamer sends the answer once
+        this handler returns, so the keyframe is asked for from the loop's next turn."""
+        session = ctx.session.get_sessionid() if ctx.session is not None else None
+
+        def play(*_: object) -> bool:
+            with self._changes:
+                if session is not None and session in self._sessions:
+                    self._playing.add(session)
+                playing = bool(self._playing)
+                self._changes.notify_all()
+            self._feed.set_playing(playing)
+            self._feed.request_keyframe()
+            return False  # once
+
+        self._attach(play)
 
     def _new_session(self, client: Any, session: Any) -> None:
         session.set_timeout(self._settings.session_timeout)
@@ -320,15 +434,18 @@ class RtspServer:
         a timeout: a client that ends its session itself (TEARDOWN) closes its own connection, and
         closing it from here at the same moment makes GStreamer 1.22 spin on the dead socket."""
         if pool.cleanup() > 0:
-            source = GLib.idle_source_new()  # not from inside GStreamer's pool: from the loop's next turn
-            source.set_callback(lambda *_: self._close_idle_clients())
-            source.attach(self._context)
+            self._attach(lambda *_: self._close_idle_clients())  # not from inside GStreamer's pool
         return True  # keep watching
 
     def _session_removed(self, _pool: Any, session: Any) -> None:
         with self._changes:
-            self._sessions.discard(session.get_sessionid())
+            session_id = session.get_sessionid()
+            self._sessions.discard(session_id)
+            self._playing.discard(session_id)
+            playing = bool(self._playing)
             self._changes.notify_all()
+        if not playing:
+            self._feed.set_playing(False)  # the last player gone: the encoder rests
 
     def _close_idle_clients(self) -> bool:
         """Close connections that had a session and have none left."""
@@ -347,8 +464,9 @@ class RtspServer:
         def push(packet: Packet) -> None:
             """Stamp the access unit with its capture time on the pipeline's clock (GStreamer's system
             clock and ``time.monotonic`` are both CLOCK_MONOTONIC), so RTP timestamps say when each
-            frame was taken, however long it took to encode."""
-            if appsrc.get_clock() is None:  # not running yet: this frame cannot be placed in time
+            frame was taken, however long it took to encode. A frame that cannot be placed in time
+            is dropped and a keyframe asked for instead (while priming, priming goes on)."""
+            if appsrc.get_clock() is None:  # not running yet
                 self._feed.request_keyframe()
                 return
             pts = round(packet.captured_at * Gst.SECOND) - appsrc.get_base_time()

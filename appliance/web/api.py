@@ -171,6 +171,10 @@ def healthz() -> Response:
     services = Services.of()
     camera = services.config.camera
     healthy, reason = capture_health(services.controller, camera.read_timeout, camera.open_timeout)
+    if healthy:  # a part that reports its own health (RTSP: its loop and its encoder thread)
+        reason = next((part["health"] for part in services.integrations().values()
+                       if isinstance(part, dict) and part.get("health")), "ok")
+        healthy = reason == "ok"
     if not healthy:
         return json_error(503, reason, state=services.controller.state.value)
     return jsonify({"status": "ok", "state": services.controller.state.value})

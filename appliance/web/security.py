@@ -11,7 +11,8 @@ Threat model: a home LAN with devices we do not trust and browsers that open hos
   top-level navigation to the page. Browsers without fetch metadata still send ``Origin`` on
   state-changing requests, which must then name this host.
 - **HTTP Basic authentication** (401, optional): compared in constant time; an address that keeps
-  guessing gets 429 for the rest of the minute.
+  guessing gets 429 for the rest of the minute. The count is shared with RTSP: a guess on either
+  port counts against the one limit of that address.
 - **Response headers**: no framing, no MIME sniffing, no referrer, and camera pictures readable
   only by pages of this origin.
 """
@@ -175,11 +176,12 @@ def plain_password(settings: ServerSettings) -> str | None:
 
 
 def install(app: Flask, settings: ServerSettings, hostname: str | None = None,
-            clock: Callable[[], float] = time.monotonic) -> None:
-    """Register the checks (in order: Host, cross-site, login) and the response headers on ``app``."""
+            clock: Callable[[], float] = time.monotonic, limiter: FailureLimiter | None = None) -> None:
+    """Register the checks (in order: Host, cross-site, login) and the response headers on ``app``.
+    ``limiter`` counts wrong passwords per address, HTTP's and those of other ports (RTSP) together."""
     hosts = HostAllowList(settings.allowed_hosts, hostname)
     login = password_check(settings)
-    limiter = FailureLimiter(settings.auth.max_failures, clock=clock)
+    limiter = limiter or FailureLimiter(settings.auth.max_failures, clock=clock)
     challenge = f'Basic realm="{settings.auth.realm}", charset="UTF-8"'
 
     @app.before_request
