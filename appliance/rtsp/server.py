@@ -303,12 +303,13 @@ class RtspServer:
             self._attach(run)
             return self._calls.wait_for(lambda: done or self._ended, timeout)
 
-    def _attach(self, callback: Callable[..., bool], delay: float | None = None) -> Any:
-        """Run ``callback`` on the loop's next turn (or after ``delay`` seconds); it returns False to
-        run once. The source is returned, so it can be destroyed before it runs."""
+    def _attach(self, callback: Callable[..., bool], delay: float | None = None, context: Any = None) -> Any:
+        """Run ``callback`` on the loop's next turn (or after ``delay`` seconds; or on another loop's
+        ``context``); it returns False to run once. The source is returned, so it can be destroyed
+        before it runs."""
         source = GLib.idle_source_new() if delay is None else GLib.timeout_source_new(round(delay * 1000))
         source.set_callback(callback)
-        source.attach(self._context)
+        source.attach(context or self._context)
         return source
 
     def _run_loop(self) -> None:
@@ -406,7 +407,8 @@ class RtspServer:
         picture should start with the next frame. Not before the answer has gone out, though: ffmpeg
         (inside Home Assistant, Frigate, go2rtc) throws away what arrives before it, and a keyframe lost
         that way leaves the client waiting for the next interval's. GStreamer sends the answer once
-        this handler returns, so the keyframe is asked for from the loop's next turn."""
+        this handler returns, so the keyframe is asked for from the next turn of this client's own
+        loop (its thread's: our loop's next turn may come before the answer is out)."""
         session = ctx.session.get_sessionid() if ctx.session is not None else None
 
         def play(*_: object) -> bool:
@@ -419,7 +421,8 @@ class RtspServer:
             self._feed.request_keyframe()
             return False  # once
 
-        self._attach(play)
+        current = GLib.main_current_source()
+        self._attach(play, context=current.get_context() if current is not None else None)
 
     def _new_session(self, client: Any, session: Any) -> None:
         session.set_timeout(self._settings.session_timeout)
