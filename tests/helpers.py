@@ -373,9 +373,10 @@ SCENE_MOTION = {"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0, 
 
 
 def start_scene(start_appliance: Any, tmp_path: Path, clip: dict[str, Any] | None = None,
-                **sections: Any) -> tuple[Any, SceneCamera, Any]:
-    """An appliance on a SceneCamera, switched on: (the appliance, its camera, a live-feed subscription)."""
-    camera = SceneCamera(make_config(tmp_path).camera)
+                camera_backend: SceneCamera | None = None, **sections: Any) -> tuple[Any, SceneCamera, Any]:
+    """An appliance on a SceneCamera (or ``camera_backend``), switched on: (the appliance, its camera,
+    a live-feed subscription)."""
+    camera = camera_backend or SceneCamera(make_config(tmp_path).camera)
     events = {"clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10, **(clip or {})}}
     app = start_appliance(backend=camera, motion=SCENE_MOTION, events=events, **sections)
     feed = app.live.subscribe()

@@ -43,6 +43,22 @@ class MarkedScene(SceneCamera):
         return frame
 
 
+class IlluminatedScene(SceneCamera):
+    """The test scene lit by IR LEDs on the night output, as a real garden is: while the pin is high
+    every pixel is brighter (x1.3 + 20, the IR switch measured for docs/motion.md). Grey alone keeps
+    each pixel's brightness, so without the light the switch would be no test of the detector."""
+
+    def __init__(self, settings: CameraSettings, pin: Any) -> None:
+        super().__init__(settings)
+        self._pin = pin
+
+    def read(self, timeout: float) -> Frame:
+        frame = super().read(timeout)
+        if self._pin.state:
+            frame.image[:] = cv2.convertScaleAbs(frame.image, alpha=1.3, beta=20)
+        return frame
+
+
 def settings(app: Any, body: dict[str, Any]) -> requests.Response:
     return requests.put(app.url + "/api/camera/settings", json=body, timeout=10)
 
@@ -176,13 +192,33 @@ def test_picture_settings_survive_a_restart_and_bad_config_controls_stop_start_u
         Appliance(make_config(tmp_path / "other", picture={"controls": {"sharpness": 2}}))
 
 
+def test_a_mask_drawn_just_before_an_event_hides_its_area_in_the_whole_clip_pre_roll_included(
+        start_appliance: Any, tmp_path: Path) -> None:
+    """The pre-roll ring holds frames taken before the mask was drawn: an event that starts right
+    after must not store them with the neighbour's garden in view."""
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip={"pre_seconds": 1.0, "post_seconds": 0.3},
+                                    overlay={"timestamp": False})
+    assert app.pipeline.wait_for_frames(30, timeout=10)  # a full second of pre-roll, unmasked
+    left = {"name": "neighbour", "points": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}
+    assert settings(app, {"masks": [left]}).status_code == 200
+    record = scene_event(app, camera, feed, still_frames=1, moving_frames=16)  # the event starts at once
+    frames = requests.get(f"{app.url}/api/events/{record['id']}/clip.json", timeout=10).json()["frames"]
+    assert frames >= 3
+    for number in range(frames):
+        image = decode_jpeg(requests.get(f"{app.url}/api/events/{record['id']}/clip/{number}.jpg",
+                                         timeout=10).content)
+        masked = image[:, : image.shape[1] // 2 - 4]
+        assert masked.max() <= 24, f"clip frame {number} shows what the mask hides ({masked.max()})"
+
+
 def test_a_night_mode_switch_drives_the_output_greys_the_picture_and_raises_no_event(
         start_appliance: Any, tmp_path: Path) -> None:
     factory = MockFactory()
     try:
-        app, camera, feed = start_scene(start_appliance, tmp_path, gpio={"night_pin": 22},
-                                        parts={"pin_factory": factory})
         pin = factory.pin(22)
+        camera = IlluminatedScene(make_config(tmp_path).camera, pin)
+        app, _, feed = start_scene(start_appliance, tmp_path, gpio={"night_pin": 22},
+                                   parts={"pin_factory": factory}, camera_backend=camera)
         assert app.panel.night is not None and pin.state is False
         assert app.pipeline.wait_for_frames(15, timeout=10)  # the background is learnt (warm-up: 5)
         assert settings(app, {"night_mode": "on"}).json()["night_mode"] == "on"

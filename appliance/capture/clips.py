@@ -7,6 +7,10 @@ the ring is handed to the sink (the event writer, ``appliance.history.events.Eve
 clip frame until ``post_seconds`` after the event ends. The sink encodes and writes on its own thread;
 the capture thread never waits for a disk.
 
+The ring only ever holds frames masked as the privacy masks are now: when the masks change, what it
+holds (taken under the old ones, or none) is dropped, so an event right after a mask is drawn cannot
+store, from its pre-roll, what the mask hides.
+
 Events may overlap (a new one starts during the previous one's post-roll, or ``max_event_seconds``
 splits a long one): a frame then belongs to several clips and is encoded once for all of them.
 """
@@ -24,7 +28,7 @@ import numpy as np
 
 from appliance.camera_backends.base import Frame
 from appliance.capture.overlay import draw_overlay
-from appliance.config import ClipSettings, OverlaySettings, Zone
+from appliance.config import ClipSettings, Mask, OverlaySettings, Zone
 from appliance.motion.events import MotionResult
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ class ClipTap:
         self._ring: deque[ClipFrame] = deque(maxlen=round(settings.pre_seconds * settings.fps) + 1)
         self._open: dict[str, float | None] = {}  # event id -> end of its post-roll (None: event running)
         self._next_due = 0.0
+        self._masks: Sequence[Mask] = ()  # the privacy masks every frame in the ring was taken under
         self.frames_taken = 0
 
     @property
@@ -84,9 +89,13 @@ class ClipTap:
         return self._ring[-1].image if self._ring else None
 
     def offer(self, frame: Frame, result: MotionResult | None, zones: Sequence[Zone], now: float,
-              watching: bool) -> None:
-        """Called with every captured frame (before the stream's overlay is drawn on it); takes one
-        when a clip frame is due and someone may need it: motion is watched, or a clip is open."""
+              watching: bool, masks: Sequence[Mask] = ()) -> None:
+        """Called with every captured frame (before the stream's overlay is drawn on it, and masked by
+        ``masks``); takes one when a clip frame is due and someone may need it: motion is watched, or
+        a clip is open."""
+        if masks != self._masks:  # a mask drawn or moved: older frames may show what it hides now
+            self._ring.clear()
+            self._masks = masks
         for event_id, until in list(self._open.items()):
             if until is not None and now >= until:
                 del self._open[event_id]

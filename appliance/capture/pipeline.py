@@ -325,7 +325,8 @@ class CapturePipeline:
                 self._frames_analysed += 1
                 change = self._tracker.update(result, frame.timestamp, monotonic=now)
             if self._clips is not None:  # before the stream's overlay is drawn on the frame
-                self._clips.offer(frame, result, motion.zones if motion.enabled else (), now, motion.enabled)
+                self._clips.offer(frame, result, motion.zones if motion.enabled else (), now, motion.enabled,
+                                  wanted.masks)
             if self._video is not None and self._video.wants_frame(now):  # before the overlay, too
                 self._offer_video(self._video, frame, result, motion.zones if motion.enabled else (), now)
             starting = change is not None and change.kind == "start"
