@@ -37,14 +37,15 @@ def require_tool(name: str) -> str:
     return str(path)
 
 
-def wait_until_serving(proc: subprocess.Popen[str]) -> None:
-    """Read an appliance's log until the server says it listens (the port is bound before that line)."""
+def wait_until_serving(proc: subprocess.Popen[str]) -> str:
+    """Read an appliance's log until the server says it listens (the port is bound before that line);
+    what it logged until then."""
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:
         seen.append(line)
         if "serving on" in line:
-            return
+            return "".join(seen)
     raise AssertionError("appliance exited before serving:\n" + "".join(seen))
 
 

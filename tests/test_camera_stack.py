@@ -106,6 +106,7 @@ def test_the_real_picamera2_configures_and_delivers_frames_as_filmed(root: Camer
     assert 0.05 < float(np.median(steps)) < 0.1, steps
     assert abs(found["times"][-1] - found["now"]) < 1.0
     assert found["h264"] is False  # no bcm2835 codec here, as on a Pi 5
+    assert found["describe"].startswith("Pi camera 0 640x480"), found["describe"]  # what the page and HA show
 
 
 def test_orientation_and_controls_on_the_real_library(root: CameraRoot) -> None:
@@ -132,6 +133,12 @@ def test_orientation_and_controls_on_the_real_library(root: CameraRoot) -> None:
     assert found["left"] == [0, False, False] and len(found["before"]) == 8
     assert found["given"] == [True, True], found  # asked of libcamera, and configured
     assert found["after"] == []
+    # libcamera took the turn, so the backend turns nothing itself; and the virtual camera, having no
+    # ISP, delivers its pixels unturned: the blue band stays on the left. Were the frame turned twice
+    # (by libcamera and again by us) or once by us, the band would stand at the right.
+    blue, green, red = found["wall"]  # x = 40: where the band is filmed
+    assert blue > 170 and red < 90 and green < 90, found
+    assert found["band"][0] < 170 or found["band"][2] > 90, found  # x = 600: no band there
 
 
 def test_a_camera_already_held_is_an_error_that_says_so_and_goes_once_let_go(root: CameraRoot) -> None:

@@ -822,3 +822,60 @@ def test_a_dead_encoder_thread_turns_healthz_bad(start_appliance: Start, monkeyp
     assert answer.status_code == 503 and "H.264 encoder thread died" in answer.json()["error"], answer.text
     assert rtsp_status(app)["health"].startswith("the H.264 encoder thread died")
     assert not app.healthy()
+
+
+def run_as_a_pi_4(tmp_path: Path, rtsp: dict[str, Any]) -> tuple[subprocess.Popen[str], int, int]:
+    """The appliance in its own process on this machine made to look like a Pi 4 / Zero 2 W: a tmpfs
+    over /sys/class in a private mount namespace, with video11 named as the Pi's H.264 codec. The
+    product's own settings; ``auto`` goes down the hardware branch as on the board."""
+    import yaml
+
+    from tests.broker import free_port
+
+    port, rtsp_port = free_port(), free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "camera": {"backend": "synthetic", "size": "320x240", "fps": 10}, "state_dir": str(tmp_path / "state"),
+        "server": {"host": "127.0.0.1", "port": port},
+        "rtsp": {"enabled": True, "port": rtsp_port, **rtsp}}))
+    board = ("mount -t tmpfs sysclass /sys/class && mkdir -p /sys/class/video4linux/video11 && "
+             "echo bcm2835-codec-encode > /sys/class/video4linux/video11/name && "
+             f'exec "{sys.executable}" -m appliance --config "{config}"')
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", board],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, port, rtsp_port
+
+
+@pytest.mark.rtsp
+@pytest.mark.root
+def test_on_a_pi_4_auto_tries_the_hardware_encoder_and_falls_back_to_libx264_saying_why(tmp_path: Path) -> None:
+    proc, port, rtsp_port = run_as_a_pi_4(tmp_path, {})
+    try:
+        output = wait_until_serving(proc)
+        base = f"http://127.0.0.1:{port}"
+        status = requests.get(f"{base}/api/status", timeout=10).json()["rtsp"]
+        assert status["enabled"] and status["encoder"] == "libx264", status
+        # It chose the hardware encoder, opened it with the product's options, and FFmpeg got as far
+        # as looking for the device (none here); an option it could not parse would say so instead.
+        fallback = status["encoder_fallback"]
+        assert "h264_v4l2m2m" in fallback and "Could not find a valid device" in fallback, fallback
+        assert requests.put(f"{base}/api/camera", json={"on": True}, timeout=20).json()["state"] == "on"
+        seen = probe_frames(f"rtsp://127.0.0.1:{rtsp_port}/live", "tcp", frames=3)
+        assert seen["streams"][0]["codec_name"] == "h264"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert "the hardware encoder did not open, so libx264 encodes" in output, output[-3000:]  # logged, too
+
+
+@pytest.mark.rtsp
+@pytest.mark.root
+def test_on_a_pi_4_the_hardware_encoder_asked_for_by_name_is_off_with_the_reason(tmp_path: Path) -> None:
+    proc, port, _ = run_as_a_pi_4(tmp_path, {"encoder": "h264_v4l2m2m"})
+    try:
+        wait_until_serving(proc)
+        status = requests.get(f"http://127.0.0.1:{port}/api/status", timeout=10).json()["rtsp"]
+        assert not status["enabled"] and "Could not find a valid device" in status["reason"], status
+    finally:
+        proc.terminate()
+        proc.wait(10)
