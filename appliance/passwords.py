@@ -87,6 +87,7 @@ class PasswordCheck:
         self._accepted: OrderedDict[bytes, None] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._verifying = threading.Lock()
 
     def _digest(self, data: bytes) -> bytes:
         return hmac.new(self._key, data, hashlib.sha256).digest()
@@ -97,15 +98,25 @@ class PasswordCheck:
         token = self._digest(username.encode("utf-8") + b"\0" + password.encode("utf-8"))
         if self._password is not None:
             return hmac.compare_digest(self._digest(password.encode("utf-8")), self._password) and user_ok
+        if self._remembered(token):
+            return user_ok
+        assert self._hash is not None
+        # One scrypt at a time: each takes 16 MiB, and RTSP clients and HTTP threads check at once.
+        # The same credentials from many requests together cost one check: the rest find it cached.
+        with self._verifying:
+            if self._remembered(token):
+                return user_ok
+            if not (verify_password(password, self._hash) and user_ok):
+                return False
+            with self._lock:
+                self._accepted[token] = None
+                while len(self._accepted) > self._cache_size:
+                    self._accepted.popitem(last=False)
+        return True
+
+    def _remembered(self, token: bytes) -> bool:
         with self._lock:
             if token in self._accepted:
                 self._accepted.move_to_end(token)
-                return user_ok
-        assert self._hash is not None
-        if not (verify_password(password, self._hash) and user_ok):
-            return False
-        with self._lock:
-            self._accepted[token] = None
-            while len(self._accepted) > self._cache_size:
-                self._accepted.popitem(last=False)
-        return True
+                return True
+        return False

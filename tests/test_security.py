@@ -531,3 +531,45 @@ def test_full_viewer_and_page_slots_never_starve_the_api(start_appliance: Start)
     finally:
         for response in held:
             response.close()
+
+
+def test_password_checks_against_the_hash_run_one_at_a_time_and_once_for_the_same_login(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrypt takes 16 MiB a check: RTSP clients (a thread each) and HTTP threads must not run many at
+    once, and a burst of requests with the same login must cost one check, not one each."""
+    import appliance.passwords as passwords
+
+    stored = hash_password("secret")
+    real = passwords.verify_password
+    running, most, calls = [0], [0], [0]
+    lock = threading.Lock()
+
+    def verify(password: str, hashed: str) -> bool:
+        with lock:
+            running[0] += 1
+            calls[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # the work of a slow board's scrypt, so that overlapping checks would overlap
+            return real(password, hashed)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(passwords, "verify_password", verify)
+    check = PasswordCheck("admin", password_hash=stored)
+    start = threading.Barrier(8)
+    results: list[bool] = []
+
+    def attempt(password: str) -> None:
+        start.wait(10)
+        results.append(check.check("admin", password))
+
+    threads = [threading.Thread(target=attempt, args=("secret" if n % 2 else f"wrong {n}",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [False] * 4 + [True] * 4
+    assert most[0] == 1  # never two at once
+    assert calls[0] == 5  # four wrong ones, and the right one once for its four requests
