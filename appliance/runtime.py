@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance import h264
 from appliance.app import create_app
 from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.capture.broadcaster import FrameBroadcaster
@@ -35,6 +36,7 @@ from appliance.web.server import HttpServer
 from appliance.web.services import Services
 
 log = logging.getLogger(__name__)
+H264_STOP_BUDGET = 0.5  # s for the encoder thread, stuck or not, after RTSP's second: stop() keeps to 5 s
 
 
 class Appliance:
@@ -66,14 +68,19 @@ class Appliance:
                                       max_pending=max(4, int(2 * clip.fps)))
         # Wrong passwords per address, on every port that takes the login (HTTP, RTSP): one limit.
         self.login_failures = FailureLimiter(config.server.auth.max_failures)
-        # RTSP, when configured: off with the reason when a library it needs is missing here.
-        self.rtsp, self.rtsp_reason = rtsp_service.build(config, password_check(config.server),
+        # The one H.264 encode, when a consumer of it is configured; RTSP serves it. Each is off with
+        # the reason when a library it needs is missing here.
+        self.h264, h264_problem = h264.build(config)
+        self.rtsp, self.rtsp_reason = rtsp_service.build(config, self.h264, h264_problem,
+                                                         password_check(config.server),
                                                          plain_password(config.server), self.login_failures)
         if self.rtsp_reason is not None:
             log.warning("RTSP is off: %s", self.rtsp_reason)
+        if self.rtsp is None:
+            self.h264 = None  # nobody would consume it
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
                                         motion_settings=lambda: self.motion.settings, clip_sink=self.recorder,
-                                        picture=self.picture, video_sink=self.rtsp.feed if self.rtsp else None)
+                                        picture=self.picture, video_sink=self.h264)
         # Clip frames use the encoder the pipeline timed at start-up (named: not timed again).
         self.recorder.encode = choose_encoder(self.pipeline.encoder_name, clip.quality, clip.size)[1]
         self.controller = CameraController(
@@ -131,6 +138,9 @@ class Appliance:
         self._stoppers.append(self.streams.stop)  # after the server: no stream arrives once it stops
         self.server.start()
         self._stoppers.append(self.server.stop)
+        if self.h264 is not None:
+            self.h264.start()
+            self._stoppers.append(lambda: self.h264.stop(H264_STOP_BUDGET) if self.h264 else None)
         if self.rtsp is not None:
             self.controller.add_listener(self.rtsp.on_state)
             self.rtsp.start(camera_on=lambda: self.controller.state is CameraState.ON)
@@ -202,7 +212,8 @@ class Appliance:
             return healthy, reason
         if not self.server.answers():
             return False, "the web server does not answer on loopback"
-        problem = self.rtsp.health() if self.rtsp is not None else None
+        problem = (self.rtsp.health() if self.rtsp is not None else None) or \
+            (self.h264.health() if self.h264 is not None else None)
         if problem is not None:
             return False, problem
         return True, "ok"

@@ -48,7 +48,7 @@ from appliance.camera_backends.synthetic import SyntheticCamera  # noqa: E402
 from appliance.capture.encoder import choose_encoder  # noqa: E402
 from appliance.capture.overlay import draw_overlay  # noqa: E402
 from appliance.config import AppConfig, OverlaySettings  # noqa: E402
-from appliance.rtsp.h264 import H264Encoder, choose_codec  # noqa: E402
+from appliance.h264.encoder import H264Encoder, choose_codec  # noqa: E402
 from appliance.runtime import Appliance  # noqa: E402
 from bench.clips import SequenceCamera, load_highway  # noqa: E402
 

@@ -22,7 +22,7 @@ PACKAGE = ROOT / "appliance"
 LAYERS: list[set[str]] = [
     {"appliance", "config", "durable", "passwords"},  # what every part shares: settings, safe writes, login hashes
     {"camera_backends", "motion"},                # sources of frames, and what is seen in them
-    {"capture"},                                  # the capture thread: detector, overlay, encode, broadcast
+    {"capture", "h264"},  # the capture thread: detector, overlay, JPEG encode, broadcast; the one H.264 encode
     {"history"},                                  # events, snapshots and clips on disk
     {"state", "dispatch", "controller", "health"},  # the one owner of on/off and its news
     {"web", "mqtt", "panel", "rtsp"},             # the callers and listeners of the controller, the RTSP stream

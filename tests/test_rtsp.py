@@ -27,10 +27,10 @@ import requests
 
 from appliance.capture.video import VideoFrame
 from appliance.config import OverlaySettings, RtspSettings
+from appliance.h264.encoder import EncoderUnavailable, H264Encoder, choose_codec
+from appliance.h264.feed import H264Feed
 from appliance.passwords import hash_password
 from appliance.rtsp import service as rtsp_service
-from appliance.rtsp.feed import H264Feed
-from appliance.rtsp.h264 import EncoderUnavailable, H264Encoder, choose_codec
 from appliance.runtime import Appliance
 from tests.helpers import iter_mjpeg, make_config, wait_until_serving
 
@@ -384,29 +384,30 @@ def test_the_feed_primes_one_keyframe_then_encodes_only_while_a_client_plays() -
     feed.start()
     try:
         assert not feed.wants_frame(0.0)
-        feed.offer(frame(1, 0.0))  # offered while detached: dropped
-        feed.activate(packets.append)  # a DESCRIBE: the stream must be described, from one keyframe
+        feed.offer(frame(1, 0.0))  # offered with nobody subscribed: dropped
+        media = feed.subscribe(packets.append)  # a DESCRIBE: the stream must be described, from one keyframe
         assert feed.wants_frame(100.0)
         feed.offer(frame(2, 100.0))
         assert feed.wait_for(lambda f: f.frames_encoded == 1, 10)
         assert packets[0].keyframe and not feed.active
         assert not feed.wants_frame(100.1) and not feed.wants_frame(200.0)  # primed: nothing until a PLAY
-        feed.request_keyframe()  # the consumer could not use it (not running yet): one more
+        media.request_keyframe()  # the consumer could not use it (not running yet): one more
         assert feed.wants_frame(200.0)
         feed.offer(frame(3, 200.0))
         assert feed.wait_for(lambda f: f.frames_encoded == 2, 10)
         assert not feed.wants_frame(300.0)
-        feed.set_playing(True)
+        media.want(True)
         assert feed.active and feed.wants_frame(300.0)
         feed.offer(frame(4, 300.0))
         assert not feed.wants_frame(300.05)  # due again 0.1 s later, at 10 frames/s
         assert feed.wants_frame(300.1)
         assert feed.wait_for(lambda f: f.frames_encoded == 3, 10)
         assert packets[-1].keyframe  # the first client's picture starts at once
-        feed.set_playing(False)
+        media.want(False)
         assert not feed.wants_frame(400.0)
-        feed.deactivate()
-        assert not feed.wants_frame(500.0)
+        media.close()
+        media.close()  # twice is fine
+        assert not feed.wants_frame(500.0) and feed.subscribed == 0
         assert feed.stats().frames_encoded == 3
     finally:
         feed.stop()
@@ -415,18 +416,51 @@ def test_the_feed_primes_one_keyframe_then_encodes_only_while_a_client_plays() -
         (320, 240)) == (200, 100)
 
 
+def test_two_consumers_share_one_encode_and_each_starts_at_a_keyframe() -> None:
+    """The RTSP media and, say, a recorder: each frame is encoded once for both, a consumer that joins
+    a running encoder starts at a keyframe it asked for (not a new encoder), and one leaving does not
+    stop the other."""
+    feed = H264Feed("libx264", RtspSettings(enabled=True, fps=10, keyframe_interval=10), None, OverlaySettings())
+    first: list[Any] = []
+    second: list[Any] = []
+    feed.start()
+    try:
+        one = feed.subscribe(first.append)
+        one.want(True)
+        for n in range(5):
+            feed.offer(frame(n, 100.0 + n))
+            assert feed.wait_for(lambda f, n=n: f.frames_encoded == n + 1, 10)
+        two = feed.subscribe(second.append)  # mid-way through a ten-second group of pictures
+        two.want(True)
+        for n in range(5, 10):
+            feed.offer(frame(n, 100.0 + n))
+            assert feed.wait_for(lambda f, n=n: f.frames_encoded == n + 1, 10)
+        assert feed.frames_encoded == 10 and len(first) == 10  # one encode each frame, for both
+        assert second and second[0].keyframe and len(second) == 5  # from the keyframe it asked for on
+        assert [p.keyframe for p in first] == [True, False, False, False, False, True, False, False, False, False]
+        one.close()  # the first leaves: the second goes on, with the same encoder
+        feed.offer(frame(10, 110.0))
+        assert feed.wait_for(lambda f: f.frames_encoded == 11, 10)
+        assert len(second) == 6 and not second[-1].keyframe
+        assert feed.stats().subscriptions == 1
+    finally:
+        feed.stop()
+
+
 def test_an_encoder_that_will_not_open_is_not_retried_at_every_frame() -> None:
     feed = H264Feed("h264_v4l2m2m", RtspSettings(enabled=True, fps=10), None, OverlaySettings())  # no /dev/video11
     feed.start()
     try:
-        feed.activate(lambda packet: None)
+        media = feed.subscribe(lambda packet: None)
+        media.want(True)
         feed.offer(frame(1, 100.0))
         assert feed.wait_for(lambda f: f.errors == 1, 10)
         for n in range(2, 5):
             feed.offer(frame(n, 100.0 + n))
             assert feed.wait_for(lambda f: f.idle, 10)
         assert (feed.errors, feed.frames_encoded) == (1, 0)
-        feed.activate(lambda packet: None)  # the next start tries again
+        media.close()
+        feed.subscribe(lambda packet: None)  # the next start from nothing tries again
         feed.offer(frame(9, 200.0))
         assert feed.wait_for(lambda f: f.errors == 2, 10)
     finally:
@@ -435,14 +469,13 @@ def test_an_encoder_that_will_not_open_is_not_retried_at_every_frame() -> None:
 
 def test_a_late_end_of_an_old_media_does_not_stop_the_new_one() -> None:
     feed = H264Feed("libx264", RtspSettings(enabled=True), None, OverlaySettings())
-    old: list[Any] = []
-    new: list[Any] = []
-    feed.activate(old.append)
-    feed.activate(new.append)
-    feed.deactivate(old.append)
-    assert feed.attached
-    feed.deactivate(new.append)
-    assert not feed.attached
+    old = feed.subscribe(lambda packet: None)
+    new = feed.subscribe(lambda packet: None)
+    new.want(True)
+    old.close()
+    assert feed.active and feed.subscribed == 1
+    new.close()
+    assert not feed.active and feed.subscribed == 0
 
 
 @pytest.mark.parametrize(("missing", "says"), [("av", "PyAV is not installed"), ("gi", "GStreamer")])
@@ -474,7 +507,7 @@ def test_the_hardware_encoder_takes_the_products_options_and_gets_as_far_as_the_
     """On a Pi 4 / Zero 2 W ``auto`` opens h264_v4l2m2m with these settings. Here it has no device, so
     FFmpeg must fail at the device lookup, past option parsing: an option it cannot parse (as the
     text "main" once was) fails before the device is even looked for, on a Pi too."""
-    from appliance.rtsp.h264 import encoder_options
+    from appliance.h264.encoder import encoder_options
 
     settings = RtspSettings(enabled=True, profile=profile)
     assert set(encoder_options("h264_v4l2m2m", settings)) == {"profile"}  # nothing only libx264 knows
@@ -486,7 +519,7 @@ def test_the_hardware_encoder_takes_the_products_options_and_gets_as_far_as_the_
 
 
 def test_the_encoder_thread_survives_any_exception_and_says_what_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
-    from appliance.rtsp import h264
+    from appliance.h264 import encoder as h264
 
     real = h264.cv2.cvtColor
     failures = [3]
@@ -502,8 +535,7 @@ def test_the_encoder_thread_survives_any_exception_and_says_what_it_was(monkeypa
     packets: list[Any] = []
     feed.start()
     try:
-        feed.activate(packets.append)
-        feed.set_playing(True)
+        feed.subscribe(packets.append).want(True)
         for n in range(8):
             feed.offer(frame(n, 100.0 + n))
             assert feed.wait_for(lambda f: f.idle, 10)
@@ -594,7 +626,7 @@ def test_a_describe_alone_starts_no_encoder_and_its_connection_is_closed(start_a
         sock.settimeout(15)
         assert sock.recv(1) == b""
     assert app.rtsp.server.wait_for(lambda stats: stats.connections == 0, 5)
-    assert feed.wait_for(lambda f: not f.attached, 10)  # the media it built ended with it
+    assert feed.wait_for(lambda f: f.subscribed == 0, 10)  # the media it built ended with it
     assert "200" in raw_request(port, "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")  # still serving
 
 
@@ -750,7 +782,7 @@ def test_one_failure_limit_per_address_counts_http_and_rtsp_together(start_appli
 @pytest.mark.rtsp
 def test_shutdown_ends_within_five_seconds_with_the_rtsp_loop_and_the_encoder_stuck(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from appliance.rtsp import h264
+    from appliance.h264 import encoder as h264
 
     stuck = threading.Event()
     release = threading.Event()
@@ -796,7 +828,7 @@ def test_rtsp_clients_cycled_twenty_times_leave_threads_and_files_where_they_wer
     def cycle(transport: str) -> None:
         assert ffmpeg_reader(url(app, login=None), transport, frames=5).wait(30) == 0
         assert server.wait_for(lambda stats: stats.connections == 0 and stats.sessions == 0, 15), server.stats()
-        assert app.rtsp.feed.wait_for(lambda f: not f.attached, 15)  # type: ignore[union-attr]
+        assert app.rtsp.feed.wait_for(lambda f: f.subscribed == 0, 15)  # type: ignore[union-attr]
 
     cycle("tcp")
     cycle("udp")  # GStreamer's pools have made what they keep

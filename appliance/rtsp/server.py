@@ -41,9 +41,9 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402  (after require_version)
 
 from appliance.config import AuthSettings, RtspSettings  # noqa: E402
+from appliance.h264.encoder import Packet  # noqa: E402
+from appliance.h264.feed import H264Feed, Subscription  # noqa: E402
 from appliance.passwords import PasswordCheck  # noqa: E402
-from appliance.rtsp.feed import H264Feed  # noqa: E402
-from appliance.rtsp.h264 import Packet  # noqa: E402
 from appliance.web.security import FailureLimiter, basic_credentials  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ class RtspServer:
         self._refused = 0  # connections closed on accept: over a limit
         self._sessions: set[str] = set()  # ids of the sessions in GStreamer's pool
         self._playing: set[str] = set()  # of those, the ones that have played
+        self._subscription: Subscription | None = None  # the shared media's, while there is one
         self._changes = threading.Condition(threading.RLock())  # notified at every connection and session change
         self._calls = threading.Condition()  # work handed to the loop is attached only while it runs
         self._open = False
@@ -247,7 +248,10 @@ class RtspServer:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             log.warning("the RTSP thread did not end within %.1f s; left to end on its own", timeout)
-        self._feed.deactivate()
+        with self._changes:
+            subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
         self._thread = None
 
     def set_live(self, live: bool) -> None:
@@ -415,10 +419,11 @@ class RtspServer:
             with self._changes:
                 if session is not None and session in self._sessions:
                     self._playing.add(session)
-                playing = bool(self._playing)
+                playing, subscription = bool(self._playing), self._subscription
                 self._changes.notify_all()
-            self._feed.set_playing(playing)
-            self._feed.request_keyframe()
+            if subscription is not None:
+                subscription.want(playing)
+                subscription.request_keyframe()
             return False  # once
 
         current = GLib.main_current_source()
@@ -445,10 +450,10 @@ class RtspServer:
             session_id = session.get_sessionid()
             self._sessions.discard(session_id)
             self._playing.discard(session_id)
-            playing = bool(self._playing)
+            playing, subscription = bool(self._playing), self._subscription
             self._changes.notify_all()
-        if not playing:
-            self._feed.set_playing(False)  # the last player gone: the encoder rests
+        if not playing and subscription is not None:
+            subscription.want(False)  # the last player gone: the encoder rests, unless others want it
 
     def _close_idle_clients(self) -> bool:
         """Close connections that had a session and have none left."""
@@ -463,22 +468,34 @@ class RtspServer:
 
     def _media_configure(self, _factory: Any, media: Any) -> None:
         appsrc = media.get_element().get_by_name("src")
+        subscription: Subscription | None = None
 
         def push(packet: Packet) -> None:
             """Stamp the access unit with its capture time on the pipeline's clock (GStreamer's system
             clock and ``time.monotonic`` are both CLOCK_MONOTONIC), so RTP timestamps say when each
             frame was taken, however long it took to encode. A frame that cannot be placed in time
-            is dropped and a keyframe asked for instead (while priming, priming goes on)."""
+            is dropped and a keyframe asked for instead (the media may not be described yet)."""
             if appsrc.get_clock() is None:  # not running yet
-                self._feed.request_keyframe()
+                if subscription is not None:
+                    subscription.request_keyframe()
                 return
             pts = round(packet.captured_at * Gst.SECOND) - appsrc.get_base_time()
             if pts < 0:  # taken before this media started
-                self._feed.request_keyframe()
+                if subscription is not None:
+                    subscription.request_keyframe()
                 return
             buffer = Gst.Buffer.new_wrapped(packet.data)
             buffer.pts = buffer.dts = pts
             appsrc.emit("push-buffer", buffer)
 
-        media.connect("unprepared", lambda *_: self._feed.deactivate(push))
-        self._feed.activate(push)
+        def unprepared(*_: object) -> None:
+            assert subscription is not None
+            subscription.close()
+            with self._changes:
+                if self._subscription is subscription:  # a media ending late leaves the next one's alone
+                    self._subscription = None
+
+        subscription = self._feed.subscribe(push)
+        with self._changes:
+            self._subscription = subscription
+        media.connect("unprepared", unprepared)

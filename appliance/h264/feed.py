@@ -1,18 +1,20 @@
-"""The one H.264 encode every RTSP client shares, on its own ``h264-encoder`` thread.
+"""The one H.264 encode every consumer shares, on its own ``h264-encoder`` thread.
 
-The RTSP server attaches the feed when its shared media is built (``activate``) and detaches it when
-that media ends (``deactivate``). Attached, the feed *primes*: it encodes until one keyframe has gone
-out, which is what GStreamer needs to describe the stream (its SDP is made from the parameter sets),
-and then takes no more frames until a client actually plays (``set_playing``). So a DESCRIBE costs one
-encoded frame, never a running encoder, and only PLAYing clients keep the encoder busy. While the feed
-wants nothing, ``wants_frame`` is false and the capture thread hands over nothing.
+Consumers (the RTSP server's media today; recordings and the browser next) *subscribe*. A new
+subscription first gets a keyframe (for RTSP, the one GStreamer describes the stream from) and then
+nothing more until it *wants* frames (an RTSP client plays); the encoder runs while any subscription
+wants frames or awaits its keyframe, and rests otherwise: a DESCRIBE costs one encoded frame, never a
+running encoder. While nobody wants anything, ``wants_frame`` is false and the capture thread hands
+over nothing. However many subscriptions there are, each frame is encoded once.
 
-While it does, the capture thread offers a clean copy of a frame when one is due at ``rtsp.fps``; the
-encoder thread takes the newest (a frame it had no time for is replaced, never queued), draws the
-overlay at its own size, encodes, and gives the access units to the server. Each attach opens a fresh
-encoder, so the stream starts with a keyframe and its parameter sets.
+While the encoder runs, the capture thread offers a clean copy of a frame when one is due at
+``rtsp.fps``; the encoder thread takes the newest (a frame it had no time for is replaced, never
+queued), draws the overlay at its own size, encodes, and hands the access units to each subscription
+that wants them. The encoder is opened afresh when the first subscription comes (so the stream starts
+with a keyframe and its parameter sets) and let go when the last leaves; a subscription that joins a
+running encoder asks for a keyframe instead.
 
-Any exception in that work (the colour conversion, PyAV, the overlay, the server's push) is counted,
+Any exception in that work (the colour conversion, PyAV, the overlay, a consumer's push) is counted,
 logged, and followed by a fresh encoder at the next frame: the thread never dies of one. If it dies
 anyway, ``died`` says why, and the appliance's health (``/healthz``, the watchdog) turns bad.
 """
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from appliance.capture.overlay import draw_overlay
 from appliance.capture.video import VideoFrame
 from appliance.config import OverlaySettings, RtspSettings
-from appliance.rtsp.h264 import CLOCK, EncoderUnavailable, H264Encoder, H264Error, Packet
+from appliance.h264.encoder import CLOCK, EncoderUnavailable, H264Encoder, H264Error, Packet
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +43,60 @@ Consumer = Callable[[Packet], None]
 class FeedStats:
     """For ``/api/status``: whether it encodes, how much, and how fast the bits flow."""
 
-    active: bool
+    active: bool  # a subscription wants frames: the encoder runs at its rate
     frames_encoded: int
     bytes_encoded: int
     bitrate: int  # bits/s over the last few seconds
     frame_age_ms: float | None  # capture to handed over, of the newest frame
     errors: int
     last_error: str | None
-    playing: bool  # a client plays: frames are encoded at the full rate
+    subscriptions: int
+
+
+class Subscription:
+    """One consumer of the feed. ``want`` frames or not; ask for a keyframe; ``close`` when done.
+    Every method is quick, never blocks, and may be called from any thread."""
+
+    def __init__(self, feed: H264Feed, consumer: Consumer) -> None:
+        self._feed = feed
+        self.consumer = consumer
+        self.wanting = False  # takes every frame (from a keyframe on)
+        self.awaiting_key = True  # takes the next keyframe, wanting or not
+        self.keyed = False  # a keyframe has reached it since it began wanting: its stream may go on
+
+    def want(self, wanting: bool) -> None:
+        """Frames from now on (the first a keyframe, so a picture starts at once), or no more."""
+        self._feed._want(self, wanting)
+
+    def request_keyframe(self) -> None:
+        """The next frame is a keyframe and reaches this subscription, wanting or not (its consumer
+        could not use the last one, or a new client starts)."""
+        self._feed._request_keyframe(self)
+
+    def close(self) -> None:
+        """No more frames; the last subscription closed lets the encoder go. Safe to call twice."""
+        self._feed._unsubscribe(self)
+
+    @property
+    def takes_frames(self) -> bool:
+        return self.wanting or self.awaiting_key
 
 
 class H264Feed:
     """A ``VideoSink`` for the capture thread; owns the encoder thread between ``start`` and ``stop``."""
 
     def __init__(self, codec: str, settings: RtspSettings, default_size: tuple[int, int] | None,
-                 overlay: OverlaySettings, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 overlay: OverlaySettings, monotonic: Callable[[], float] = time.monotonic,
+                 fallback: str | None = None) -> None:
         self.codec = codec
+        self.fallback = fallback  # why the hardware encoder was passed over, when it was
         self._settings = settings
         self._default_size = default_size
         self._overlay = overlay
         self._monotonic = monotonic
         self._period = 1.0 / settings.fps
         self._cond = threading.Condition()
-        self._consumer: Consumer | None = None
-        self._playing = False  # a client plays: encode at the rate
-        self._priming = False  # attached, not played yet: encode until one keyframe is out
+        self._subscriptions: list[Subscription] = []
         self._pending: VideoFrame | None = None
         self._due = 0.0
         self._fresh = True  # the next frame starts a new encoder
@@ -83,7 +114,7 @@ class H264Feed:
     # --- the capture thread (VideoSink) ----------------------------------------------------------
 
     def wants_frame(self, now: float) -> bool:
-        return (self._playing or self._priming) and self._consumer is not None and now >= self._due
+        return now >= self._due and any(sub.takes_frames for sub in self._subscriptions)
 
     def frame_size(self, capture_size: tuple[int, int]) -> tuple[int, int]:
         width, height = self._settings.size or self._default_size or capture_size
@@ -91,7 +122,7 @@ class H264Feed:
 
     def offer(self, frame: VideoFrame) -> None:
         with self._cond:
-            if self._consumer is None or not (self._playing or self._priming):
+            if not any(sub.takes_frames for sub in self._subscriptions):
                 return
             # Keep the rate; after a stall (or at the start) count again from this frame, never catch up.
             now = frame.captured_at
@@ -99,57 +130,59 @@ class H264Feed:
             self._pending = frame
             self._cond.notify_all()
 
-    # --- the RTSP server's thread ----------------------------------------------------------------
+    # --- consumers -------------------------------------------------------------------------------
 
-    def activate(self, consumer: Consumer) -> None:
-        """The shared media is being built: a fresh encoder feeds ``consumer``, first with the one
-        keyframe that describes the stream, then only while a client plays."""
+    def subscribe(self, consumer: Consumer) -> Subscription:
+        """A new consumer: it gets a keyframe, then frames only while it wants them."""
+        subscription = Subscription(self, consumer)
         with self._cond:
-            self._consumer, self._fresh, self._due, self._priming = consumer, True, 0.0, True
-            self._cond.notify_all()
-        log.info("H.264 encoder attached (%s)", self.codec)
-
-    def set_playing(self, playing: bool) -> None:
-        """Whether any client plays. From not playing to playing the next frame is a keyframe, so the
-        first client's picture starts at once."""
-        with self._cond:
-            if playing and not self._playing:
-                self._keyframe = True  # the rate goes on from the primed frames: time never runs back
-            changed = playing != self._playing
-            self._playing = playing
-            self._cond.notify_all()
-        if changed:
-            log.info("H.264 encoding %s", "started: a client plays" if playing else "paused: no client plays")
-
-    def deactivate(self, consumer: Consumer | None = None) -> None:
-        """The shared media ended: no more frames, no more encodes. With ``consumer``, only if that is
-        still the one fed (a media ending late must not stop the next one's feed)."""
-        with self._cond:
-            if consumer is not None and consumer != self._consumer:
-                return
-            was = self._consumer is not None
-            self._consumer, self._pending, self._priming, self._playing = None, None, False, False
-            self._cond.notify_all()
-        if was:
-            log.info("H.264 encoder detached: the stream ended")
-
-    def request_keyframe(self) -> None:
-        """A client starts playing, or the consumer could not use the last keyframe: make the next
-        frame a keyframe, so a picture starts at once. While nobody plays, this primes again: one more
-        frame is encoded, for the keyframe alone."""
-        with self._cond:
+            if not self._subscriptions:
+                self._fresh, self._due = True, 0.0  # the first: a new encoder, a new stream
             self._keyframe = True
-            if self._consumer is not None and not self._playing:
-                self._priming = True
+            self._subscriptions.append(subscription)
+            self._cond.notify_all()
+        log.info("H.264 encoder: a consumer subscribed (%d in all, %s)", len(self._subscriptions), self.codec)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._cond:
+            if subscription not in self._subscriptions:
+                return
+            self._subscriptions.remove(subscription)
+            subscription.wanting = subscription.awaiting_key = False
+            if not self._subscriptions:
+                self._pending = None
+            self._cond.notify_all()
+        log.info("H.264 encoder: a consumer left (%d left)", len(self._subscriptions))
+
+    def _want(self, subscription: Subscription, wanting: bool) -> None:
+        with self._cond:
+            if subscription not in self._subscriptions or wanting == subscription.wanting:
+                return
+            was = self.active
+            subscription.wanting = wanting
+            if wanting:  # its stream starts with the next frame, a keyframe
+                subscription.keyed = False
+                self._keyframe = True  # the rate goes on from what was encoded before: time never runs back
+            self._cond.notify_all()
+            now = self.active
+        if now != was:
+            log.info("H.264 encoding %s", "started" if now else "paused: nobody wants frames")
+
+    def _request_keyframe(self, subscription: Subscription) -> None:
+        with self._cond:
+            if subscription in self._subscriptions:
+                self._keyframe = subscription.awaiting_key = True
+                self._cond.notify_all()
 
     @property
     def active(self) -> bool:
-        """Whether frames are being encoded for a playing client."""
-        return self._playing and self._consumer is not None
+        """Whether a subscription wants frames: the encoder runs at its rate."""
+        return any(sub.wanting for sub in self._subscriptions)
 
     @property
-    def attached(self) -> bool:
-        return self._consumer is not None
+    def subscribed(self) -> int:
+        return len(self._subscriptions)
 
     @property
     def idle(self) -> bool:
@@ -174,7 +207,10 @@ class H264Feed:
     def stop(self, timeout: float = 2.0) -> None:
         """End the thread; one stuck inside an encoder is left behind (a daemon) after ``timeout``."""
         with self._cond:
-            self._stopping, self._consumer, self._pending, self._priming, self._playing = True, None, None, False, False
+            self._stopping, self._pending = True, None
+            for subscription in self._subscriptions:
+                subscription.wanting = subscription.awaiting_key = False
+            self._subscriptions.clear()
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(max(0.0, timeout))
@@ -198,7 +234,7 @@ class H264Feed:
             span = max(1.0, now - self._window[0][0]) if self._window else 1.0
             return FeedStats(self.active, self.frames_encoded, self.bytes_encoded, round(bits / span),
                              None if self._age is None else round(self._age * 1000, 1), self.errors,
-                             self.last_error, self._playing)
+                             self.last_error, len(self._subscriptions))
 
     def _trim(self, now: float) -> None:
         while self._window and self._window[0][0] < now - 5.0:
@@ -216,14 +252,14 @@ class H264Feed:
             with self._cond:
                 self._cond.notify_all()
 
-    def _next(self) -> tuple[VideoFrame, Consumer | None, bool, bool] | None:
+    def _next(self) -> tuple[VideoFrame, bool, bool] | None:
         """Wait for the next offered frame; None once stopping."""
         with self._cond:
             self._cond.wait_for(lambda: self._stopping or self._pending is not None)
             if self._stopping:
                 return None
             frame, self._pending = self._pending, None
-            taken = (frame, self._consumer, self._fresh, self._keyframe)
+            taken = (frame, self._fresh, self._keyframe)
             self._fresh = self._keyframe = False
             self._cond.notify_all()  # idle
         assert frame is not None
@@ -234,10 +270,10 @@ class H264Feed:
         start_at = 0.0
         refused = False  # the encoder would not open: not again (nor its error in the log) at every frame
         while (taken := self._next()) is not None:
-            frame, consumer, fresh, keyframe = taken
+            frame, fresh, keyframe = taken
             if fresh:
                 refused = False
-            if consumer is None or refused:  # an encoder that would not open is tried again next start
+            if refused:  # an encoder that would not open is tried again with the next first subscription
                 continue
             size = (frame.image.shape[1], frame.image.shape[0])
             if fresh or encoder is None or encoder.size != size:
@@ -249,7 +285,7 @@ class H264Feed:
                     continue
                 start_at = frame.captured_at
             try:
-                self._encode(encoder, frame, consumer, start_at, keyframe)
+                self._encode(encoder, frame, start_at, keyframe)
             except Exception as exc:  # whatever failed, the next frame gets a fresh encoder
                 self._failed(exc)
                 encoder.close()
@@ -257,12 +293,12 @@ class H264Feed:
         if encoder is not None:
             encoder.close()
 
-    def _encode(self, encoder: H264Encoder, frame: VideoFrame, consumer: Consumer, start_at: float,
-                keyframe: bool) -> None:
+    def _encode(self, encoder: H264Encoder, frame: VideoFrame, start_at: float, keyframe: bool) -> None:
         draw_overlay(frame.image, frame.timestamp, frame.motion, self._overlay, scale=frame.scale, zones=frame.zones)
         packets = encoder.encode(frame.image, round((frame.captured_at - start_at) * CLOCK), keyframe,
                                  frame.captured_at)
         now = self._monotonic()
+        key = any(packet.keyframe for packet in packets)
         with self._cond:
             self.frames_encoded += 1
             for packet in packets:
@@ -270,15 +306,22 @@ class H264Feed:
                 self._window.append((now, len(packet.data)))
             self._trim(now)
             self._age = now - frame.captured_at
-            if self._priming and any(packet.keyframe for packet in packets):
-                self._priming = False  # the stream can be described; more only for a playing client
+            # Who gets this frame: those that want frames, from a keyframe on, and those awaiting a
+            # keyframe if it is one: a consumer's stream never starts in the middle of a group of pictures.
+            receivers = [sub for sub in self._subscriptions
+                         if (sub.wanting and (sub.keyed or key)) or (key and sub.awaiting_key)]
+            if key:
+                for subscription in receivers:
+                    subscription.keyed, subscription.awaiting_key = True, False
             self._cond.notify_all()
-        for packet in packets:
-            consumer(packet)
+        for subscription in receivers:
+            for packet in packets:
+                subscription.consumer(packet)
 
     def _failed(self, exc: Exception) -> None:
         with self._cond:
             self.errors += 1
+            errors = self.errors
             first = self.last_error is None
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._cond.notify_all()
@@ -286,8 +329,8 @@ class H264Feed:
             log.error("H.264 encoder: %s", exc)
         elif isinstance(exc, H264Error):
             log.warning("%s; opening a new encoder", exc)
-        elif first or self.errors % 100 == 0:  # a bug: its trace once, then a line every hundred
-            log.error("H.264 encoding failed (%d in all); opening a new encoder", self.errors, exc_info=exc)
+        elif first or errors % 100 == 0:  # a bug: its trace once, then a line every hundred
+            log.error("H.264 encoding failed (%d in all); opening a new encoder", errors, exc_info=exc)
 
     def _open(self, size: tuple[int, int]) -> H264Encoder | None:
         try:

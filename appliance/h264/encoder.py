@@ -1,4 +1,4 @@
-"""The H.264 encoder: chosen once at start-up, opened afresh for every run of the stream.
+"""The H.264 encoder: chosen once at start-up, opened afresh whenever the feed starts from nothing.
 
 PyAV (FFmpeg) encodes: its wheels carry libx264 and ``h264_v4l2m2m``, the V4L2 memory-to-memory
 encoder of the Pi 4 and Zero 2 W (``/dev/video11``, driver ``bcm2835-codec``). The Pi 5 has no H.264

@@ -1,0 +1,49 @@
+"""The one H.264 encode, on the capture side: every consumer of H.264 shares it.
+
+``encoder`` chooses and drives the encoder (PyAV: the Pi 4 / Zero 2 W hardware encoder or libx264),
+opening each codec only with the options it understands; ``feed`` owns the ``h264-encoder`` thread,
+which the capture thread feeds through ``VideoSink`` only while a consumer wants frames, and hands
+each encoded frame to every subscription (the RTSP server today; recordings and the browser next).
+``build`` makes the feed when H.264 is configured, or says why it cannot run here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from appliance.config import AppConfig
+from appliance.h264.encoder import EncoderUnavailable, H264Encoder, choose_codec
+from appliance.h264.feed import H264Feed
+
+log = logging.getLogger(__name__)
+
+
+def build(config: AppConfig) -> tuple[H264Feed | None, str | None]:
+    """The H.264 feed when a consumer of it is configured (``rtsp.enabled``), else None; None and why
+    not when PyAV or every encoder is missing here. With ``rtsp.encoder: auto`` on a board whose
+    hardware encoder will not open, libx264 encodes and ``H264Feed.fallback`` says why."""
+    settings = config.rtsp
+    if not settings.enabled:
+        return None, None
+    default_size = config.stream.size or config.camera.size
+    try:
+        codec = choose_codec(settings.encoder)
+    except EncoderUnavailable as exc:
+        return None, f"no H.264 encoder: {exc}"
+    feed = H264Feed(codec, settings, default_size, config.overlay)
+    size = feed.frame_size(config.camera.size)
+    try:  # opens at the size it will encode, with the options it will use, or says why not
+        H264Encoder(codec, size, settings).close()
+    except EncoderUnavailable as exc:
+        if settings.encoder != "auto" or codec == "libx264":
+            return None, f"no H.264 encoder: {exc}"
+        fallback = f"the hardware encoder did not open, so libx264 encodes: {exc}"
+        log.warning("H.264: %s", fallback)
+        try:
+            codec = choose_codec("libx264")
+            H264Encoder(codec, size, settings).close()
+        except EncoderUnavailable as again:
+            return None, f"no H.264 encoder: {again}"
+        feed = H264Feed(codec, settings, default_size, config.overlay, fallback=fallback)
+    log.info("H.264 encoder: %s", codec)
+    return feed, None
