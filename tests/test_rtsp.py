@@ -9,6 +9,7 @@ its reason when a library is missing.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import socket
@@ -717,12 +718,23 @@ def test_a_flood_of_idle_connections_is_capped_and_times_out_while_everything_se
         with requests.get(f"{base}/stream.mjpg", stream=True, timeout=10) as response:
             next(iter_mjpeg(response))
         probe_frames(f"rtsp://127.0.0.1:{rtsp_port}/live", "tcp", frames=3)
-        # Past the request timeout the flood's connections that sent nothing are closed too.
-        held = status["connections"]
-        with logged:
-            assert logged.wait_for(lambda: sum("no session after" in line for line in log) >= held, 20), log[-20:]
-        status = requests.get(f"{base}/api/status", timeout=10).json()["rtsp"]
-        assert status["connections"] == 0, status
+        # Past the request timeout the flood's connections that sent nothing are closed too. (Some of
+        # the flood's handshakes the kernel completes late, from its full accept queue: those come in
+        # later and are timed out in their turn. Each closing is logged: the test wakes at each.)
+        def closed() -> int:
+            return sum("no session after" in line for line in log)
+
+        deadline = time.monotonic() + 45
+        while True:
+            with logged:
+                seen = closed()
+            status = requests.get(f"{base}/api/status", timeout=10).json()["rtsp"]
+            assert status["connections"] <= 8, status
+            if status["connections"] == 0:
+                break
+            with logged:
+                assert logged.wait_for(lambda seen=seen: closed() > seen, max(0.0, deadline - time.monotonic())), \
+                    (status, log[-20:])
         assert open_files(proc.pid) <= before + 2
     finally:
         for sock in flood:
@@ -832,6 +844,7 @@ def test_rtsp_clients_cycled_twenty_times_leave_threads_and_files_where_they_wer
 
     cycle("tcp")
     cycle("udp")  # GStreamer's pools have made what they keep
+    gc.collect()  # what earlier tests left for the collector is not this test's to count
     threads, files = native_threads(), open_files(os.getpid())
     for n in range(20):
         cycle("udp" if n % 2 else "tcp")

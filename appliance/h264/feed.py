@@ -53,6 +53,10 @@ class FeedStats:
     subscriptions: int
 
 
+def _dropped(_packet: Packet) -> None:
+    """A closed subscription's consumer: takes nothing."""
+
+
 class Subscription:
     """One consumer of the feed. ``want`` frames or not; ask for a keyframe; ``close`` when done.
     Every method is quick, never blocks, and may be called from any thread."""
@@ -150,6 +154,9 @@ class H264Feed:
                 return
             self._subscriptions.remove(subscription)
             subscription.wanting = subscription.awaiting_key = False
+            # Let the consumer go now: a consumer that refers back to its subscription (as the RTSP
+            # media's push does) would otherwise hold GStreamer's objects until the cyclic collector runs.
+            subscription.consumer = _dropped
             if not self._subscriptions:
                 self._pending = None
             self._cond.notify_all()

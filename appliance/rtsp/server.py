@@ -382,12 +382,16 @@ class RtspServer:
             old = getattr(client, "request_timer", None)
             if old is not None:
                 old.destroy()
-            client.request_timer = self._attach(expire, self._settings.request_timeout)
+            # A timer refers to its client (and the client to it): none for a client already closed,
+            # or it would hold the client, its socket with it, until the timer fires.
+            client.request_timer = None if getattr(client, "gone", False) else \
+                self._attach(expire, self._settings.request_timeout)
             return False  # once
 
         self._attach(rearm)  # timers live on the loop's thread, whichever thread the request came on
 
     def _client_closed(self, client: Any) -> None:
+        client.gone = True
         timer = getattr(client, "request_timer", None)
         if timer is not None:
             timer.destroy()  # thread-safe in GLib; the timer holds the client otherwise
