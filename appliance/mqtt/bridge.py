@@ -98,6 +98,7 @@ class MqttBridge:
         self.commands_received = 0  # camera commands taken from the broker (tests sync on it)
         self.last_command: str | None = None
         self.connects = 0  # successful connections: more than one means messages in flight may be lost
+        self.disconnects = 0  # connections lost (their reconnection may not have happened yet)
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self._connected = threading.Event()
@@ -205,6 +206,8 @@ class MqttBridge:
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
+        with self._counts:
+            self.disconnects += 1
         if not self._stop.is_set():
             log.warning("MQTT: disconnected (%s); reconnecting with backoff", reason)
 
