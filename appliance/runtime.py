@@ -139,8 +139,9 @@ class Appliance:
         self.server.start()
         self._stoppers.append(self.server.stop)
         if self.h264 is not None:
-            self.h264.start()
-            self._stoppers.append(lambda: self.h264.stop(H264_STOP_BUDGET) if self.h264 else None)
+            feed = self.h264
+            feed.start()
+            self._stoppers.append(lambda: feed.stop(H264_STOP_BUDGET))
         if self.rtsp is not None:
             self.controller.add_listener(self.rtsp.on_state)
             self.rtsp.start(camera_on=lambda: self.controller.state is CameraState.ON)
@@ -212,8 +213,7 @@ class Appliance:
             return healthy, reason
         if not self.server.answers():
             return False, "the web server does not answer on loopback"
-        problem = (self.rtsp.health() if self.rtsp is not None else None) or \
-            (self.h264.health() if self.h264 is not None else None)
+        problem = self.rtsp.health() if self.rtsp is not None else None  # its loop and the encoder it serves
         if problem is not None:
             return False, problem
         return True, "ok"

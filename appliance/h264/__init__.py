@@ -13,7 +13,7 @@ import logging
 
 from appliance.config import AppConfig
 from appliance.h264.encoder import EncoderUnavailable, H264Encoder, choose_codec
-from appliance.h264.feed import H264Feed
+from appliance.h264.feed import H264Feed, encode_size
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ def build(config: AppConfig) -> tuple[H264Feed | None, str | None]:
         codec = choose_codec(settings.encoder)
     except EncoderUnavailable as exc:
         return None, f"no H.264 encoder: {exc}"
-    feed = H264Feed(codec, settings, default_size, config.overlay)
-    size = feed.frame_size(config.camera.size)
+    size = encode_size(settings, default_size, config.camera.size)
+    fallback = None
     try:  # opens at the size it will encode, with the options it will use, or says why not
         H264Encoder(codec, size, settings).close()
     except EncoderUnavailable as exc:
@@ -44,6 +44,5 @@ def build(config: AppConfig) -> tuple[H264Feed | None, str | None]:
             H264Encoder(codec, size, settings).close()
         except EncoderUnavailable as again:
             return None, f"no H.264 encoder: {again}"
-        feed = H264Feed(codec, settings, default_size, config.overlay, fallback=fallback)
     log.info("H.264 encoder: %s", codec)
-    return feed, None
+    return H264Feed(codec, settings, default_size, config.overlay, fallback=fallback), None

@@ -53,6 +53,14 @@ class FeedStats:
     subscriptions: int
 
 
+def encode_size(settings: RtspSettings, default_size: tuple[int, int] | None,
+                capture_size: tuple[int, int]) -> tuple[int, int]:
+    """The size H.264 is encoded at: ``rtsp.size``, else the default (the stream's or the camera's
+    configured size), else what the camera delivers; even, as 4:2:0 needs."""
+    width, height = settings.size or default_size or capture_size
+    return width // 2 * 2, height // 2 * 2
+
+
 def _dropped(_packet: Packet) -> None:
     """A closed subscription's consumer: takes nothing."""
 
@@ -121,8 +129,7 @@ class H264Feed:
         return now >= self._due and any(sub.takes_frames for sub in self._subscriptions)
 
     def frame_size(self, capture_size: tuple[int, int]) -> tuple[int, int]:
-        width, height = self._settings.size or self._default_size or capture_size
-        return width // 2 * 2, height // 2 * 2  # 4:2:0 needs even sizes
+        return encode_size(self._settings, self._default_size, capture_size)
 
     def offer(self, frame: VideoFrame) -> None:
         with self._cond:
