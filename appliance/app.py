@@ -16,7 +16,8 @@ from appliance.config import AppConfig
 from appliance.controller import CameraController
 from appliance.history.events import EventStore
 from appliance.motion.control import MotionControl
-from appliance.web import api, history, pages, security, stream
+from appliance.recording.folder import RecordingsFolder
+from appliance.web import api, history, pages, recorded, security, stream
 from appliance.web.live import LiveFeed
 from appliance.web.services import Gate, Services, json_error
 
@@ -27,7 +28,8 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
                backend_name: str, backend_description: str, events: EventStore, live: LiveFeed,
                integrations: Callable[[], dict[str, Any]] = dict, motion: MotionControl | None = None,
                clip_counters: Callable[[], dict[str, int]] = dict, picture: PictureControl | None = None,
-               login_failures: security.FailureLimiter | None = None) -> Flask:
+               login_failures: security.FailureLimiter | None = None,
+               recordings: RecordingsFolder | None = None) -> Flask:
     """Build the web app around parts the entry point (or a test) created. ``login_failures`` is the
     per-address count of wrong passwords, shared with the other ports that take the login (RTSP)."""
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
@@ -37,8 +39,8 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
         controller, broadcaster, config, backend_name, backend_description, events, live,
         motion or MotionControl(config.motion, None), integrations, clip_counters,
         clip_viewers=Gate(config.events.clip.max_viewers),
-        picture=picture or PictureControl(config.picture, None))
-    for blueprint in (pages.bp, stream.bp, api.bp, history.bp):
+        picture=picture or PictureControl(config.picture, None), recordings=recordings)
+    for blueprint in (pages.bp, stream.bp, api.bp, history.bp, recorded.bp):
         app.register_blueprint(blueprint)
 
     security.install(app, config.server, limiter=login_failures)

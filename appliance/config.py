@@ -325,9 +325,13 @@ MAX_PRE_ROLL_BYTES = 64 * 1024 * 1024
 
 class ClipSettings(Section):
     """The clip each motion event records: from ``pre_seconds`` before its start to ``post_seconds``
-    after its end, at ``fps`` and at most ``size`` (the camera's shape is kept, never enlarged)."""
+    after its end. ``mp4``: H.264 from the one encode (its size, rate and bitrate are ``rtsp.*``'s),
+    with a pre-roll of encoded frames; ``mjpeg``: JPEG frames at ``fps`` and at most ``size``, kept
+    raw in the pre-roll (the camera's shape is kept, never enlarged); ``auto``: MP4 when PyAV can
+    encode H.264 here, else Motion-JPEG."""
 
     enabled: bool = True
+    format: Literal["auto", "mp4", "mjpeg"] = Field("auto", description="mp4 plays on phones; mjpeg needs no PyAV")
     pre_seconds: float = Field(3.0, ge=0, le=30)
     post_seconds: float = Field(3.0, ge=0, le=60)
     fps: float = Field(10.0, gt=0, le=30, description="frames kept per second (at most the camera's)")
@@ -337,6 +341,8 @@ class ClipSettings(Section):
 
     @model_validator(mode="after")
     def _ring_fits(self) -> ClipSettings:
+        if self.format == "mp4":  # its pre-roll is encoded: kilobytes a second
+            return self
         width, height = self.size
         ring = math.ceil(self.pre_seconds * self.fps) * width * height * 3
         if ring > MAX_PRE_ROLL_BYTES:
@@ -351,8 +357,46 @@ class EventsSettings(Section):
 
     max_count: int = Field(500, ge=1)
     max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
-    min_free_bytes: int = Field(64 * 1024 * 1024, ge=0, description="free space the history leaves on the disk")
+    min_free_bytes: int = Field(64 * 1024 * 1024, ge=0,
+                                description="free space the history and the recordings leave on their disks")
     clip: ClipSettings = ClipSettings()
+
+
+class ContinuousSettings(Section):
+    """Everything the camera sees, in fragmented MP4 segments, in folders by day; the oldest goes
+    first when ``keep_days`` or ``max_bytes`` runs out, or when the disk is down to its floor."""
+
+    enabled: bool = False
+    segment_seconds: float = Field(60.0, ge=2, le=3600, description="s per file; a file ends at a keyframe")
+    keep_days: float = Field(7.0, gt=0, le=3650)
+    max_bytes: int = Field(8 * 1024**3, ge=1024 * 1024)
+
+
+class TimelapseSettings(Section):
+    """One frame every ``interval`` seconds, made into an H.264 MP4 per day (or hour) that plays at ``fps``."""
+
+    enabled: bool = False
+    interval: float = Field(10.0, ge=1, le=3600, description="s between two frames of the timelapse")
+    fps: float = Field(25.0, gt=0, le=60, description="frames per second the movie plays at")
+    period: Literal["day", "hour"] = "day"
+    keep_days: float = Field(30.0, gt=0, le=3650)
+
+
+class RecordingSettings(Section):
+    """Continuous recording and timelapses: where they go and what happens when that place fails.
+
+    ``folder`` may be a NAS share the system mounts (NFS, SMB); with ``require_mount`` nothing is
+    written unless it is a mount point, so a share that did not mount never fills the SD card.
+    """
+
+    folder: Path | None = Field(None, description="default: <state_dir>/recordings")
+    require_mount: bool = Field(False, description="write only while the folder is a mount point (a NAS share)")
+    max_pending_bytes: int = Field(8 * 1024 * 1024, ge=256 * 1024, le=256 * 1024 * 1024,
+                                   description="video waiting for a slow disk; beyond it, frames are dropped")
+    stall_seconds: float = Field(10.0, gt=0, le=600, description="a write this long is reported as a stall")
+    retry_seconds: float = Field(5.0, gt=0, le=600, description="s between tries while the folder fails")
+    continuous: ContinuousSettings = ContinuousSettings()
+    timelapse: TimelapseSettings = TimelapseSettings()
 
 
 class TlsSettings(Section):
@@ -456,6 +500,7 @@ class AppConfig(Section):
     server: ServerSettings = ServerSettings()
     retry: RetrySettings = RetrySettings()
     events: EventsSettings = EventsSettings()
+    recording: RecordingSettings = RecordingSettings()
     mqtt: MqttSettings = MqttSettings()
     gpio: GpioSettings = GpioSettings()
     picture: PictureSettings = PictureSettings()
@@ -472,6 +517,10 @@ class AppConfig(Section):
             return Path(env["STATE_DIRECTORY"].split(":")[0])
         base = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
         return base / "appliance"
+
+    def recordings_folder(self, environ: Mapping[str, str] | None = None) -> Path:
+        """Where continuous recordings and timelapses go: ``recording.folder``, else beside the events."""
+        return self.recording.folder or self.resolved_state_dir(environ) / "recordings"
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:

@@ -27,6 +27,8 @@ from appliance.history.events import EventRecorder, EventStore
 from appliance.motion.control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
 from appliance.panel.gpio import FrontPanel
+from appliance.recording.clips import EventClips
+from appliance.recording.service import Recordings
 from appliance.rtsp import service as rtsp_service
 from appliance.state import CameraState
 from appliance.web.fanout import StreamFanout
@@ -37,6 +39,7 @@ from appliance.web.services import Services
 
 log = logging.getLogger(__name__)
 H264_STOP_BUDGET = 0.5  # s for the encoder thread, stuck or not, after RTSP's second: stop() keeps to 5 s
+RECORDING_STOP_BUDGET = 1.0  # s for each recorder to write what is queued and finish its files
 
 
 class Appliance:
@@ -76,10 +79,36 @@ class Appliance:
                                                          plain_password(config.server), self.login_failures)
         if self.rtsp_reason is not None:
             log.warning("RTSP is off: %s", self.rtsp_reason)
-        if self.rtsp is None:
+        # Event clips: MP4 from the one encode when it runs here, else (and by choice) Motion-JPEG.
+        self.event_clips: EventClips | None = None
+        self.clip_format = "mjpeg"
+        if clip.enabled and clip.format != "mjpeg":
+            if self.h264 is not None:
+                self.clip_format = "mp4"
+                self.event_clips = EventClips(self.events, clip, config.rtsp.fps, self.live.on_event_saved,
+                                              config.recording.max_pending_bytes, monotonic=monotonic)
+            else:
+                log.log(logging.ERROR if clip.format == "mp4" else logging.WARNING,
+                        "event clips are Motion-JPEG: %s", h264_problem)
+        # Continuous recording and timelapses, on the card or a NAS.
+        self.recordings: Recordings | None = None
+        self.recordings_reason: str | None = None
+        wanted = config.recording.continuous.enabled or config.recording.timelapse.enabled
+        if wanted and self.h264 is None:
+            self.recordings_reason = h264_problem
+            log.error("recording is off: %s", h264_problem)
+        elif wanted and self.h264 is not None:
+            folder = config.recordings_folder()
+            if config.recording.folder is None:
+                folder.mkdir(parents=True, exist_ok=True)  # the default, beside the events; a NAS folder never
+            self.recordings = Recordings(config, folder, self.h264.codec, self.snapshot,
+                                         events_folder=self.events.folder, monotonic=monotonic)
+            self.events.make_room_first = self.recordings.folder.free_for_events
+        if self.rtsp is None and self.event_clips is None and self.recordings is None:
             self.h264 = None  # nobody would consume it
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
-                                        motion_settings=lambda: self.motion.settings, clip_sink=self.recorder,
+                                        motion_settings=lambda: self.motion.settings,
+                                        clip_sink=self.recorder if self.clip_format == "mjpeg" else None,
                                         picture=self.picture, video_sink=self.h264)
         # Clip frames use the encoder the pipeline timed at start-up (named: not timed again).
         self.recorder.encode = choose_encoder(self.pipeline.encoder_name, clip.quality, clip.size)[1]
@@ -88,8 +117,9 @@ class Appliance:
             start_timeout=config.camera.open_timeout + config.camera.read_timeout, restore=config.camera.restore)
         self.app = create_app(self.controller, self.broadcaster, config, self.backend_name, backend.describe(),
                               self.events, self.live, integrations=self.integrations, motion=self.motion,
-                              clip_counters=self.recorder.counters, picture=self.picture,
-                              login_failures=self.login_failures)
+                              clip_counters=self.clip_counters, picture=self.picture,
+                              login_failures=self.login_failures,
+                              recordings=self.recordings.folder if self.recordings is not None else None)
         web = config.server
         # One thread writes every live stream; each open page's live feed holds a server thread, and
         # API calls (and streams being set up) get their own spares.
@@ -108,7 +138,8 @@ class Appliance:
             self.mqtt = MqttBridge(config.mqtt, self.controller, name=config.name,
                                    model=backend.describe(), page_port=lambda: self.server.port,
                                    snapshot=self.snapshot, stats=self.stats, motion=self.motion,
-                                   public_url=config.server.public_url, clips=config.events.clip.enabled,
+                                   public_url=config.server.public_url,
+                                   clips=self.clip_format if config.events.clip.enabled else None,
                                    picture=self.picture)
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
@@ -142,9 +173,21 @@ class Appliance:
             feed = self.h264
             feed.start()
             self._stoppers.append(lambda: feed.stop(H264_STOP_BUDGET))
+        camera_on = self._camera_on
+        if self.event_clips is not None and self.h264 is not None:
+            clips = self.event_clips
+            self.controller.add_listener(clips.on_state)  # first: a state heard wins over the one read
+            self.controller.add_motion_listener(clips.on_motion)
+            clips.start(self.h264, camera_on)
+            self._stoppers.append(lambda: clips.close(RECORDING_STOP_BUDGET))
+        if self.recordings is not None and self.h264 is not None:
+            recordings = self.recordings
+            self.controller.add_listener(recordings.on_state)
+            recordings.start(self.h264, camera_on)
+            self._stoppers.append(lambda: recordings.stop(RECORDING_STOP_BUDGET))
         if self.rtsp is not None:
             self.controller.add_listener(self.rtsp.on_state)
-            self.rtsp.start(camera_on=lambda: self.controller.state is CameraState.ON)
+            self.rtsp.start(camera_on=camera_on)
             self._stoppers.append(self.rtsp.stop)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
         self._stoppers.append(Services.of(self.app).stopping.set)  # and clip replays
@@ -174,6 +217,14 @@ class Appliance:
                             time.monotonic() - began)
         log.info("stopped in %.1f s", time.monotonic() - started)
 
+    def _camera_on(self) -> bool:
+        return self.controller.state is CameraState.ON
+
+    def clip_counters(self) -> dict[str, Any]:
+        """Event clips for ``/api/status``: their format and what their writer did."""
+        counters = self.event_clips.counters() if self.event_clips is not None else self.recorder.counters()
+        return {"format": self.clip_format, **counters}
+
     def snapshot(self) -> bytes | None:
         """A current JPEG for MQTT and the button; None while the camera is off or silent."""
         timeout, max_age = self.config.camera.snapshot_timing()
@@ -192,8 +243,11 @@ class Appliance:
 
     def stats(self) -> dict[str, Any]:
         """The figures MQTT sensors publish periodically."""
+        recording = self.recordings.status() if self.recordings is not None else None
         return {"fps": self.pipeline.stats().fps, "viewers": self.broadcaster.viewers,
-                "state": self.controller.state.value}
+                "state": self.controller.state.value,
+                "recording": None if recording is None else "ok" if recording["fault"] is None else "fault",
+                "recording_fault": None if recording is None else recording["fault"]}
 
     def integrations(self) -> dict[str, Any]:
         """MQTT and GPIO as /api/status reports them: the first thing to check when HA shows nothing."""
@@ -203,7 +257,9 @@ class Appliance:
         gpio = {"configured": self.panel.configured, "button": self.panel.button is not None,
                 "led": self.panel.led is not None}
         rtsp = self.rtsp.status() if self.rtsp is not None else rtsp_service.off_status(self.rtsp_reason)
-        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp}
+        recording = self.recordings.status() if self.recordings is not None else {
+            "enabled": False, "reason": self.recordings_reason}
+        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "recording": recording}
 
     def health(self) -> tuple[bool, str]:
         """What the systemd watchdog is fed on: the capture loop, and the web server answering a request."""

@@ -1,6 +1,7 @@
 """Shared fixtures: an appliance served for real on loopback, built per test; and the markers' needs.
 
-A test marked ``broker``, ``browser``, ``camera``, ``deploy``, ``rtsp`` or ``root`` needs a system tool or root.
+A test marked ``broker``, ``browser``, ``camera``, ``deploy``, ``rtsp``, ``recording`` or ``root`` needs a system
+tool or root.
 Where it is missing the test is skipped with the reason, except under ``CI=true``: there a missing tool is a
 failure, so CI can never pass by skipping.
 """
@@ -29,6 +30,7 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     and shutil.which("gcc") else "debootstrap or gcc is missing",
     "rtsp": lambda: _rtsp_problem(),
     "root": lambda: None if os.geteuid() == 0 else "needs root",
+    "recording": lambda: None if shutil.which("ffprobe") else "ffmpeg is not installed (apt-get install ffmpeg)",
 }
 
 

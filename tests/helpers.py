@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -151,6 +152,25 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None, "not a decodable JPEG"
     return image
+
+
+def decode_mp4(data: bytes) -> list[np.ndarray]:
+    """Every frame of an MP4 file, decoded (BGR), in order."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+
+
+def clip_pictures(app: Any, event_id: str) -> list[np.ndarray]:
+    """Every picture of an event's clip as the server gives it: an MP4 clip's frames, decoded, or a
+    Motion-JPEG clip's JPEGs one by one."""
+    base = f"{app.url}/api/events/{event_id}"
+    clip = requests.get(base, timeout=10).json()["clip"]
+    if clip.get("format") == "mp4":
+        return decode_mp4(requests.get(base + "/clip.mp4", timeout=10).content)
+    frames = requests.get(base + "/clip.json", timeout=10).json()["frames"]
+    return [decode_jpeg(requests.get(f"{base}/clip/{number}.jpg", timeout=10).content) for number in range(frames)]
 
 
 class MjpegSource:
@@ -378,7 +398,7 @@ def start_scene(start_appliance: Any, tmp_path: Path, clip: dict[str, Any] | Non
     """An appliance on a SceneCamera (or ``camera_backend``), switched on: (the appliance, its camera,
     a live-feed subscription)."""
     camera = camera_backend or SceneCamera(make_config(tmp_path).camera)
-    events = {"clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10, **(clip or {})}}
+    events = {**sections.pop("events", {}), "clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10, **(clip or {})}}
     app = start_appliance(backend=camera, motion=SCENE_MOTION, events=events, **sections)
     feed = app.live.subscribe()
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()

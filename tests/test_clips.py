@@ -1,4 +1,6 @@
-"""Event clips over the real server: pre- and post-roll, pace, the AVI download, limits and deletes.
+"""Motion-JPEG event clips over the real server: pre- and post-roll, pace, the AVI download, limits
+and deletes. They are what earlier versions kept (and still replay after an upgrade) and what
+``events.clip.format: mjpeg`` keeps where PyAV cannot run; MP4 clips are tests/test_recording.py's.
 
 The camera is a still scene in which a square moves only while the test says so, so the event's
 start and end, and so the clip's expected frames, are known.
@@ -30,7 +32,8 @@ from tests.helpers import (
 )
 
 PRE, POST, FPS = 1.0, 1.0, 10.0  # start_scene's clip settings; the clip's size stays 640x360 at most
-SHORT = {"pre_seconds": 0.5, "post_seconds": 0.5}
+MJPEG = {"format": "mjpeg"}
+SHORT = {"pre_seconds": 0.5, "post_seconds": 0.5, **MJPEG}
 """For tests of plumbing, not of the rolls' lengths: every second of a clip is a second of waiting."""
 
 
@@ -40,7 +43,7 @@ def status(app: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def scene(start_appliance: Any, tmp_path: Path) -> tuple[Any, SceneCamera, queue.Queue[Any]]:
-    return start_scene(start_appliance, tmp_path)
+    return start_scene(start_appliance, tmp_path, clip=MJPEG)
 
 
 def test_an_event_records_its_pre_and_post_roll_and_nothing_is_encoded_before(scene: Any, tmp_path: Path) -> None:

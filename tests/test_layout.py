@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"capture", "h264"},  # the capture thread: detector, overlay, JPEG encode, broadcast; the one H.264 encode
     {"history"},                                  # events, snapshots and clips on disk
     {"state", "dispatch", "controller", "health"},  # the one owner of on/off and its news
-    {"web", "mqtt", "panel", "rtsp"},             # the callers and listeners of the controller, the RTSP stream
+    {"web", "mqtt", "panel", "rtsp", "recording"},  # the controller's callers and listeners: RTSP, recordings
     {"app", "runtime", "__main__"},               # what builds and wires the rest
 ]
 LAYER = {unit: number for number, units in enumerate(LAYERS) for unit in units}

@@ -21,6 +21,7 @@ from appliance.config import CameraSettings, PictureSettings
 from appliance.runtime import Appliance
 from tests.helpers import (
     SceneCamera,
+    clip_pictures,
     decode_jpeg,
     iter_mjpeg,
     make_config,
@@ -104,7 +105,7 @@ def test_each_orientation_reaches_the_stream_snapshots_events_and_clips(
     snapshot = decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content)
     record = scene_event(app, camera, feed, still_frames=6, moving_frames=8)
     event = decode_jpeg(requests.get(f"{app.url}/api/events/{record['id']}/snapshot.jpg", timeout=10).content)
-    clip = decode_jpeg(requests.get(f"{app.url}/api/events/{record['id']}/clip/0.jpg", timeout=10).content)
+    clip = clip_pictures(app, record["id"])[0]  # MP4 (the default): decoded
     for name, image in (("stream", streamed), ("snapshot", snapshot), ("event", event), ("clip", clip)):
         assert (image.shape[1], image.shape[0]) == size, name
         assert green_corner(image) == corner, name
@@ -124,13 +125,13 @@ def test_masks_are_black_in_every_output_and_hide_motion(start_appliance: Any, t
     assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 2, timeout=5)
     record = scene_event(app, camera, feed, still_frames=8, moving_frames=16)  # the square crosses both halves
     assert record["box"]["x"] >= 0.5 * 320 - 2, record["box"]  # motion found only where it may be seen
-    outputs = {"snapshot": requests.get(app.url + "/snapshot.jpg", timeout=10).content,
-               "event": requests.get(f"{app.url}/api/events/{record['id']}/snapshot.jpg", timeout=10).content,
-               "clip": requests.get(f"{app.url}/api/events/{record['id']}/clip/0.jpg", timeout=10).content}
+    outputs = {"snapshot": decode_jpeg(requests.get(app.url + "/snapshot.jpg", timeout=10).content),
+               "event": decode_jpeg(requests.get(f"{app.url}/api/events/{record['id']}/snapshot.jpg",
+                                                 timeout=10).content),
+               "clip": clip_pictures(app, record["id"])[0]}
     with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as stream:
-        outputs["stream"] = next(iter_mjpeg(stream))[1]
-    for name, jpeg in outputs.items():
-        image = decode_jpeg(jpeg)
+        outputs["stream"] = decode_jpeg(next(iter_mjpeg(stream))[1])
+    for name, image in outputs.items():
         masked, open_half = image[:, : image.shape[1] // 2 - 4], image[:, image.shape[1] // 2 + 4:]
         assert masked.max() <= 24, f"{name}: the mask is not black ({masked.max()})"  # JPEG noise at the edge
         assert open_half.mean() > 60, name
@@ -192,21 +193,23 @@ def test_picture_settings_survive_a_restart_and_bad_config_controls_stop_start_u
         Appliance(make_config(tmp_path / "other", picture={"controls": {"sharpness": 2}}))
 
 
+@pytest.mark.parametrize("kind", ["mp4", "mjpeg"])
 def test_a_mask_drawn_just_before_an_event_hides_its_area_in_the_whole_clip_pre_roll_included(
-        start_appliance: Any, tmp_path: Path) -> None:
-    """The pre-roll ring holds frames taken before the mask was drawn: an event that starts right
-    after must not store them with the neighbour's garden in view."""
-    app, camera, feed = start_scene(start_appliance, tmp_path, clip={"pre_seconds": 1.0, "post_seconds": 0.3},
+        start_appliance: Any, tmp_path: Path, kind: str) -> None:
+    """The pre-roll ring (encoded packets for MP4, raw frames for Motion-JPEG) holds frames taken
+    before the mask was drawn: an event that starts right after must not store them with the
+    neighbour's garden in view."""
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip={"pre_seconds": 1.0, "post_seconds": 0.3,
+                                                                     "format": kind},
                                     overlay={"timestamp": False})
     assert app.pipeline.wait_for_frames(30, timeout=10)  # a full second of pre-roll, unmasked
     left = {"name": "neighbour", "points": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}
     assert settings(app, {"masks": [left]}).status_code == 200
     record = scene_event(app, camera, feed, still_frames=1, moving_frames=16)  # the event starts at once
-    frames = requests.get(f"{app.url}/api/events/{record['id']}/clip.json", timeout=10).json()["frames"]
-    assert frames >= 3
-    for number in range(frames):
-        image = decode_jpeg(requests.get(f"{app.url}/api/events/{record['id']}/clip/{number}.jpg",
-                                         timeout=10).content)
+    assert record["clip"]["format"] == kind
+    pictures = clip_pictures(app, record["id"])
+    assert len(pictures) >= 3
+    for number, image in enumerate(pictures):
         masked = image[:, : image.shape[1] // 2 - 4]
         assert masked.max() <= 24, f"clip frame {number} shows what the mask hides ({masked.max()})"
 

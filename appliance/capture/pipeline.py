@@ -34,7 +34,7 @@ from appliance.capture.encoder import EncodeError, choose_encoder
 from appliance.capture.overlay import draw_overlay
 from appliance.capture.picture import PictureControl, PictureStage
 from appliance.capture.video import VideoFrame, VideoSink
-from appliance.config import AppConfig, MotionSettings, Zone
+from appliance.config import AppConfig, Mask, MotionSettings, Zone
 from appliance.motion.detector import MotionDetector
 from appliance.motion.events import EventChange, MotionEventTracker, MotionResult
 
@@ -328,7 +328,8 @@ class CapturePipeline:
                 self._clips.offer(frame, result, motion.zones if motion.enabled else (), now, motion.enabled,
                                   wanted.masks)
             if self._video is not None and self._video.wants_frame(now):  # before the overlay, too
-                self._offer_video(self._video, frame, result, motion.zones if motion.enabled else (), now)
+                self._offer_video(self._video, frame, result, motion.zones if motion.enabled else (), now,
+                                  wanted.masks)
             starting = change is not None and change.kind == "start"
             want_stream = now >= next_encode and self._broadcaster.wants_frames()
             want_still = starting or self._broadcaster.wants_still()
@@ -342,13 +343,14 @@ class CapturePipeline:
 
     @staticmethod
     def _offer_video(video: VideoSink, frame: Frame, result: MotionResult | None, zones: Sequence[Zone],
-                     now: float) -> None:
+                     now: float, masks: Sequence[Mask]) -> None:
         """Give the video encoder its own copy of the clean frame, scaled to its size here (one pass)."""
         image = frame.image
         height, width = image.shape[:2]
         size = video.frame_size((width, height))
         copy = image.copy() if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        video.offer(VideoFrame(copy, frame.timestamp, now, result, tuple(zones), (size[0] / width, size[1] / height)))
+        video.offer(VideoFrame(copy, frame.timestamp, now, result, tuple(zones), (size[0] / width, size[1] / height),
+                               tuple(masks)))
 
     def _encode_and_publish(self, frame: Frame, result: MotionResult | None, want_stream: bool,
                             want_still: bool) -> bytes | None:

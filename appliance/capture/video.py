@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from appliance.config import Zone
+from appliance.config import Mask, Zone
 from appliance.motion.events import MotionResult
 
 
@@ -28,6 +28,7 @@ class VideoFrame:
     motion: MotionResult | None
     zones: Sequence[Zone]
     scale: tuple[float, float]  # capture-frame pixels to ``image`` pixels (motion boxes)
+    masks: tuple[Mask, ...] = ()  # the privacy masks the picture was taken under (a pre-roll drops older ones)
 
 
 class VideoSink(Protocol):

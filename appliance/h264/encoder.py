@@ -101,12 +101,15 @@ def encoder_options(codec: str, settings: RtspSettings) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Packet:
-    """One access unit in Annex B form, and the monotonic time its frame was captured (the server
-    stamps it with that)."""
+    """One access unit in Annex B form, the monotonic time its frame was captured (the server and
+    the recordings stamp it with that), the picture's size (a file starts anew when it changes) and
+    the privacy masks it was taken under (an event's pre-roll keeps none from before a change)."""
 
     data: bytes
     keyframe: bool
     captured_at: float = 0.0
+    size: tuple[int, int] = (0, 0)
+    masks: tuple[Any, ...] = ()
 
 
 class H264Encoder:
@@ -146,7 +149,7 @@ class H264Encoder:
             packets = self._context.encode(frame)
         except Exception as exc:
             raise H264Error(f"{self.codec} failed: {exc}") from exc
-        return [Packet(bytes(packet), packet.is_keyframe, captured_at) for packet in packets]
+        return [Packet(bytes(packet), packet.is_keyframe, captured_at, self.size) for packet in packets]
 
     def close(self) -> None:
         """Let the context go (the hardware encoder's buffers with it); frames still inside are dropped."""

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from appliance.capture.overlay import draw_overlay
 from appliance.capture.video import VideoFrame
@@ -55,8 +55,8 @@ class FeedStats:
 
 def encode_size(settings: RtspSettings, default_size: tuple[int, int] | None,
                 capture_size: tuple[int, int]) -> tuple[int, int]:
-    """The size H.264 is encoded at: ``rtsp.size``, else the default (the stream's or the camera's
-    configured size), else what the camera delivers; even, as 4:2:0 needs."""
+    """The size H.264 is encoded at: ``rtsp.size``, else the default (``stream.size``), else the
+    picture as the camera delivers it, turned by ``camera.rotation``; even, as 4:2:0 needs."""
     width, height = settings.size or default_size or capture_size
     return width // 2 * 2, height // 2 * 2
 
@@ -311,6 +311,8 @@ class H264Feed:
         draw_overlay(frame.image, frame.timestamp, frame.motion, self._overlay, scale=frame.scale, zones=frame.zones)
         packets = encoder.encode(frame.image, round((frame.captured_at - start_at) * CLOCK), keyframe,
                                  frame.captured_at)
+        if frame.masks:
+            packets = [replace(packet, masks=frame.masks) for packet in packets]
         now = self._monotonic()
         key = any(packet.keyframe for packet in packets)
         with self._cond:

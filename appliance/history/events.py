@@ -14,9 +14,14 @@ Built for an SD card in a Pi that loses power, has no real-time clock and fills 
 - On a full disk (``ENOSPC``) the oldest events go and the write is tried again; the store keeps
   ``min_free_bytes`` free for the rest of the system, and an error never reaches the camera.
 - A deleted event stays deleted, even if the event was still running and its end comes later.
-- A clip (``appliance.history.clip_files``) grows frame by frame while its event runs; every frame counts in
-  ``max_bytes`` at once, older events make room for it, and it goes with its event. One clip stops at
-  half of ``max_bytes`` (and at 1 GiB), so a flag flapping all day cannot push out every other event.
+- A clip grows frame by frame while its event runs; every frame counts in ``max_bytes`` at once,
+  older events make room for it, and it goes with its event. One clip stops at half of ``max_bytes``
+  (and at 1 GiB), so a flag flapping all day cannot push out every other event. A clip is an H.264
+  MP4 (``<id>.mp4``, ``appliance.h264.mp4``: fragmented, so one cut short by a power cut plays to its
+  last whole fragment once start-up has trimmed it) or, as earlier versions kept them and still may
+  without PyAV, Motion-JPEG frames with an index (``appliance.history.clip_files``); both replay.
+- When the disk is down to ``min_free_bytes``, ``make_room_first`` (continuous recordings on the same
+  disk) gives up space before any event goes.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from typing import Any, TypeVar
 from appliance.capture.clips import ClipFrame
 from appliance.capture.encoder import EncodeError
 from appliance.durable import durable_write, remove_leftovers
+from appliance.h264.encoder import Packet
+from appliance.h264.mp4 import Mp4Writer, probe, repair
 from appliance.history.clip_files import DATA_SUFFIX, INDEX_SUFFIX, ClipIndex, ClipWriter, clip_paths, read_index
 from appliance.motion.events import EventChange, new_event_id
 
@@ -47,6 +54,15 @@ EVENT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _WRITE_ATTEMPTS = 4  # a write that meets ENOSPC prunes the oldest events and tries again this often
 MAX_CLIP_BYTES = 1 << 30
 """A clip stops here whatever ``max_bytes`` allows: its AVI download must stay within AVI 1.0's sizes."""
+MP4_SUFFIX = ".mp4"
+
+
+def mp4_summary(writer: Mp4Writer, recording: bool) -> dict[str, Any]:
+    """An MP4 clip as an event's JSON shows it."""
+    width, height = writer.size
+    return {"format": "mp4", "frames": writer.frames, "seconds": round(writer.seconds, 2), "width": width,
+            "height": height, "fps": writer.fps, "bytes": writer.bytes, "recording": recording,
+            "started_at": round(writer.started_at, 3)}
 
 
 class UnknownEvent(KeyError):
@@ -57,15 +73,17 @@ class EventStore:
     """The events folder, with an in-memory index rebuilt from it at start-up."""
 
     def __init__(self, folder: Path, max_count: int, max_bytes: int, min_free_bytes: int = 0,
-                 free_bytes: Callable[[Path], int] | None = None) -> None:
+                 free_bytes: Callable[[Path], int] | None = None,
+                 make_room_first: Callable[[int], None] | None = None) -> None:
         self.folder = folder
+        self.make_room_first = make_room_first  # frees space on this disk before events go (recordings)
         self._max_count = max_count
         self._max_bytes = max_bytes
         self._min_free = min_free_bytes
         self._free_bytes = free_bytes or (lambda path: shutil.disk_usage(path).free)
         self._lock = threading.Lock()
         self._clip_grew = threading.Condition(self._lock)  # replays of a clip being recorded wait on it
-        self._clips: dict[str, ClipWriter] = {}  # clips being recorded
+        self._clips: dict[str, ClipWriter | Mp4Writer] = {}  # clips being recorded
         self._records: dict[str, dict[str, Any]] = {}
         self._sizes: dict[str, int] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()  # recent deletions, so late ends stay deleted
@@ -94,7 +112,7 @@ class EventStore:
                 path.unlink(missing_ok=True)
                 continue
             records[event_id] = record
-        for pattern in ("*.jpg", "*" + DATA_SUFFIX, "*" + INDEX_SUFFIX):
+        for pattern in ("*.jpg", "*" + DATA_SUFFIX, "*" + INDEX_SUFFIX, "*" + MP4_SUFFIX):
             for path in self.folder.glob(pattern):
                 if path.stem not in records:
                     log.warning("removing %s: no event record belongs to it", path.name)
@@ -116,21 +134,37 @@ class EventStore:
     def _loaded_clip(self, event_id: str, stored: Any) -> dict[str, Any] | None:
         """At start-up: a finished clip's summary is taken as stored (it was written after the clip's
         fsync), so start-up reads no clip of hundreds; one still recording when the power went is read
-        back from its index, keeping its whole frames."""
+        back from its index, keeping its whole frames; an MP4 one is trimmed to its last whole fragment."""
+        mp4 = self._mp4_path(event_id)
+        if mp4.exists():
+            if isinstance(stored, dict) and stored.get("recording") is False:
+                return stored
+            facts = probe(mp4) if repair(mp4) else None
+            if facts is None:
+                mp4.unlink(missing_ok=True)
+                return None
+            started = stored.get("started_at") if isinstance(stored, dict) else None
+            return {"format": "mp4", "frames": facts.frames, "seconds": round(facts.seconds, 2),
+                    "width": facts.width, "height": facts.height,
+                    "fps": stored.get("fps") if isinstance(stored, dict) else None,
+                    "bytes": mp4.stat().st_size, "recording": False, "started_at": started}
         if not all(path.exists() for path in clip_paths(self.folder, event_id)):
             return None
         if isinstance(stored, dict) and stored.get("recording") is False:
             return stored
         index = read_index(self.folder, event_id, check_frames=True)
-        return index.summary(recording=False) if index is not None and index.entries else None
+        return {**index.summary(recording=False), "format": "mjpeg"} if index is not None and index.entries else None
 
     def _paths(self, event_id: str) -> tuple[Path, Path]:
         if not isinstance(event_id, str) or not EVENT_ID.match(event_id):
             raise UnknownEvent(event_id)
         return self.folder / f"{event_id}.json", self.folder / f"{event_id}.jpg"
 
+    def _mp4_path(self, event_id: str) -> Path:
+        return self.folder / f"{event_id}{MP4_SUFFIX}"
+
     def _size_on_disk(self, event_id: str) -> int:
-        paths = (*self._paths(event_id), *clip_paths(self.folder, event_id))
+        paths = (*self._paths(event_id), *clip_paths(self.folder, event_id), self._mp4_path(event_id))
         return sum(path.stat().st_size for path in paths if path.exists())
 
     # --- writing -------------------------------------------------------------------------------
@@ -180,6 +214,11 @@ class EventStore:
         """Under the lock: keep ``min_free_bytes`` free for the rest of the system, oldest events first."""
         if self._min_free <= 0:
             return
+        if self.make_room_first is not None:
+            try:
+                self.make_room_first(needed)
+            except Exception:  # the recordings' own failure must not stop an event being kept
+                log.exception("the recordings could not make room on the disk")
         try:
             while self._free_bytes(self.folder) - needed < self._min_free and self._drop_oldest(keep, 1):
                 pass
@@ -205,9 +244,11 @@ class EventStore:
 
     def _remove(self, event_id: str, json_path: Path, jpg_path: Path) -> None:
         writer = self._clips.pop(event_id, None)
-        if writer is not None:
+        if isinstance(writer, Mp4Writer):
+            writer.abandon()
+        elif writer is not None:
             writer.close(sync=False)
-        for path in (jpg_path, *clip_paths(self.folder, event_id), json_path):
+        for path in (jpg_path, *clip_paths(self.folder, event_id), self._mp4_path(event_id), json_path):
             path.unlink(missing_ok=True)
         self._records.pop(event_id, None)
         self._sizes.pop(event_id, None)
@@ -231,8 +272,10 @@ class EventStore:
     def _clip_summary(self, event_id: str) -> dict[str, Any] | None:
         """Under the lock: the clip as the event's JSON shows it, live while it is being recorded."""
         writer = self._clips.get(event_id)
+        if isinstance(writer, Mp4Writer):
+            return mp4_summary(writer, recording=True)
         if writer is not None:
-            return writer.index.summary(recording=True)
+            return {**writer.index.summary(recording=True), "format": "mjpeg"}
         return self._records.get(event_id, {}).get("clip")
 
     def begin_clip(self, event_id: str, width: int, height: int, fps: float) -> bool:
@@ -258,20 +301,48 @@ class EventStore:
             return True
 
     def append_clip(self, event_id: str, jpeg: bytes, wall: float, mono: float) -> bool:
-        """Add a frame to a clip being recorded, making room in ``max_bytes`` and on the disk from the
-        oldest events. False when the clip is not recording (deleted, or it stopped at the limit).
+        """Add a frame to a Motion-JPEG clip being recorded, making room in ``max_bytes`` and on the
+        disk from the oldest events. False when the clip is not recording (deleted, or it stopped at
+        the limit).
 
         The frame goes to the page cache under the store's lock; the clip's fsync comes at its end,
         outside it (``finish_clip``), so a slow card does not hold up readers of the history."""
+        return self._grow(event_id, ClipWriter, len(jpeg) + 64, lambda writer: writer.append(jpeg, wall, mono))
+
+    def begin_mp4_clip(self, event_id: str, first: Packet, fps: float, wall_offset: float) -> bool:
+        """Open the MP4 clip of an event with its first access unit, a keyframe (``wall_offset``: the
+        wall clock minus the monotonic one, to date it). False when the event was deleted already or
+        has a clip. Raises OSError when the disk refuses even after pruning."""
+        self._paths(event_id)
+        with self._lock:
+            if event_id in self._deleted or event_id in self._clips or self._records.get(event_id, {}).get("clip"):
+                return False
+            self._make_room(65536 + len(first.data), keep=event_id)
+            path = self._mp4_path(event_id)
+
+            def open_writer() -> Mp4Writer:
+                path.unlink(missing_ok=True)  # what a failed try left
+                return Mp4Writer(path, first, fps, wall_offset)
+
+            writer = self._when_full_prune(open_writer, event_id, f"the clip of {event_id}")
+            self._clips[event_id] = writer
+            self._sizes[event_id] = self._sizes.get(event_id, 0) + writer.bytes
+            self._clip_grew.notify_all()
+            return True
+
+    def append_mp4_clip(self, event_id: str, packet: Packet) -> bool:
+        """Add an access unit to an MP4 clip being recorded; as ``append_clip``."""
+        return self._grow(event_id, Mp4Writer, len(packet.data) + 64, lambda writer: writer.append(packet))
+
+    def _grow(self, event_id: str, kind: type, needed: int, append: Callable[[Any], Any]) -> bool:
         with self._lock:
             writer = self._clips.get(event_id)
-            if writer is None:
+            if not isinstance(writer, kind):
                 return False
-            needed = len(jpeg) + 64
             full = writer.bytes + needed > min(self._max_bytes // 2, MAX_CLIP_BYTES)
             if full:
-                log.warning("the clip of %s stops at %d frames: one clip may take half of events.max_bytes, "
-                            "and 1 GiB at most", event_id, len(writer.index.entries))
+                log.warning("the clip of %s stops at %.0f s: one clip may take half of events.max_bytes, "
+                            "and 1 GiB at most", event_id, self._clip_summary(event_id)["seconds"])
         if full:
             self.finish_clip(event_id)
             return False
@@ -281,9 +352,9 @@ class EventStore:
             self._make_room(needed, keep=event_id)
             while sum(self._sizes.values()) + needed > self._max_bytes and self._drop_oldest(event_id, 1):
                 pass
-            added = self._when_full_prune(lambda: writer.append(jpeg, wall, mono), event_id,
-                                          f"the clip of {event_id}")
-            self._sizes[event_id] = self._sizes.get(event_id, 0) + added
+            before = writer.bytes
+            self._when_full_prune(lambda: append(writer), event_id, f"the clip of {event_id}")
+            self._sizes[event_id] = self._sizes.get(event_id, 0) + writer.bytes - before
             self._clip_grew.notify_all()
             return True
 
@@ -296,16 +367,23 @@ class EventStore:
             self._clip_grew.notify_all()
         if writer is None:
             return None
-        writer.close()
+        try:
+            writer.close()
+        except OSError as exc:  # the MP4's last fragment did not reach the disk: it plays to the one before
+            log.error("cannot finish the clip of %s: %s", event_id, exc)
         with self._lock:
             return self._record_clip(event_id, writer)
 
-    def _record_clip(self, event_id: str, writer: ClipWriter) -> dict[str, Any] | None:
+    def _record_clip(self, event_id: str, writer: ClipWriter | Mp4Writer) -> dict[str, Any] | None:
         """Under the lock: the finished clip's summary into its record, on disk too if the card takes it."""
         record = self._records.get(event_id)
         if record is None:
             return None
-        record = {**record, "clip": writer.index.summary(recording=False) if writer.index.entries else None}
+        if isinstance(writer, Mp4Writer):
+            summary = mp4_summary(writer, recording=False) if writer.frames else None
+        else:
+            summary = {**writer.index.summary(recording=False), "format": "mjpeg"} if writer.index.entries else None
+        record = {**record, "clip": summary}
         self._records[event_id] = record
         json_path, _ = self._paths(event_id)
         try:
@@ -315,13 +393,35 @@ class EventStore:
         self._sizes[event_id] = self._size_on_disk(event_id)
         return record
 
-    def clip(self, event_id: str) -> tuple[ClipIndex, Path, bool]:
-        """A clip to read: its index as it stands, its data file and whether it is still recording."""
+    def clip_format(self, event_id: str) -> str | None:
+        """``mp4``, ``mjpeg`` (kept by earlier versions, or without PyAV), or None: no clip."""
         self._paths(event_id)
         with self._lock:
             if event_id not in self._records:
                 raise UnknownEvent(event_id)
             writer = self._clips.get(event_id)
+            if writer is not None:
+                return "mp4" if isinstance(writer, Mp4Writer) else "mjpeg"
+            clip = self._records[event_id].get("clip")
+            return clip.get("format", "mjpeg") if isinstance(clip, dict) else None
+
+    def mp4_clip(self, event_id: str) -> tuple[Path, bool]:
+        """An MP4 clip to serve: its file, and whether it is still recording (it grows by fragments)."""
+        if self.clip_format(event_id) != "mp4":
+            raise UnknownEvent(event_id)
+        with self._lock:
+            return self._mp4_path(event_id), event_id in self._clips
+
+    def clip(self, event_id: str) -> tuple[ClipIndex, Path, bool]:
+        """A Motion-JPEG clip to read: its index as it stands, its data file and whether it is still
+        recording."""
+        self._paths(event_id)
+        with self._lock:
+            if event_id not in self._records:
+                raise UnknownEvent(event_id)
+            writer = self._clips.get(event_id)
+            if isinstance(writer, Mp4Writer):
+                raise UnknownEvent(event_id)
             if writer is not None:
                 index = writer.index
                 return ClipIndex(index.width, index.height, index.fps, list(index.entries)), writer.data_path, True
@@ -333,8 +433,8 @@ class EventStore:
     def wait_clip(self, event_id: str, frames: int, timeout: float) -> bool:
         """Wait until a recording clip has more than ``frames`` frames or ends; False on timeout."""
         with self._lock:
-            return self._clip_grew.wait_for(
-                lambda: event_id not in self._clips or len(self._clips[event_id].index.entries) > frames, timeout)
+            return self._clip_grew.wait_for(lambda: not isinstance(self._clips.get(event_id), ClipWriter)
+                                            or len(self._clips[event_id].index.entries) > frames, timeout)
 
     def close_clips(self) -> None:
         """Shutdown: clips still recording end where they are, durable."""

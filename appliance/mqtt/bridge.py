@@ -68,7 +68,7 @@ class MqttBridge:
     def __init__(self, settings: MqttSettings, controller: CameraController,
                  name: str, model: str, page_port: Callable[[], int], snapshot: Callable[[], bytes | None],
                  stats: Callable[[], dict[str, Any]], hostname: str | None = None,
-                 motion: MotionControl | None = None, public_url: str | None = None, clips: bool = False,
+                 motion: MotionControl | None = None, public_url: str | None = None, clips: str | None = None,
                  picture: PictureControl | None = None) -> None:
         if not settings.host:
             raise ValueError("mqtt.host is not set")
@@ -317,7 +317,8 @@ class MqttBridge:
         }
         if self._clips:  # the clip is being recorded from the start: its address holds from now on
             base = self._configuration_url().rstrip("/")
-            body["clip"] = f"{base}/api/events/{event.id}/clip.mjpg"
+            body["clip"] = f"{base}/api/events/{event.id}/clip.mp4" if self._clips == "mp4" \
+                else f"{base}/api/events/{event.id}/clip.mjpg"
             body["clip_download"] = f"{base}/api/events/{event.id}/clip"
         if jpeg is not None:
             self._publish(topics.snapshot, jpeg, retain=True)

@@ -17,7 +17,7 @@ from appliance.history.events import EventStore, UnknownEvent
 from appliance.web.api import camera_body, status_body
 from appliance.web.fanout import BOUNDARY
 from appliance.web.live import CLOSED, TooManyClients
-from appliance.web.services import NO_CACHE, Services, json_error
+from appliance.web.services import NO_CACHE, Services, json_error, send_video
 
 bp = Blueprint("history", __name__)
 
@@ -40,6 +40,18 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _with_footage(services: Services, record: dict[str, Any]) -> dict[str, Any]:
+    """The event, and where its start is in the continuous recording when that holds it."""
+    if services.recordings is None or not isinstance(record.get("started_at"), int | float):
+        return record
+    found = services.recordings.covering(float(record["started_at"]))
+    if found is None:
+        return record
+    segment, offset = found
+    return {**record, "footage": {"url": f"/api/recordings/{segment.name}", "offset": round(offset, 2),
+                                  "start": segment.start}}
+
+
 @bp.get("/api/events")
 def list_events() -> Response:
     """Newest first: ``?limit=`` (1..200, default 50) and ``?offset=``."""
@@ -50,13 +62,15 @@ def list_events() -> Response:
     except ValueError as exc:
         return json_error(400, str(exc))
     events, total = services.events.list(offset, limit)
+    events = [_with_footage(services, event) for event in events]
     return jsonify({"events": events, "total": total, "offset": offset, "limit": limit})
 
 
 @bp.get("/api/events/<event_id>")
 def get_event(event_id: str) -> Response:
+    services = Services.of()
     try:
-        return jsonify(Services.of().events.get(event_id))
+        return jsonify(_with_footage(services, services.events.get(event_id)))
     except UnknownEvent:
         return json_error(404, f"no event {event_id!r}")
 
@@ -68,6 +82,25 @@ def event_snapshot(event_id: str) -> Response:
     except UnknownEvent:
         return json_error(404, f"no snapshot for event {event_id!r}")
     return Response(jpeg, mimetype="image/jpeg", headers=KEEP)
+
+
+@bp.get("/api/events/<event_id>/clip.mp4")
+def clip_mp4(event_id: str) -> Response:
+    """The event's clip as H.264 MP4, with range requests: a ``<video>`` plays and seeks it, on
+    phones too. A clip being recorded is sent as far as it is written (fragment by fragment)."""
+    events = Services.of().events
+    try:
+        path, recording = events.mp4_clip(event_id)
+    except UnknownEvent:
+        try:
+            kind = events.clip_format(event_id)
+        except UnknownEvent:
+            kind = None
+        if kind == "mjpeg":
+            return json_error(404, f"the clip of {event_id!r} is Motion-JPEG (kept before MP4 clips, or without "
+                                   "PyAV): play clip.mjpg, download clip")
+        return json_error(404, f"no clip for event {event_id!r}")
+    return send_video(path, recording)
 
 
 def _open_clip(event_id: str) -> tuple[Any, BinaryIO, bool] | Response:
@@ -170,7 +203,14 @@ def clip_frame(event_id: str, number: int) -> Response:
 
 @bp.get("/api/events/<event_id>/clip")
 def clip_download(event_id: str) -> Response:
-    """The clip as a Motion-JPEG AVI file (no re-encode), for VLC, mpv, ffmpeg or a desktop player."""
+    """The clip to keep: the MP4 as it is, or an earlier Motion-JPEG clip as an AVI file (no
+    re-encode either way), for any player."""
+    events = Services.of().events
+    try:
+        path, recording = events.mp4_clip(event_id)
+        return send_video(path, recording, download_name=f"{event_id}.mp4")
+    except UnknownEvent:
+        pass
     opened = _open_clip(event_id)
     if isinstance(opened, Response):
         return opened

@@ -6,9 +6,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, send_file
 from werkzeug.wrappers import Response
 
 from appliance import __version__
@@ -18,6 +19,7 @@ from appliance.config import AppConfig
 from appliance.controller import CameraController
 from appliance.history.events import EventStore
 from appliance.motion.control import MotionControl
+from appliance.recording.folder import RecordingsFolder
 from appliance.web.live import LiveFeed
 
 
@@ -63,6 +65,7 @@ class Services:
     stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: replays end
     clip_viewers: Gate = field(default_factory=lambda: Gate(4))
     picture: PictureControl | None = None
+    recordings: RecordingsFolder | None = None  # continuous recording and timelapses, when enabled
 
     @classmethod
     def of(cls, app: Flask | None = None) -> Services:
@@ -78,4 +81,21 @@ def json_error(status: int, message: str, retry_after: int | None = None, **extr
     response.status_code = status
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def send_video(path: Path, growing: bool, download_name: str | None = None) -> Response:
+    """An MP4 file with range requests (a player seeks by them), cached for a day once finished; a
+    file that grows (a clip being recorded) is sent as it is now, never cached. 404 when it went
+    (deleted, or pruned for space) before it could be opened."""
+    try:
+        response = send_file(path, mimetype="video/mp4", conditional=True, etag=not growing,
+                             as_attachment=download_name is not None, download_name=download_name,
+                             max_age=None if growing else 86400)
+    except FileNotFoundError:
+        return json_error(404, f"{path.name} is gone (deleted, or removed to make room)")
+    if growing:
+        response.headers.update(NO_CACHE)
+    else:
+        response.headers["Cache-Control"] = "private, max-age=86400"
     return response

@@ -19,6 +19,15 @@ const motion = $("motion-indicator");
 const errorText = $("camera-error");
 const eventsList = $("events");
 const eventsEmpty = $("events-empty");
+const recSection = $("recordings");
+const recDay = $("rec-day");
+const recTimeline = $("rec-timeline");
+const recPlayer = $("rec-player");
+const recFault = $("rec-fault");
+const recNow = $("rec-now");
+let recSegments = [];
+let recReloadTimer = null;
+let recLoadedDay = null;
 
 let current = { on: document.body.dataset.on === "true", state: document.body.dataset.state };
 let streaming = false;
@@ -148,6 +157,7 @@ function renderMotion(active) {
 }
 
 function renderStats(s) {
+  renderRecordingStatus(s.recording);
   $("fps").textContent = (s.fps || 0).toFixed(1);
   $("viewers").textContent = s.viewers ?? 0;
   if (s.rtsp && s.rtsp.enabled && $("rtsp-clients")) $("rtsp-clients").textContent = s.rtsp.clients ?? 0;
@@ -165,7 +175,10 @@ function stopClip(li) {
   if (!li || li.dataset.playing !== "true") return;
   clearTimeout(li.clipTimer);
   li.dataset.playing = "false";
+  const video = li.querySelector("video");
+  if (video) { video.pause(); video.removeAttribute("src"); video.load(); video.remove(); }
   const img = li.querySelector("img");
+  img.hidden = false;
   if (li.dataset.snapshot === "true") img.src = li.dataset.thumbnail;
   else img.removeAttribute("src");
 }
@@ -177,10 +190,29 @@ function playClip(li, ev) {
   stopAllClips();  // one replay at a time: each holds a connection
   li.dataset.playing = "true";
   li.dataset.clipFrame = "0";
+  if (ev.clip.format === "mp4") { playVideo(li, ev); return; }
   if (viewMode() === "snapshots") { playFrames(li, ev); return; }
   li.querySelector("img").src = eventUrl(ev, "/clip.mjpg") + "?t=" + Date.now();
   // The <img> keeps the last picture when the replay ends: show the thumbnail again after it.
   li.clipTimer = setTimeout(() => stopClip(li), (ev.clip.seconds + 1.5) * 1000);
+}
+
+// An MP4 clip plays in a <video> in place of the thumbnail, on every browser and phone; the player
+// seeks with range requests. It goes back to the thumbnail when it ends or on a second click.
+function playVideo(li, ev) {
+  const img = li.querySelector("img");
+  const video = document.createElement("video");
+  video.className = "clip-video";
+  video.controls = true;
+  video.muted = true;  // there is no sound; muted lets every browser start it at once
+  video.playsInline = true;
+  video.autoplay = true;
+  video.preload = "auto";
+  video.src = eventUrl(ev, "/clip.mp4") + (ev.clip.recording ? "?t=" + Date.now() : "");
+  video.addEventListener("ended", () => { li.clipTimer = setTimeout(() => stopClip(li), 1500); });
+  video.addEventListener("error", () => stopClip(li));
+  img.hidden = true;
+  img.after(video);
 }
 
 // Where MJPEG does not play (iOS WebKit), the clip's frames are shown one by one at their times; a
@@ -250,12 +282,22 @@ function eventItem(ev) {
     const length = document.createElement("a");
     length.className = "clip";
     length.href = eventUrl(ev, "/clip");
-    length.download = ev.id + ".avi";
+    length.download = ev.id + (clip.format === "mp4" ? ".mp4" : ".avi");
     length.title = "Download the clip (" + clip.frames + " pictures" + (clip.recording ? ", still recording" : "") + ")";
     length.textContent = clip.recording ? "● recording" : "⬇ " + Math.round(clip.seconds) + " s clip";
     length.dataset.recording = String(Boolean(clip.recording));
-    meta.append(when, length, del);
-  } else meta.append(when, del);
+    meta.append(when, length);
+  } else meta.append(when);
+  if (ev.footage) {  // its moment in the continuous recording
+    const footage = document.createElement("a");
+    footage.className = "footage";
+    footage.href = "#recordings";
+    footage.textContent = "⏵ recording";
+    footage.title = "Play the continuous recording from this moment";
+    footage.addEventListener("click", (e) => { e.preventDefault(); playRecording(ev.footage.url, ev.footage.offset, ev.started_at); });
+    meta.append(footage);
+  }
+  meta.append(del);
   li.append(img, meta);
   return li;
 }
@@ -267,6 +309,11 @@ function addEvent(ev) {
   else eventsList.prepend(eventItem(ev));
   while (eventsList.children.length > 24) eventsList.lastElementChild.remove();
   eventsEmpty.hidden = true;
+  // Today's timeline gains the event (and the footage around it) a moment later.
+  if (recSection && !recSection.hidden && recDay.value === dayValue(Date.now() / 1000)) {
+    clearTimeout(recReloadTimer);
+    recReloadTimer = setTimeout(loadRecordings, 2000);
+  }
 }
 
 async function loadEvents() {
@@ -641,3 +688,101 @@ connectEvents();
     }
   });
 })();
+
+// --- recordings: a day's continuous footage on a timeline, events marked on it, timelapses -------
+
+function localDayStart(value) {  // "2026-12-06" -> epoch seconds of that local midnight
+  const [y, m, d] = value.split("-").map(Number);
+  return new Date(y, m - 1, d).getTime() / 1000;
+}
+
+function dayValue(epoch) {
+  const d = new Date(epoch * 1000);
+  return d.getFullYear() + "-" + String(d.getMonth() + 1).padStart(2, "0") + "-" + String(d.getDate()).padStart(2, "0");
+}
+
+function renderRecordingStatus(rec) {
+  if (!recSection) return;
+  const on = Boolean(rec && ((rec.continuous && rec.continuous.enabled) || (rec.timelapse && rec.timelapse.enabled)));
+  const wasHidden = recSection.hidden;
+  recSection.hidden = !on;
+  recFault.hidden = !(rec && rec.fault);
+  recFault.textContent = rec && rec.fault ? "Recording fault: " + rec.fault : "";
+  if (on && wasHidden) loadRecordings();
+}
+
+async function loadRecordings() {
+  if (!recDay.value) recDay.value = dayValue(Date.now() / 1000);
+  const start = localDayStart(recDay.value);
+  const end = start + 86400;
+  let body;
+  try {
+    const r = await fetch("/api/recordings?start=" + start + "&end=" + end);
+    if (!r.ok) return;
+    body = await r.json();
+  } catch (e) { return; }
+  recLoadedDay = recDay.value;
+  recSegments = body.continuous;
+  const place = (el, from, to) => {
+    el.style.left = (Math.max(0, from - start) / 864) + "%";
+    el.style.width = Math.max(0.15, (Math.min(end, to) - Math.max(start, from)) / 864) + "%";
+  };
+  const parts = body.continuous.map((seg) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "segment";
+    b.title = new Date(seg.start * 1000).toLocaleTimeString() + " · " + Math.round(seg.seconds) + " s";
+    place(b, seg.start, seg.start + seg.seconds);
+    b.addEventListener("click", () => playRecording(seg.url, 0, seg.start));
+    return b;
+  });
+  const marks = body.events.filter((ev) => ev.kind === "motion").map((ev) => {
+    const m = document.createElement("button");
+    m.type = "button";
+    m.className = "event-mark";
+    m.title = "Motion at " + new Date(ev.start * 1000).toLocaleTimeString();
+    place(m, ev.start, (ev.end || ev.start) + 1);
+    m.addEventListener("click", () => {
+      const seg = recSegments.find((s) => s.start <= ev.start && ev.start < s.start + s.seconds);
+      if (seg) playRecording(seg.url, ev.start - seg.start, seg.start);
+    });
+    return m;
+  });
+  recTimeline.replaceChildren(...parts, ...marks);
+  $("rec-empty").hidden = body.continuous.length > 0;
+  const list = $("rec-timelapses");
+  list.replaceChildren(...body.timelapse.map((t) => {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = t.url;
+    a.textContent = "Timelapse from " + formatTime(t.start) + " (" + Math.round(t.seconds) + " s)";
+    a.addEventListener("click", (e) => { e.preventDefault(); playRecording(t.url, 0, null); });
+    li.append(a);
+    return li;
+  }));
+}
+
+// Plays one file from ``offset`` s; at its end the next segment of the day follows on.
+function playRecording(url, offset, startedAt) {
+  if (recSection.hidden) return;
+  if (startedAt && dayValue(startedAt) !== recLoadedDay) { recDay.value = dayValue(startedAt); loadRecordings(); }
+  recPlayer.hidden = false;
+  recPlayer.dataset.url = url;
+  recNow.textContent = startedAt ? "From " + formatTime(startedAt + offset) : "";
+  recPlayer.src = url;
+  recPlayer.addEventListener("loadedmetadata", () => {
+    if (offset > 0) recPlayer.currentTime = Math.min(offset, Math.max(0, recPlayer.duration - 0.1));
+    recPlayer.play().catch(() => {});
+  }, { once: true });
+  recSection.scrollIntoView({ behavior: "smooth", block: "nearest" });
+}
+
+if (recPlayer) {
+  recPlayer.addEventListener("ended", () => {
+    const at = recSegments.findIndex((s) => s.url === recPlayer.dataset.url);
+    const next = at >= 0 ? recSegments[at + 1] : null;
+    if (next && next.start - (recSegments[at].start + recSegments[at].seconds) < 2) playRecording(next.url, 0, next.start);
+  });
+  recDay.addEventListener("change", loadRecordings);
+  $("rec-refresh").addEventListener("click", loadRecordings);
+}
