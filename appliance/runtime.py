@@ -140,7 +140,7 @@ class Appliance:
                                    snapshot=self.snapshot, stats=self.stats, motion=self.motion,
                                    public_url=config.server.public_url,
                                    clips=self.clip_format if config.events.clip.enabled else None,
-                                   picture=self.picture)
+                                   picture=self.picture, recording=self.recordings is not None)
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,
@@ -193,6 +193,8 @@ class Appliance:
         self._stoppers.append(Services.of(self.app).stopping.set)  # and clip replays
         self._stoppers.append(self.controller.shutdown)
         if self.mqtt is not None:
+            if self.recordings is not None:
+                self.recordings.folder.on_change = self.mqtt.publish_stats  # a fault is news at once
             self.mqtt.start()
             self._stoppers.append(self.mqtt.stop)  # stopped first: says offline before the camera goes
         if self.panel.start():

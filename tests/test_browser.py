@@ -221,8 +221,93 @@ def set_shown(page: Page, shown: bool) -> None:
     }""", shown)
 
 
-def test_clicking_an_event_plays_its_clip_in_place(start_appliance: Any, page: Page, tmp_path: Path) -> None:
+def video_state(page: Page, selector: str) -> dict[str, Any]:
+    return page.evaluate("""selector => {
+        const video = document.querySelector(selector);
+        if (!video) return null;
+        return { time: video.currentTime, frames: video.getVideoPlaybackQuality().totalVideoFrames,
+                 duration: video.duration, paused: video.paused, error: video.error && video.error.code,
+                 src: video.currentSrc };
+    }""", selector)
+
+
+def wait_for_video(page: Page, selector: str, check: Any, timeout: float = 15) -> dict[str, Any]:
+    """Poll the <video>'s state (evaluate: the page's CSP forbids Playwright's wait_for_function)."""
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        state = video_state(page, selector)
+        if state is not None and check(state):
+            return state
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{selector}: {state}")
+
+
+def test_an_mp4_clip_plays_in_a_video_element_and_seeks_by_range(start_appliance: Any, page: Page,
+                                                                 tmp_path: Path) -> None:
     app, camera, feed = start_scene(start_appliance, tmp_path)
+    clip = scene_event(app, camera, feed, moving_frames=40)["clip"]
+    assert clip["format"] == "mp4"
+    ranges: list[str] = []
+    page.on("request", lambda request: ranges.append(request.headers.get("range", ""))
+            if "/clip.mp4" in request.url else None)
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    item = page.locator("#events li").first
+    expect(item).to_have_attribute("data-clip", "true")
+    expect(item.locator("a.clip")).to_have_attribute("download", re.compile(r"\.mp4$"))
+    item.locator("img").click()
+    expect(item).to_have_attribute("data-playing", "true")
+    expect(item.locator("video")).to_be_visible()
+    expect(item.locator("img")).to_be_hidden()
+    played = wait_for_video(page, "#events video", lambda v: v["time"] > 1.0 and v["frames"] > 10)
+    assert played["error"] is None and abs(played["duration"] - clip["seconds"]) < 0.5
+    # Seek back: the player asks for the bytes it needs by range, the server answers 206.
+    page.evaluate("""() => { const v = document.querySelector("#events video"); v.pause(); v.currentTime = 0.4; }""")
+    sought = wait_for_video(page, "#events video", lambda v: abs(v["time"] - 0.4) < 0.05)
+    assert sought["error"] is None
+    assert any(value.startswith("bytes=") for value in ranges), ranges
+    answer = requests.get(app.url + "/api/events/" + clip_id(page) + "/clip.mp4", headers={"Range": "bytes=0-1"},
+                          timeout=5)
+    assert answer.status_code == 206
+    page.evaluate("""() => document.querySelector("#events video").play()""")
+    # At its end the thumbnail comes back and the <video> (and its connection) goes.
+    expect(item).to_have_attribute("data-playing", "false", timeout=int((clip["seconds"] + 5) * 1000))
+    expect(item.locator("video")).to_have_count(0)
+    expect(item.locator("img")).to_be_visible()
+
+
+def clip_id(page: Page) -> str:
+    return page.locator("#events li").first.get_attribute("data-id") or ""
+
+
+def test_the_recordings_timeline_plays_footage_from_an_event_on(start_appliance: Any, page: Page,
+                                                                tmp_path: Path) -> None:
+    app, camera, feed = start_scene(start_appliance, tmp_path,
+                                    recording={"continuous": {"enabled": True, "segment_seconds": 2}})
+    assert app.pipeline.wait_for_frames(60, timeout=10)  # a few segments before the event
+    record = scene_event(app, camera, feed, still_frames=10, moving_frames=20)
+    assert app.recordings is not None
+    assert app.recordings.folder.covering(record["started_at"]) is not None
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("#recordings")).to_be_visible()
+    assert page.locator("#rec-timeline .segment").count() >= 3
+    expect(page.locator("#rec-timeline .event-mark")).to_have_count(1)
+    expect(page.locator("#rec-fault")).to_be_hidden()
+    item = page.locator("#events li").first
+    expect(item.locator("a.footage")).to_be_visible()
+    item.locator("a.footage").click()
+    expect(page.locator("#rec-player")).to_be_visible()
+    segment, offset = app.recordings.folder.covering(record["started_at"])
+    state = wait_for_video(page, "#rec-player", lambda v: v["frames"] > 5 and not v["paused"])
+    assert state["src"].endswith(segment.name) and state["time"] >= offset - 0.2
+    # At the segment's end the next one follows on.
+    following = wait_for_video(page, "#rec-player", lambda v: not v["src"].endswith(segment.name), timeout=10)
+    assert following["error"] is None
+
+
+def test_clicking_an_event_plays_its_clip_in_place(start_appliance: Any, page: Page, tmp_path: Path) -> None:
+    """A Motion-JPEG clip (kept by earlier versions, or without PyAV) replays in the thumbnail's place."""
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip={"format": "mjpeg"})
     seconds = scene_event(app, camera, feed, moving_frames=40)["clip"]["seconds"]
     page.goto(app.url + "/", wait_until="domcontentloaded")
     item = page.locator("#events li").first
@@ -366,8 +451,8 @@ def test_chromium_finds_the_page_installable(start_appliance: Any, browser: Brow
 def test_where_mjpeg_does_not_play_a_clip_plays_frame_by_frame(start_appliance: Any, browser: Browser,
                                                                 tmp_path: Path) -> None:
     """iOS WebKit shows only the first picture of an MJPEG clip too: in snapshot mode the page shows
-    the clip's frames one by one, at their times."""
-    app, camera, feed = start_scene(start_appliance, tmp_path)
+    the clip's frames one by one, at their times (Motion-JPEG clips; MP4 plays in a <video> there)."""
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip={"format": "mjpeg"})
     clip = scene_event(app, camera, feed)["clip"]
     context = browser.new_context(user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) "
                                   "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",

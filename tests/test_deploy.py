@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -86,13 +88,17 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
             "appliance_port": port,
             "appliance_rtsp": True,
             "appliance_rtsp_port": rtsp_port,
+            # Recording to a "share": a tmpfs stands in for the NFS or SMB one (same mount unit, same paths).
+            "appliance_recording_continuous": True,
+            "appliance_recording_nas": {"what": "tmpfs", "type": "tmpfs", "where": "/srv/recordings",
+                                        "options": "size=256m,mode=1777"},
             "appliance_mqtt_host": "127.0.0.1",
             "appliance_mqtt_port": tls_port,
             "appliance_mqtt_tls": True,
             "appliance_mqtt_tls_ca_file": str(certs / "ca.crt"),
             "appliance_mqtt_username": "camera",
             "appliance_mqtt_password": "not-a-real-secret",
-            "appliance_settings": {"mqtt": {"reconnect_max": 5}},
+            "appliance_settings": {"mqtt": {"reconnect_max": 5}, "recording": {"continuous": {"segment_seconds": 5}}},
             "appliance_pip_environment": {"PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
         }}},
         "brokers": {"hosts": {"testcam": {
@@ -278,6 +284,28 @@ def test_the_role_turns_rtsp_on_and_opens_nothing_else(deployed: dict[str, objec
     main_pid = container.run("systemctl", "show", "-p", "MainPID", "--value", "appliance.service").stdout.strip()
     ports = container.run("python3", "-c", LISTENING, main_pid).stdout.split()
     assert sorted(map(int, ports)) == sorted([deployed["port"], deployed["rtsp_port"]])
+
+
+def test_the_role_mounts_the_recordings_share_and_the_service_records_to_it(deployed: dict[str, object],
+                                                                          container: Container) -> None:
+    assert container.run("systemctl", "is-active", "srv-recordings.mount").stdout.strip() == "active"
+    base = f"http://127.0.0.1:{deployed['port']}"
+    assert requests.put(base + "/api/camera", json={"on": True}, timeout=30).json()["state"] == "on"
+    deadline = time.monotonic() + 60  # segments of 5 s (appliance_settings)
+    recording: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        recording = requests.get(base + "/api/status", timeout=10).json()["recording"]
+        if recording["continuous"]["files"] >= 1:
+            break
+        time.sleep(1)
+    assert recording["folder"] == "/srv/recordings" and recording["fault"] is None, recording
+    assert recording["continuous"]["files"] >= 1, recording
+    found = container.run("find", "/srv/recordings/continuous", "-name", "*.mp4").stdout.split()
+    assert found and all(name.startswith("/srv/recordings/continuous/") for name in found)
+    # It is the share that holds them, not the card underneath it.
+    root = deployed["root"]
+    assert isinstance(root, Path)
+    assert not (root / "srv" / "recordings" / "continuous").exists()
 
 
 def test_systemd_restarts_the_service_after_it_is_killed(deployed: dict[str, object], container: Container) -> None:

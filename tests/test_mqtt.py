@@ -248,12 +248,34 @@ def test_motion_publishes_state_events_and_snapshot(broker: Broker, start_applia
     assert start["type"] == "start" and end["type"] == "end"
     assert start["time"].endswith("+00:00") and end["ended_at"]
     assert end["box"]["w"] > 0 and 0 < end["area"] <= 1 and 0 < end["score"] <= 1
-    # The clip records from the start: its links, built on server.public_url, are in both messages.
+    # The clip records from the start: its links, built on server.public_url, are in both messages; an
+    # MP4, which a phone opening the link from a notification plays.
     clip = f"http://garden-cam.local:8000/api/events/{start['id']}/clip"
-    assert start["clip"] == end["clip"] == clip + ".mjpg" and end["clip_download"] == clip
-    local = requests.get(app.url + clip.removeprefix("http://garden-cam.local:8000") + ".mjpg", stream=True, timeout=10)
-    with local:
-        assert local.status_code == 200 and local.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+    assert start["clip"] == end["clip"] == clip + ".mp4" and end["clip_download"] == clip
+    local = requests.get(app.url + clip.removeprefix("http://garden-cam.local:8000") + ".mp4", timeout=10)
+    assert local.status_code == 200 and local.headers["Content-Type"] == "video/mp4"
+
+
+def test_a_recording_fault_reaches_home_assistant_at_once(broker: Broker, start_appliance: Start,
+                                                          tmp_path: Path) -> None:
+    folder = tmp_path / "nas"
+    folder.mkdir()
+    app = start_with_mqtt(start_appliance, broker, mqtt={"stats_interval": 3600},  # not the periodic stats
+                          recording={"folder": str(folder), "retry_seconds": 0.5,
+                                     "continuous": {"enabled": True, "segment_seconds": 2}})
+    with Recorder(broker.port, ["homeassistant/#", f"{PREFIX}/stats"]) as ha:
+        config = json.loads(ha.wait_for("homeassistant/binary_sensor/cam1/recording_problem/config").payload)
+        assert config["device_class"] == "problem" and config["state_topic"] == f"{PREFIX}/stats"
+        assert json.loads(ha.wait_for(f"{PREFIX}/stats").payload)["recording"] == "ok"
+        requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+        assert app.recordings is not None
+        assert app.recordings.worker.flush(10)
+        shutil.rmtree(folder)
+        stats = json.loads(ha.wait_for(f"{PREFIX}/stats", lambda p: b"missing" in p, timeout=20).payload)
+        assert stats["recording"] == "fault" and str(folder) in stats["recording_fault"]
+        folder.mkdir()
+        assert json.loads(ha.wait_for(f"{PREFIX}/stats", lambda p: b'"recording": "ok"' in p, timeout=20).payload)[
+            "recording_fault"] is None
 
 
 def test_snapshot_on_request_with_its_privacy_mask(broker: Broker, start_appliance: Start) -> None:

@@ -225,8 +225,31 @@ def test_more_clients_than_max_clients_get_503(start_appliance: Start) -> None:
 
 
 @pytest.mark.rtsp
+def test_one_encode_serves_an_rtsp_client_recording_and_event_clips_together(start_appliance: Start) -> None:
+    app = start_rtsp(start_appliance, login=False, recording={"continuous": {"enabled": True, "segment_seconds": 2}})
+    assert app.h264 is not None and app.recordings is not None and app.event_clips is not None
+    feed = app.h264
+    assert feed.wait_for(lambda f: f.active, 10)  # recording wants frames while the camera is on
+    before, started = feed.frames_encoded, time.monotonic()
+    reader = ffmpeg_reader(url(app, login=None), "tcp", frames=40)
+    # Three consumers while the client plays: event clips, continuous recording, the RTSP media.
+    assert feed.wait_for(lambda f: f.subscribed == 3, 20)
+    assert reader.wait(60) == 0, reader.stderr.read() if reader.stderr else ""
+    assert app.recordings.flush(10)
+    elapsed = time.monotonic() - started
+    encoded = feed.frames_encoded - before
+    # 40 frames to the client and every frame into the recording, from one encode at FPS (three encodes
+    # would be three times as many).
+    assert 40 <= encoded <= FPS * elapsed * 1.3 + 10, (encoded, elapsed)
+    assert rtsp_status(app)["frames_encoded"] == feed.frames_encoded
+    recorded = app.recordings.folder.files("continuous")
+    assert recorded and sum(r.seconds for r in recorded) * FPS >= encoded * 0.5
+
+
+@pytest.mark.rtsp
 def test_no_client_means_no_h264_encode(start_appliance: Start) -> None:
-    app = start_rtsp(start_appliance, login=False)
+    """With nothing else asking for H.264 (Motion-JPEG clips, no recording), no client, no encode."""
+    app = start_rtsp(start_appliance, login=False, events={"clip": {"format": "mjpeg"}})
     assert app.rtsp is not None
     feed = app.rtsp.feed
     captured = app.pipeline.stats().frames_captured
@@ -610,7 +633,8 @@ def test_a_camera_switched_while_rtsp_starts_is_followed(tmp_path: Path, switch_
 
 @pytest.mark.rtsp
 def test_a_describe_alone_starts_no_encoder_and_its_connection_is_closed(start_appliance: Start) -> None:
-    app = start_rtsp(start_appliance, login=False, rtsp={"request_timeout": 2})
+    """Nothing else wants H.264 here (Motion-JPEG clips): a DESCRIBE costs one encoded frame."""
+    app = start_rtsp(start_appliance, login=False, rtsp={"request_timeout": 2}, events={"clip": {"format": "mjpeg"}})
     assert app.rtsp is not None
     port, feed = app.rtsp.server.port or 0, app.rtsp.feed
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -834,7 +858,8 @@ def native_threads() -> int:
 
 @pytest.mark.rtsp
 def test_rtsp_clients_cycled_twenty_times_leave_threads_and_files_where_they_were(start_appliance: Start) -> None:
-    app = start_rtsp(start_appliance, login=False)
+    """RTSP alone on the encode (Motion-JPEG clips): when its clients go, so does every subscription."""
+    app = start_rtsp(start_appliance, login=False, events={"clip": {"format": "mjpeg"}})
     assert app.rtsp is not None
     server = app.rtsp.server
 

@@ -69,7 +69,7 @@ class MqttBridge:
                  name: str, model: str, page_port: Callable[[], int], snapshot: Callable[[], bytes | None],
                  stats: Callable[[], dict[str, Any]], hostname: str | None = None,
                  motion: MotionControl | None = None, public_url: str | None = None, clips: str | None = None,
-                 picture: PictureControl | None = None) -> None:
+                 picture: PictureControl | None = None, recording: bool = False) -> None:
         if not settings.host:
             raise ValueError("mqtt.host is not set")
         self._settings = settings
@@ -82,7 +82,8 @@ class MqttBridge:
         self._model = model
         self._page_port = page_port
         self._public_url = public_url
-        self._clips = clips
+        self._clips = clips  # the format of event clips (mp4, mjpeg), None without clips
+        self._recording = recording
         self.topics = Topics.from_settings(settings, hostname)
         # Unique per process: two Pis that share a host name must not throw each other off the broker.
         client_id = settings.client_id or f"camera-appliance-{self.topics.device_id}-{secrets.token_hex(4)}"
@@ -220,7 +221,7 @@ class MqttBridge:
                                   self._configuration_url())
             offered = ({name: control.public() for name, control in self._picture.offered().items()}
                        if self._picture is not None else None)
-            for topic, payload in discovery_configs(topics, device, offered).items():
+            for topic, payload in discovery_configs(topics, device, offered, recording=self._recording).items():
                 self._publish(topic, json.dumps(payload), retain=True)
         self._publish_camera(self._controller.latest_change())
         self._publish(topics.motion_state, "ON" if self._motion_active else "OFF", retain=True)
@@ -327,6 +328,11 @@ class MqttBridge:
 
     def _publish_stats(self) -> None:
         self._publish(self.topics.stats, json.dumps(self._stats()), retain=True)
+
+    def publish_stats(self) -> None:
+        """Now rather than at the next interval (a recording fault came or went); any thread."""
+        if self._connected.is_set():
+            self._publish_stats()
 
     def _stats_loop(self) -> None:
         while not self._stop.wait(self._settings.stats_interval):

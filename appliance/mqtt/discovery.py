@@ -42,9 +42,11 @@ def picture_state(controls: dict[str, Any], night_mode: str, night_active: bool)
 
 
 def discovery_configs(topics: Topics, device: dict[str, Any],
-                      picture: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                      picture: dict[str, dict[str, Any]] | None = None,
+                      recording: bool = False) -> dict[str, dict[str, Any]]:
     """Map each discovery config topic to its payload. ``picture``: the controls the camera offers, as
-    ``Control.public()`` describes them (name: kind, range or choices, default), each an entity."""
+    ``Control.public()`` describes them (name: kind, range or choices, default), each an entity.
+    ``recording``: continuous recording or timelapses are on: a problem sensor says when their folder fails."""
     common = {
         "availability_topic": topics.availability,
         "payload_available": "online",
@@ -92,6 +94,12 @@ def discovery_configs(topics: Topics, device: dict[str, Any],
         entity("binary_sensor", "night", name="Night", icon="mdi:weather-night", state_topic=topics.picture_state,
                value_template="{{ value_json.night }}", payload_on="ON", payload_off="OFF"),
     ]
+    if recording:  # the NAS gone, read-only or full: the stats say so, with what failed as an attribute
+        entities.append(entity("binary_sensor", "recording_problem", name="Recording problem", device_class="problem",
+                               entity_category="diagnostic", state_topic=topics.stats,
+                               value_template="{{ 'ON' if value_json.recording == 'fault' else 'OFF' }}",
+                               json_attributes_topic=topics.stats,
+                               json_attributes_template="{{ {'fault': value_json.recording_fault} | tojson }}"))
     for name, control in (picture or {}).items():
         title = name.replace("_", " ").capitalize()
         fields: dict[str, Any] = {"name": title, "entity_category": "config", "icon": "mdi:tune",

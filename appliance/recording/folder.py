@@ -114,6 +114,7 @@ class RecordingsFolder:
         self.fault_since: float | None = None
         self.faults = 0
         self.removed_for_space = 0
+        self.on_change: Callable[[], None] | None = None  # hears a fault come or go (MQTT publishes it)
 
     # --- state of the folder ----------------------------------------------------------------------
 
@@ -137,6 +138,7 @@ class RecordingsFolder:
             if first:
                 self.fault_since = self._wall()
         log.error("recording: %s", problem)
+        self._changed()
 
     def recovered(self) -> None:
         with self._lock:
@@ -144,6 +146,14 @@ class RecordingsFolder:
                 return
             was, self.fault, self.fault_since = self.fault, None, None
         log.warning("recording resumed in %s (after: %s)", self.folder, was)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # a listener's bug must not stop the recordings
+                log.exception("a recording fault listener failed")
 
     # --- start-up --------------------------------------------------------------------------------
 
