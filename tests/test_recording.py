@@ -444,3 +444,63 @@ def test_an_mp4_refused_by_the_disk_mid_file_keeps_what_it_had(tmp_path: Path) -
     writer.abandon()  # as after a refused write: the fragment in hand never reaches the disk
     facts = probe(tmp_path / "a.mp4")
     assert facts is not None and facts.frames == 15  # one whole fragment (a keyframe a second at 15 fps)
+
+
+# --- timelapse -------------------------------------------------------------------------------------
+
+
+def test_a_timelapse_takes_a_picture_every_interval_and_plays_at_its_rate(start_appliance: Any) -> None:
+    app = start_appliance(camera={"backend": "synthetic", "size": "320x240", "fps": 15},
+                          recording={"timelapse": {"enabled": True, "interval": 1, "fps": 25, "period": "hour"}})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    assert app.recordings is not None and app.recordings.timelapse is not None
+    timelapse = app.recordings.timelapse
+    wait_for(lambda: timelapse.frames_taken >= 6, 20, "six timelapse pictures")
+    assert status(app)["recording"]["timelapse"]["frames_taken"] >= 6
+    folder = app.recordings.folder.folder
+    app.stop()  # the movie of the hour so far is finished and named at shutdown
+    movies = list((folder / "timelapse").glob("*.mp4"))
+    assert len(movies) == 1 and not movies[0].name.endswith(".part.mp4"), movies
+    frames = int(movies[0].name.rsplit("_", 1)[1].removesuffix("f.mp4"))
+    body = ffprobe(movies[0], "-count_frames", "-show_entries",
+                   "stream=codec_name,width,height,nb_read_frames,avg_frame_rate:format=duration")
+    stream = body["streams"][0]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 320, 240)
+    assert int(stream["nb_read_frames"]) == frames >= 6
+    assert float(body["format"]["duration"]) == pytest.approx(frames / 25, abs=0.05)  # one picture a frame
+
+
+# --- the routes: the same login, Host check and bounds as every route ------------------------------
+
+
+def test_the_recordings_routes_need_the_login_and_serve_only_what_is_listed(start_appliance: Any,
+                                                                           tmp_path: Path) -> None:
+    from appliance.passwords import hash_password
+
+    login = ("admin", "a long enough password")
+    app = start_appliance(camera={"backend": "synthetic", "size": "320x240", "fps": 15},
+                          server={"auth": {"username": login[0], "password_hash": hash_password(login[1])}},
+                          recording={"continuous": {"enabled": True, "segment_seconds": 2}})
+    requests.put(app.url + "/api/camera", json={"on": True}, auth=login, timeout=20).raise_for_status()
+    listing = wait_for(lambda: requests.get(app.url + "/api/recordings", auth=login, timeout=5).json()["continuous"],
+                       20, "a segment")
+    segment = listing[0]["url"]
+    for path in ("/api/recordings", segment):
+        assert requests.get(app.url + path, timeout=5).status_code == 401
+        assert requests.get(app.url + path, headers={"Host": "evil.example"}, auth=login,
+                            timeout=5).status_code == 421
+    served = requests.get(app.url + segment, auth=login, timeout=5)
+    assert served.status_code == 200 and served.headers["Content-Type"] == "video/mp4"
+    download = requests.get(app.url + segment + "?download=1", auth=login, timeout=5)
+    assert "attachment" in download.headers["Content-Disposition"]
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(b"not yours")
+    for name in ("../../../secret.mp4", "continuous/../../secret.mp4", "continuous/2026-12-06/nothing_1.000.mp4",
+                 "events/x.mp4", segment.removeprefix("/api/recordings/").replace(".mp4", ".part.mp4")):
+        answer = requests.get(f"{app.url}/api/recordings/{name}", auth=login, timeout=5)
+        assert answer.status_code == 404 and answer.json()["error"], name
+    for query in ("start=abc", "start=10&end=5", f"start=0&end={9 * 86400}", "end=-1"):
+        answer = requests.get(f"{app.url}/api/recordings?{query}", auth=login, timeout=5)
+        assert answer.status_code == 400 and answer.json()["error"], query
+    off = start_appliance(camera={"backend": "synthetic", "size": "320x240"})
+    assert requests.get(off.url + "/api/recordings", timeout=5).status_code == 404  # recording is off
