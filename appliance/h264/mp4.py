@@ -145,13 +145,16 @@ class Mp4Writer:
 
     def abandon(self) -> None:
         """Let the file go as it is on disk: what the muxer still holds is dropped, never written."""
-        self._file.discard()
+        handle = getattr(self, "_file", None)  # None: the file itself could not be made
+        if handle is None:
+            return
+        handle.discard()
         container = getattr(self, "_container", None)
         if container is not None:
             with contextlib.suppress(Exception):
                 container.close()
         with contextlib.suppress(OSError):
-            self._file.sync_and_close(sync=False)
+            handle.sync_and_close(sync=False)
 
 
 # --- after a cut -----------------------------------------------------------------------------------

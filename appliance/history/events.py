@@ -331,7 +331,14 @@ class EventStore:
             return True
 
     def append_mp4_clip(self, event_id: str, packet: Packet) -> bool:
-        """Add an access unit to an MP4 clip being recorded; as ``append_clip``."""
+        """Add an access unit to an MP4 clip being recorded; as ``append_clip``. A picture of another
+        size (the camera reopened at another resolution) cannot join its track: the clip ends there."""
+        with self._lock:
+            writer = self._clips.get(event_id)
+            resized = isinstance(writer, Mp4Writer) and writer.size != packet.size
+        if resized:
+            self.finish_clip(event_id)
+            return False
         return self._grow(event_id, Mp4Writer, len(packet.data) + 64, lambda writer: writer.append(packet))
 
     def _grow(self, event_id: str, kind: type, needed: int, append: Callable[[Any], Any]) -> bool:

@@ -34,6 +34,8 @@ from appliance.state import CameraState, StateChange
 
 log = logging.getLogger(__name__)
 
+MAX_LATE = 5.0  # s an event's news may trail its frame; more means the wall clock stepped meanwhile
+
 
 @dataclass
 class _OpenClip:
@@ -106,17 +108,23 @@ class EventClips:
                 self._worker.call(partial(self._finish, event_id))
 
     def on_motion(self, change: EventChange, _jpeg: bytes | None) -> None:
-        """An event started (its clip opens with the pre-roll) or ended (its post-roll begins)."""
-        now = self._monotonic()
-        event_id = change.event.id
+        """An event started (its clip opens with the pre-roll) or ended (its post-roll begins).
+
+        Heard on the dispatcher's thread, a moment after the frame that made the change: the
+        moment is the event's own (its wall-clock time, as far back from now on the monotonic
+        clock), so a slow listener before this one does not shorten the pre-roll."""
+        event = change.event
+        moment = event.started_at if change.kind == "start" else event.ended_at
+        late = min(max(0.0, self._wall() - moment), MAX_LATE) if moment is not None else 0.0
+        at = self._monotonic() - late
         with self._lock:
             if change.kind == "start":
-                pre = self._ring.since(now - self._settings.pre_seconds)
-                self._open[event_id] = _OpenClip(needs_key=not pre)
+                pre = self._ring.since(at - self._settings.pre_seconds)
+                self._open[event.id] = _OpenClip(needs_key=not pre)
                 if pre:
-                    self._worker.call(partial(self._write, (event_id,), pre))
-            elif event_id in self._open:
-                self._open[event_id].until = now + self._settings.post_seconds
+                    self._worker.call(partial(self._write, (event.id,), pre))
+            elif event.id in self._open:
+                self._open[event.id].until = at + self._settings.post_seconds
 
     # --- the encoder thread ----------------------------------------------------------------------
 

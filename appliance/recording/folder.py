@@ -23,6 +23,7 @@ up is a *fault*, reported with what failed and since when, and tried again every
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import contextlib
 import logging
@@ -319,10 +320,14 @@ class RecordingsFolder:
         return [r for r in found if (start is None or r.start + r.seconds > start) and (end is None or r.start < end)]
 
     def covering(self, moment: float) -> tuple[Recording, float] | None:
-        """The continuous segment that holds wall time ``moment``, and how far into it that is."""
-        for recording in self.files("continuous", moment - 3600, moment + 1):
-            if recording.start <= moment < recording.start + recording.seconds:
-                return recording, moment - recording.start
+        """The continuous segment that holds wall time ``moment``, and how far into it that is
+        (a search of the sorted catalogue: a page of events asks this for each)."""
+        with self._lock:
+            kept = self._files["continuous"]
+            at = bisect.bisect_right(kept, moment, key=lambda recording: recording.start) - 1
+            found = kept[at] if at >= 0 else None
+        if found is not None and found.start <= moment < found.start + found.seconds:
+            return found, moment - found.start
         return None
 
     def path_of(self, name: str) -> Path | None:
