@@ -505,3 +505,39 @@ def test_the_recordings_routes_need_the_login_and_serve_only_what_is_listed(star
         assert answer.status_code == 400 and answer.json()["error"], query
     off = start_appliance(camera={"backend": "synthetic", "size": "320x240"})
     assert requests.get(off.url + "/api/recordings", timeout=5).status_code == 404  # recording is off
+
+
+@pytest.mark.root
+@pytest.mark.recording
+def test_a_recording_folder_that_stalls_costs_recordings_only_and_shutdown_does_not_wait_for_it(
+        start_appliance: Any, tmp_path: Path) -> None:
+    from tests.stalling_fs import stalling_mount
+
+    backing, share = tmp_path / "nas-disk", tmp_path / "nas"
+    backing.mkdir()
+    share.mkdir()
+    with stalling_mount(backing, share) as nas:
+        app, camera, feed = start_scene(start_appliance, tmp_path, clip={"pre_seconds": 0.3, "post_seconds": 0.3},
+                                        recording={"folder": str(share), "require_mount": True, "stall_seconds": 2,
+                                                   "max_pending_bytes": 256 * 1024, "retry_seconds": 0.5,
+                                                   "continuous": {"enabled": True, "segment_seconds": 2}})
+        wait_for(lambda: status(app)["recording"]["continuous"]["files"] >= 1, 20, "a first segment")
+        watched(app, camera, feed)  # the steady state
+        threads, rss = threads_now(), rss_kib()
+        nas.stall()  # the server stops answering: every call on the share waits
+        fault = wait_for(lambda: status(app)["recording"]["fault"], 20, "the stall reported")
+        assert "has not returned" in fault and str(share) in fault, fault
+        watched(app, camera, feed)  # streaming, detection and event clips (on the card) go on
+        recording = status(app)["recording"]
+        assert recording["queued_bytes"] <= 256 * 1024  # what waits for the share is bounded
+        assert_no_more_threads(threads)
+        assert rss_kib() - rss < 40 * 1024
+        nas.flow()  # it answers again
+        back = time.time()
+        wait_for(lambda: status(app)["recording"]["fault"] is None and segments_after(app, back), 30, "resumed")
+        assert nas.held() > 0
+        nas.stall()  # and stalls again, for good: shutdown must not wait for it
+        wait_for(lambda: status(app)["recording"]["fault"], 20, "the second stall")
+        began = time.monotonic()
+        app.stop()
+        assert time.monotonic() - began < 5  # the recorder thread is left behind, a daemon
