@@ -2,7 +2,8 @@
 
 A Pi Zero 2 W has 512 MB of RAM for everything, and the unit caps the service at ``MemoryMax``. This
 runs ``python -m appliance --camera picamera2`` with nothing but its port and state folder set (so
-1280x720 at 15 fps, motion at 5 fps, clips with a 3 s pre-roll at 10 fps and 640x360), on the real
+1280x720 at 15 fps, motion at 5 fps, MP4 event clips from the H.264 encode with a 3 s pre-roll;
+libx264 here, as the root has no hardware encoder), on the real
 picamera2 and libcamera in the Debian 13 test root (tests/camera_stack.py: libcamera's virtual camera
 filming a scene with a moving square), under the unit's ``MALLOC_ARENA_MAX=2``, and prints the
 process's resident memory (VmRSS, and its peak VmHWM, from /proc) at each stage:
@@ -61,7 +62,7 @@ def main() -> int:
                 rows = [("started, camera off", *memory(proc.pid))]
                 requests.put(base + "/api/camera", json={"on": True}, timeout=30).raise_for_status()
                 pause.wait(args.seconds)
-                rows.append((f"on for {args.seconds:g} s, nobody watching (pre-roll full, events recording)",
+                rows.append((f"on for {args.seconds:g} s, nobody watching (events recording)",
                              *memory(proc.pid)))
                 with requests.get(base + "/stream.mjpg", stream=True, timeout=10) as stream:
                     parts = iter_mjpeg(stream)
@@ -76,7 +77,7 @@ def main() -> int:
             root.cleanup()
     unit = (Path(__file__).resolve().parent.parent / "deploy" / "appliance.service").read_text()
     limit = next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("MemoryMax="))
-    print("Pi camera backend, defaults (1280x720 @ 15 fps, clips with 3 s pre-roll), MALLOC_ARENA_MAX=2")
+    print("Pi camera backend, defaults (1280x720 @ 15 fps, MP4 clips with 3 s pre-roll), MALLOC_ARENA_MAX=2")
     print(f"{'stage':<72} {'RSS MiB':>8} {'peak MiB':>9}")
     for stage, rss, peak in rows:
         print(f"{stage:<72} {rss:8.0f} {peak:9.0f}")
