@@ -20,7 +20,7 @@ need_apt() {
 
 # The project's venv, always of Debian's own Python (`/usr/bin/python3`) and with its system site
 # packages: apt's GStreamer bindings (python3-gi, python3-gst-1.0) serve the RTSP stream, and on
-# Raspberry Pi OS apt also brings picamera2, lgpio and the OpenCV and numpy built with them. pip installs
+# Raspberry Pi OS apt also brings picamera2, libcamera and lgpio. pip installs
 # the locked versions into the venv, where they come first. A venv made another way (another Python,
 # no system site packages) is made again.
 RTSP_APT=(python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base

@@ -2,7 +2,7 @@
 # Refresh the locks from pyproject.toml: exact versions with hashes, for every platform a Pi or a
 # development machine may be (uv's universal resolution), on Python 3.11 (Debian 12, Raspberry Pi OS).
 #   requirements/runtime.txt      the appliance with OpenCV and numpy from PyPI (Debian, x86), and PyAV for RTSP
-#   requirements/runtime-pi.txt   the appliance on Raspberry Pi OS (OpenCV, numpy, picamera2, lgpio from apt)
+#   requirements/runtime-pi.txt   the appliance on Raspberry Pi OS (picamera2, libcamera and lgpio from apt)
 #   requirements/dev.txt          runtime.txt plus the tests and linters
 # Usage: bash scripts/lock.sh [--upgrade]   (then run the tests and commit the three files)
 set -euo pipefail
@@ -12,5 +12,5 @@ uv=(.venv/bin/python -m uv)
 compile=("${uv[@]}" pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 --quiet --native-tls
          --custom-compile-command "bash scripts/lock.sh" "$@")
 "${compile[@]}" --extra opencv --extra rtsp -o requirements/runtime.txt
-"${compile[@]}" --extra rtsp -o requirements/runtime-pi.txt
+"${compile[@]}" --extra opencv --extra rtsp -o requirements/runtime-pi.txt
 "${compile[@]}" --extra opencv --extra rtsp --extra dev -o requirements/dev.txt

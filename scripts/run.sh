@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 # GStreamer's RTSP server comes from apt (the stream is off unless rtsp.enabled; docs/rtsp.md).
 need_apt python3 python3-venv python3-pip "${RTSP_APT[@]}"
 if [ -e /etc/rpi-issue ]; then
-  # Raspberry Pi OS: the camera stack, GPIO and a matching OpenCV/numpy come from apt.
-  need_apt python3-picamera2 python3-lgpio python3-opencv python3-numpy
+  # Raspberry Pi OS: the camera stack and GPIO come from apt; OpenCV and numpy from the lock (PyPI).
+  need_apt python3-picamera2 python3-lgpio
   lock=requirements/runtime-pi.txt
 else
   lock=requirements/runtime.txt

@@ -40,7 +40,7 @@ releases in its python3-picamera2). Its Python dependencies that Debian lacks ar
 PIP_EXTRAS = ["simplejpeg==1.9.0", "pidng==4.0.9", "videodev2==0.0.4"]
 APT = ("python3,python3-venv,python3-dev,gcc,libc6-dev,ca-certificates,procps,"
        # the camera stack, and what Raspberry Pi OS installs beside python3-picamera2
-       "python3-libcamera,libcamera-ipa,libcamera-tools,python3-numpy,python3-opencv,python3-pil,python3-prctl,"
+       "python3-libcamera,libcamera-ipa,libcamera-tools,python3-numpy,python3-pil,python3-prctl,"
        "python3-piexif,python3-libarchive-c,python3-jsonschema,python3-tqdm")
 VENV = "/opt/appliance/venv"
 SRC = "/opt/appliance/src"
@@ -150,7 +150,7 @@ class CameraRoot:
 
     def python(self, code: str, timeout: float = 120, extra_env: Mapping[str, str] | None = None,
                ) -> subprocess.CompletedProcess[str]:
-        """Run ``code`` with the root's appliance venv (apt's libcamera and OpenCV, PyPI's picamera2)."""
+        """Run ``code`` with the root's appliance venv (apt's libcamera, PyPI's picamera2 and OpenCV)."""
         return subprocess.run(self.command([f"{VENV}/bin/python", "-c", textwrap.dedent(code)]),
                               env=self.env(extra_env), capture_output=True, text=True, timeout=timeout)
 

@@ -191,6 +191,30 @@ def next_event(lines: Iterator[str], name: str) -> dict[str, Any]:
     raise AssertionError(f"the live feed ended before a {name!r} event")
 
 
+REST_BUDGET_MIB = 130
+"""Resident memory of the appliance at rest (started, camera off) at the default settings on the real
+picamera2 stack: bench/pi_memory.py measures 112 MiB (docs/pi-camera.md); a Pi Zero 2 W has 512 MB."""
+
+
+def test_the_appliance_at_rest_on_the_real_stack_keeps_to_its_memory_budget(root: CameraRoot) -> None:
+    port = free_port()
+    proc = root.popen(["/opt/appliance/venv/bin/python", "-m", "appliance", "--camera", "picamera2",
+                       "--host", "127.0.0.1", "--port", str(port)],
+                      extra_env={"APPLIANCE_STATE_DIR": "/tmp/appliance-rest", "MALLOC_ARENA_MAX": "2"},
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(proc)
+        status = requests.get(f"http://127.0.0.1:{port}/api/status", timeout=10).json()
+        assert status["camera"]["state"] == "off" and status["clips"]["format"] == "mp4"  # the defaults
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                      if ":" in line)
+        rss = int(fields["VmRSS"].split()[0]) / 1024
+        assert rss <= REST_BUDGET_MIB, f"{rss:.0f} MiB at rest"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_the_appliance_on_the_real_stack_streams_records_motion_and_switches_cleanly(root: CameraRoot) -> None:
     film(root, moving=True)
     port = free_port()
