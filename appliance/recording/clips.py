@@ -91,7 +91,7 @@ class EventClips:
         """Wait until the writer has written what it was given (tests)."""
         return self._worker.flush(timeout)
 
-    # --- listeners (controller and capture threads) ---------------------------------------------
+    # --- listeners (the controller's dispatcher thread) -----------------------------------------
 
     def on_state(self, change: StateChange) -> None:
         """Video while the camera is on; when it stops, every open clip ends with what it has."""
@@ -105,7 +105,7 @@ class EventClips:
                 self._open.clear()
                 self._ring.clear()
         for event_id in ending:
-                self._worker.call(partial(self._finish, event_id))
+            self._worker.call(partial(self._finish, event_id))
 
     def on_motion(self, change: EventChange, _jpeg: bytes | None) -> None:
         """An event started (its clip opens with the pre-roll) or ended (its post-roll begins).
@@ -133,6 +133,8 @@ class EventClips:
             if packet.masks != self._masks:  # the first frame under new masks: nothing older stays
                 self._masks = packet.masks
                 self._ring.clear()
+                if not packet.keyframe and self._subscription is not None:
+                    self._subscription.request_keyframe()  # so the ring has a start again at once
             self._ring.add(packet)
             takers = []
             for event_id, clip in list(self._open.items()):

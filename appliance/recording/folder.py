@@ -245,12 +245,22 @@ class RecordingsFolder:
         return recording
 
     def discard(self, part: Path) -> None:
-        """A file given up on (its disk failed): kept as far as it plays, or removed; never raises."""
+        """A file given up on (its disk failed): kept as far as it plays, named and listed as
+        start-up would, or removed; never raises (a disk that fails again leaves it to start-up)."""
         try:
-            if part.exists() and not repair(part):
-                part.unlink()
+            if not part.exists():
+                return
+            if part.parent.parent == self.folder / "continuous":
+                found = self._loaded_segment(part.parent.name, part)
+            else:
+                found = self._loaded_timelapse(part)
         except OSError as exc:
             log.warning("cannot tidy %s now (%s); start-up will", part, exc)
+            return
+        if found is not None:
+            with self._lock:
+                self._files[found.kind].append(found)
+                self._files[found.kind].sort(key=lambda recording: recording.start)
 
     # --- retention --------------------------------------------------------------------------------
 
