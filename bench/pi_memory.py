@@ -6,7 +6,9 @@ runs ``python -m appliance --camera picamera2`` with nothing but its port and st
 libx264 here, as the root has no hardware encoder), on the real
 picamera2 and libcamera in the Debian 13 test root (tests/camera_stack.py: libcamera's virtual camera
 filming a scene with a moving square), under the unit's ``MALLOC_ARENA_MAX=2``, and prints the
-process's resident memory (VmRSS, and its peak VmHWM, from /proc) at each stage:
+process's resident memory (VmRSS, and its peak VmHWM, from /proc) at each stage, then what a bare
+picamera2 script grows by on the same virtual camera and streams (the rig's share, subtracted from
+the appliance's growth when switched on to give its own):
 
     python bench/pi_memory.py [--seconds 20]
 
@@ -16,6 +18,7 @@ The figures are x86_64's; a Pi's aarch64 build of the same libraries differs by 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -36,6 +39,46 @@ def memory(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of ``pid`` in MiB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+BARE = """
+import json, time
+def rss():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) / 1024
+import numpy
+before = rss()
+from picamera2 import Picamera2
+camera = Picamera2(0)
+config = camera.create_video_configuration(main={"size": (1280, 720), "format": "YUV420"},
+                                          lores={"size": LORES, "format": "YUV420"}, raw=None, buffer_count=4,
+                                          controls={"FrameRate": 15.0})
+camera.align_configuration(config)
+camera.configure(config)
+camera.start()
+end = time.monotonic() + SECONDS
+while time.monotonic() < end:
+    request = camera.capture_request()
+    request.make_buffer("main"), request.make_buffer("lores")
+    request.release()
+on = rss()
+camera.stop()
+camera.close()
+print(json.dumps({"before": before, "on": on}))
+"""
+
+
+def bare_picamera2(root: CameraRoot, seconds: float) -> float:
+    """MiB a bare picamera2 script grows by from before it imports picamera2 to capturing, with the
+    appliance's streams (1280x720 main, its lores, 4 buffers): what picamera2 and the virtual camera
+    hold, not the appliance."""
+    from appliance.camera_backends.pi_camera import lores_size
+
+    code = BARE.replace("LORES", repr(lores_size((1280, 720), 400))).replace("SECONDS", repr(seconds))
+    result = root.python(code, timeout=seconds + 120, extra_env={"MALLOC_ARENA_MAX": "2"})
+    if result.returncode != 0:
+        raise SystemExit(f"the bare picamera2 script failed:\n{result.stdout}{result.stderr}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return float(figures["on"] - figures["before"])
 
 
 def main() -> int:
@@ -73,6 +116,7 @@ def main() -> int:
             finally:
                 proc.terminate()
                 proc.wait(10)
+            rig = bare_picamera2(root, args.seconds)
         finally:
             root.cleanup()
     unit = (Path(__file__).resolve().parent.parent / "deploy" / "appliance.service").read_text()
@@ -82,6 +126,10 @@ def main() -> int:
     for stage, rss, peak in rows:
         print(f"{stage:<72} {rss:8.0f} {peak:9.0f}")
     print(f"motion events recorded: {events}; the unit's MemoryMax: {limit}")
+    grown = rows[1][1] - rows[0][1]
+    print(f"a bare picamera2 on the same virtual camera and configuration grows by {rig:.0f} MiB when it "
+          f"captures for {args.seconds:g} s (the rig's share: the virtual camera keeps its frames decoded);")
+    print(f"the appliance grows by {grown:.0f} MiB when switched on, {grown - rig:.0f} MiB of it its own")
     return 0
 
 
