@@ -103,6 +103,8 @@ class MqttBridge:
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # the broker acknowledged the command subscriptions
+        self._subscribe_mid: int | None = None
         self._motion_active = False
         self._configure_client()
 
@@ -124,6 +126,7 @@ class MqttBridge:
                                    max_delay=max(settings.reconnect_min, settings.reconnect_max))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.message_callback_add(topics.camera_set, self._on_camera_set)
         client.message_callback_add(topics.snapshot_set, self._on_snapshot_set)
         client.message_callback_add(topics.ha_status, self._on_ha_status)
@@ -136,7 +139,10 @@ class MqttBridge:
         return self._connected.is_set()
 
     def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
+        """Block until connected and the command topics are subscribed (the broker acknowledged them):
+        a command sent from then on is heard."""
+        deadline = time.monotonic() + timeout
+        return self._connected.wait(timeout) and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
 
     def start(self) -> None:
         """Listen to the controller and connect in the background; never blocks on the broker."""
@@ -199,14 +205,20 @@ class MqttBridge:
         with self._counts:
             self.connects += 1
         topics = self.topics
-        client.subscribe([(topics.camera_set, 1), (topics.snapshot_set, 1), (topics.ha_status, 1),
-                          (topics.motion_detection_set, 1), (topics.motion_sensitivity_set, 1),
-                          (topics.picture_set_all, 1)])
+        self._subscribed.clear()
+        _, self._subscribe_mid = client.subscribe(
+            [(topics.camera_set, 1), (topics.snapshot_set, 1), (topics.ha_status, 1),
+             (topics.motion_detection_set, 1), (topics.motion_sensitivity_set, 1), (topics.picture_set_all, 1)])
         self._connected.set()
         self.publish_all()
 
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int, _reasons: Any, _props: Any) -> None:
+        if mid == self._subscribe_mid:
+            self._subscribed.set()
+
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         with self._counts:
             self.disconnects += 1
         if not self._stop.is_set():
