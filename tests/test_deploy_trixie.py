@@ -99,7 +99,7 @@ def test_on_debian_13_the_service_streams_the_virtual_camera_through_picamera2(
     assert camera["backend"] == "picamera2", camera
     answer = requests.put(base + "/api/camera", json={"on": True}, timeout=60)
     state = answer.json()["state"]
-    # libcamera's virtual camera, freshly booted in the container, has once (in ~10 CI runs) sent no
+    # libcamera's virtual camera, freshly booted in the container, once sent (in one CI run) no
     # first frame within camera.read_timeout; the appliance then reopens it by itself (retry.*), which
     # is what a user sees too: wait for that rather than fail on the first try.
     deadline = time.monotonic() + 30
