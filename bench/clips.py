@@ -45,7 +45,7 @@ class SequenceCamera(CameraBackend):
 
     name = "sequence"
 
-    def __init__(self, frames: list[np.ndarray], fps: float, still: bool) -> None:
+    def __init__(self, frames: list[Any], fps: float, still: bool) -> None:
         self._frames = frames[:1] if still else frames
         self._pacer = FramePacer(fps)
         self._index = 0
@@ -56,9 +56,13 @@ class SequenceCamera(CameraBackend):
     def read(self, timeout: float) -> Frame:
         if not self._pacer.wait():
             raise CameraError("closed")
-        image = self._frames[self._index % len(self._frames)].copy()
+        image = self.picture(self._frames[self._index % len(self._frames)])
         self._index += 1
         return Frame(image=image, timestamp=time.time())
+
+    def picture(self, frame: Any) -> np.ndarray:
+        """The camera's own copy of a frame of the sequence (a subclass may decode or scale it)."""
+        return frame.copy()
 
     def close(self) -> None:
         self._pacer.close()

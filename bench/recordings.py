@@ -43,11 +43,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appliance.camera_backends.base import CameraBackend, CameraError, Frame  # noqa: E402
 from appliance.camera_backends.synthetic import SyntheticCamera  # noqa: E402
 from appliance.config import AppConfig  # noqa: E402
 from appliance.runtime import Appliance  # noqa: E402
-from tests.helpers import FramePacer  # noqa: E402
+from bench.clips import SequenceCamera  # noqa: E402
 
 MODES = {
     "mjpeg clips": {"events": {"clip": {"format": "mjpeg"}}},
@@ -67,29 +66,18 @@ def status_memory() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-class JpegSequence(CameraBackend):
+class JpegSequence(SequenceCamera):
     """CDnet's highway frames as JPEG bytes, decoded and scaled to the camera's size as read, at its rate."""
 
     name = "cdnet"
 
     def __init__(self, dataset: Path) -> None:
-        self._jpegs = [(dataset / "input" / f"in{n:06d}.jpg").read_bytes() for n in range(470, 1701)]
-        self._pacer = FramePacer(FPS)
-        self._index = 0
+        super().__init__([(dataset / "input" / f"in{n:06d}.jpg").read_bytes() for n in range(470, 1701)], FPS,
+                         still=False)
 
-    def open(self) -> None:
-        self._pacer.open()
-
-    def read(self, timeout: float) -> Frame:
-        if not self._pacer.wait():
-            raise CameraError("closed")
-        jpeg = self._jpegs[self._index % len(self._jpegs)]
-        self._index += 1
-        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        return Frame(image=cv2.resize(image, SIZE, interpolation=cv2.INTER_LINEAR), timestamp=time.time())
-
-    def close(self) -> None:
-        self._pacer.close()
+    def picture(self, frame: bytes) -> np.ndarray:
+        image = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+        return cv2.resize(image, SIZE, interpolation=cv2.INTER_LINEAR)
 
 
 def folder_bytes(folder: Path) -> int:

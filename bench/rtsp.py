@@ -64,10 +64,8 @@ class ScaledSequence(SequenceCamera):
         super().__init__(frames, FPS, still=False)
         self._size = size
 
-    def read(self, timeout: float) -> Frame:
-        frame = super().read(timeout)
-        return Frame(image=cv2.resize(frame.image, self._size, interpolation=cv2.INTER_LINEAR),
-                     timestamp=frame.timestamp)
+    def picture(self, frame: np.ndarray) -> np.ndarray:
+        return cv2.resize(frame, self._size, interpolation=cv2.INTER_LINEAR)
 
 
 class StampedCamera(CameraBackend):

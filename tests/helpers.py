@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,18 @@ def iter_mjpeg(response: requests.Response) -> Iterator[tuple[dict[str, str], by
         assert len(body) == length
         assert raw.read(2) == b"\r\n"
         yield headers, body
+
+
+@contextmanager
+def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of ``size`` (``512k``, ``3m``) mounted at a new folder ``mount`` (root only):
+    a card or a share that fills up for real."""
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:

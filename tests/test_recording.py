@@ -32,6 +32,7 @@ from appliance.history.clip_files import read_index
 from appliance.history.events import EventStore
 from appliance.recording.folder import RecordingsFolder, segment_name
 from appliance.recording.ring import PacketRing
+from tests import helpers
 from tests.broker import free_port
 from tests.helpers import (
     SCENE_MOTION,
@@ -367,13 +368,8 @@ def test_a_removed_recording_folder_is_a_fault_and_recording_resumes_when_it_is_
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Any:
-    mount = tmp_path / "nas"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
-    try:
+    with helpers.small_tmpfs(tmp_path / "nas", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 @pytest.mark.root

@@ -18,6 +18,7 @@ import requests
 from appliance.history import events as events_module
 from appliance.history.events import EventRecorder, EventStore, UnknownEvent
 from appliance.motion.events import MotionEventTracker, MotionResult, new_event_id
+from tests import helpers
 
 JAN_2030 = 1_893_456_000.0
 NOV_2026 = 1_795_000_000.0
@@ -141,13 +142,8 @@ def test_a_full_disk_never_reaches_the_camera(tmp_path: Path, monkeypatch: pytes
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "card"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], check=True)
-    try:
+    with helpers.small_tmpfs(tmp_path / "card", "512k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 @pytest.mark.root

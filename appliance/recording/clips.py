@@ -25,12 +25,13 @@ from typing import Any
 
 from appliance.config import ClipSettings
 from appliance.h264.encoder import Packet
-from appliance.h264.feed import H264Feed, Subscription
+from appliance.h264.feed import H264Feed
 from appliance.history.events import EventStore, UnknownEvent
 from appliance.motion.events import EventChange
 from appliance.recording.ring import PacketRing
+from appliance.recording.subscription import CameraSubscription
 from appliance.recording.worker import DiskWorker
-from appliance.state import CameraState, StateChange
+from appliance.state import StateChange
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,7 @@ class EventClips:
         self._open: dict[str, _OpenClip] = {}
         self._masks: tuple[Any, ...] = ()  # the privacy masks of the newest packet
         self._worker = DiskWorker("clip-writer", max_pending_bytes, monotonic)
-        self._subscription: Subscription | None = None
-        self._heard = False  # a camera state reached on_state
+        self._video = CameraSubscription()
         self._opened: set[str] = set()  # clips begun in the store (writer thread only)
         self._failed: set[str] = set()  # clips the store refused: not tried again packet by packet
         self.packets_written = 0
@@ -72,15 +72,11 @@ class EventClips:
         """Subscribe, wanting video if the camera is on; a state heard already (``on_state`` is
         added as a listener first) is newer than ``camera_on`` and wins."""
         self._worker.start()
-        with self._lock:
-            self._subscription = feed.subscribe(self._on_packet)
-            if not self._heard:
-                self._subscription.want(camera_on())
+        self._video.start(feed, self._on_packet, camera_on)
 
     def close(self, timeout: float = 1.0) -> None:
         """No more packets; clips still open end where they are, durable, within ``timeout``."""
-        if self._subscription is not None:
-            self._subscription.close()
+        self._video.close()
         with self._lock:
             ending = list(self._open)
             self._open.clear()
@@ -95,11 +91,8 @@ class EventClips:
 
     def on_state(self, change: StateChange) -> None:
         """Video while the camera is on; when it stops, every open clip ends with what it has."""
-        on = change.state is CameraState.ON
+        on = self._video.on_state(change)
         with self._lock:
-            self._heard = True
-            if self._subscription is not None:
-                self._subscription.want(on)
             ending = [] if on else list(self._open)
             if not on:
                 self._open.clear()
@@ -133,8 +126,8 @@ class EventClips:
             if packet.masks != self._masks:  # the first frame under new masks: nothing older stays
                 self._masks = packet.masks
                 self._ring.clear()
-                if not packet.keyframe and self._subscription is not None:
-                    self._subscription.request_keyframe()  # so the ring has a start again at once
+                if not packet.keyframe:
+                    self._video.request_keyframe()  # so the ring has a start again at once
             self._ring.add(packet)
             takers = []
             for event_id, clip in list(self._open.items()):

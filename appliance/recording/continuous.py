@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import errno
 import logging
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
 
 from appliance.config import RecordingSettings
 from appliance.h264.encoder import Packet
-from appliance.h264.feed import H264Feed, Subscription
+from appliance.h264.feed import H264Feed
 from appliance.h264.mp4 import Mp4Writer
 from appliance.recording.folder import RecordingsFolder, segment_name
+from appliance.recording.subscription import CameraSubscription
 from appliance.recording.worker import DiskWorker
-from appliance.state import CameraState, StateChange
+from appliance.state import StateChange
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ class ContinuousRecorder:
         self._segment_bytes = int(bitrate / 8 * settings.continuous.segment_seconds * 1.5)
         self._monotonic = monotonic
         self._wall = wall
-        self._lock = threading.Lock()
-        self._subscription: Subscription | None = None
-        self._heard = False  # a camera state reached on_state
+        self._video = CameraSubscription()
         self._dropping = False  # encoder thread: video was dropped, the rest waits for a keyframe
         # the disk thread's own
         self._current: Mp4Writer | None = None
@@ -63,24 +61,15 @@ class ContinuousRecorder:
     def start(self, feed: H264Feed, camera_on: Callable[[], bool]) -> None:
         """Subscribe, wanting video if the camera is on; a state heard already (``on_state`` is
         added as a listener first) is newer than ``camera_on`` and wins."""
-        with self._lock:
-            self._subscription = feed.subscribe(self._on_packet)
-            if not self._heard:
-                self._subscription.want(camera_on())
+        self._video.start(feed, self._on_packet, camera_on)
 
     def on_state(self, change: StateChange) -> None:
-        on = change.state is CameraState.ON
-        with self._lock:
-            self._heard = True
-            if self._subscription is not None:
-                self._subscription.want(on)
-        if not on:  # the segment ends with the last frame
+        if not self._video.on_state(change):  # the segment ends with the last frame
             self._worker.call(self.finish)
 
     def close(self) -> None:
         """No more video; what is queued is written and the segment closed by the worker's ``last``."""
-        if self._subscription is not None:
-            self._subscription.close()
+        self._video.close()
 
     # --- the encoder thread ----------------------------------------------------------------------
 
@@ -137,9 +126,8 @@ class ContinuousRecorder:
         if writer is None:
             return
         try:
-            writer.close()
-            self._folder.finished("continuous", writer.path, segment_name(writer.started_at, writer.seconds),
-                                  writer.started_at, writer.seconds)
+            self._folder.finished("continuous", writer, segment_name(writer.started_at, writer.seconds),
+                                  writer.seconds)
             self.segments_written += 1
         except OSError as exc:
             self._failed(writer, exc)
@@ -147,8 +135,7 @@ class ContinuousRecorder:
     def _failed(self, writer: Mp4Writer, exc: OSError) -> None:
         """The disk refused: the segment is kept as far as it plays, and the fault reported."""
         self._current = None
-        writer.abandon()
-        self._folder.discard(writer.path)
+        self._folder.give_up(writer)
         self._fault(f"cannot write {writer.path.name}: {exc}", full=exc.errno in _FULL)
 
     def _fault(self, problem: str, full: bool = False) -> None:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from appliance.config import RecordingSettings
 from appliance.durable import fsync_directory
-from appliance.h264.mp4 import probe, repair
+from appliance.h264.mp4 import Mp4Writer, probe, repair
 
 log = logging.getLogger(__name__)
 
@@ -232,17 +232,24 @@ class RecordingsFolder:
             (self.folder / parent).mkdir(exist_ok=True)
         return path
 
-    def finished(self, kind: Kind, part: Path, final_name: str, start: float, seconds: float,
+    def finished(self, kind: Kind, writer: Mp4Writer, final_name: str, seconds: float,
                  frames: int | None = None) -> Recording:
-        """A file written whole: it gets its final name and joins the catalogue."""
+        """A file written whole: closed (fsynced), given its final name, and in the catalogue.
+        Raises OSError when the disk refuses any of it (then ``give_up``)."""
+        writer.close()
         final = self.folder / final_name
-        part.rename(final)
+        writer.path.rename(final)
         fsync_directory(final.parent)
-        recording = Recording(kind, final_name, start, round(seconds, 3), final.stat().st_size, frames)
+        recording = Recording(kind, final_name, writer.started_at, round(seconds, 3), final.stat().st_size, frames)
         with self._lock:
             self._files[kind].append(recording)
             self._files[kind].sort(key=lambda found: found.start)
         return recording
+
+    def give_up(self, writer: Mp4Writer) -> None:
+        """A file whose disk refused a write or its finish: let go as it is on disk, then ``discard``."""
+        writer.abandon()
+        self.discard(writer.path)
 
     def discard(self, part: Path) -> None:
         """A file given up on (its disk failed): kept as far as it plays, named and listed as

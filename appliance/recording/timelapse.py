@@ -140,8 +140,7 @@ class TimelapseRecorder:
             self._current.append(packet)
         except OSError as exc:
             writer, self._current = self._current, None
-            writer.abandon()
-            self._folder.discard(writer.path)
+            self._folder.give_up(writer)
             self._folder.report(f"cannot write {writer.path.name}: {exc}")
 
     def finish(self) -> None:
@@ -150,9 +149,8 @@ class TimelapseRecorder:
         if writer is None:
             return
         try:
-            writer.close()
-            self._folder.finished("timelapse", writer.path, timelapse_name(writer.started_at, writer.frames),
-                                  writer.started_at, writer.frames / self._settings.fps, writer.frames)
+            self._folder.finished("timelapse", writer, timelapse_name(writer.started_at, writer.frames),
+                                  writer.frames / self._settings.fps, writer.frames)
         except OSError as exc:
-            self._folder.discard(writer.path)
+            self._folder.give_up(writer)
             self._folder.report(f"cannot finish {writer.path.name}: {exc}")
