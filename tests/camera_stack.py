@@ -42,28 +42,39 @@ APT = ("python3,python3-venv,python3-dev,gcc,libc6-dev,ca-certificates,procps,"
        # the camera stack, and what Raspberry Pi OS installs beside python3-picamera2
        "python3-libcamera,libcamera-ipa,libcamera-tools,python3-numpy,python3-pil,python3-prctl,"
        "python3-piexif,python3-libarchive-c,python3-jsonschema,python3-tqdm")
+ARM64_APT = (",python3-gi,python3-gst-1.0,gir1.2-gst-rtsp-server-1.0,gstreamer1.0-plugins-base,"
+             "gstreamer1.0-plugins-good,gstreamer1.0-plugins-bad")
+"""The arm64 root also has GStreamer's RTSP server from apt, as scripts/run.sh installs it on a Pi, so
+the appliance there serves RTSP from PyAV's aarch64 wheel through Debian's arm64 GStreamer."""
 VENV = "/opt/appliance/venv"
 SRC = "/opt/appliance/src"
 SHIM_DIR = "/opt/camera-test"
 VIRTUAL_YAML = "usr/share/libcamera/pipeline/virtual/virtual.yaml"
 
 
-def recipe() -> str:
+def apt_packages(arch: str) -> str:
+    return APT + (ARM64_APT if arch == "arm64" else "")
+
+
+def recipe(arch: str = "amd64") -> str:
     """What the cached root is made of: a change to any of it builds the root anew."""
     lock = (ROOT / "requirements" / "runtime-pi.txt").read_text()
-    return "\n".join([APT, PICAMERA2, *PIP_EXTRAS, lock])
+    return "\n".join([arch, apt_packages(arch), PICAMERA2, *PIP_EXTRAS, lock])
 
 
-def build_camera_root(dest: Path) -> None:
-    """Unpack the cached Debian 13 camera root into ``dest``, building the cache first if needed."""
-    key = hashlib.sha256(recipe().encode()).hexdigest()[:12]
-    tarball = CACHE / f"trixie-camera-{key}.tar"
+def build_camera_root(dest: Path, arch: str = "amd64") -> None:
+    """Unpack the cached Debian 13 camera root of ``arch`` into ``dest``, building the cache first if
+    needed. An ``arm64`` root is a Raspberry Pi OS's processor: its binaries (Python, libcamera, the
+    aarch64 wheels) run under qemu-user-static through binfmt_misc (``enable_arm64``), slowly."""
+    key = hashlib.sha256(recipe(arch).encode()).hexdigest()[:12]
+    prefix = "trixie-camera-" if arch == "amd64" else f"trixie-camera-{arch}-"
+    tarball = CACHE / f"{prefix}{key}.tar"
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        build = CACHE / "camera-root-build"
+        build = CACHE / f"camera-root-build-{arch}"
         shutil.rmtree(build, ignore_errors=True)
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={APT}", "trixie", str(build), apt_mirror()],
-                       check=True, capture_output=True, timeout=1200)
+        subprocess.run(["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={apt_packages(arch)}",
+                        "trixie", str(build), apt_mirror()], check=True, capture_output=True, timeout=2400)
         prepare_network(build)
         env = clean_env()
         pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -71,13 +82,13 @@ def build_camera_root(dest: Path) -> None:
         for command in (["python3", "-m", "venv", "--system-site-packages", VENV],
                         [*pip, "--require-hashes", "-r", "/tmp/runtime-pi.txt"],
                         [*pip, "--no-deps", PICAMERA2, *PIP_EXTRAS]):
-            subprocess.run(["chroot", str(build), *command], check=True, capture_output=True, env=env, timeout=900)
+            subprocess.run(["chroot", str(build), *command], check=True, capture_output=True, env=env, timeout=2400)
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
         shutil.rmtree(build, ignore_errors=True)
-        for old in CACHE.glob("trixie-camera-*.tar"):
-            if old != tarball:
+        for old in CACHE.glob(f"{prefix}*.tar"):
+            if old != tarball and (arch != "amd64" or old.name[len(prefix):].count("-") == 0):
                 old.unlink()
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-C", str(dest), "--numeric-owner", "-xf", str(tarball)], check=True)
@@ -96,8 +107,11 @@ def install_shims(root: Path) -> None:
     shims = root / SHIM_DIR.lstrip("/")
     shutil.rmtree(shims, ignore_errors=True)
     shutil.copytree(SHIMS / "site", shims / "site", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(shims / "fake_dmabuf.so"),
-                    str(SHIMS / "fake_dmabuf.c"), "-ldl"], check=True, capture_output=True, timeout=120)
+    shutil.copyfile(SHIMS / "fake_dmabuf.c", shims / "fake_dmabuf.c")
+    # Built by the root's own gcc, so it is of the root's processor and C library (arm64 under qemu).
+    subprocess.run(["chroot", str(root), "gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror",
+                    "-o", f"{SHIM_DIR}/fake_dmabuf.so", f"{SHIM_DIR}/fake_dmabuf.c", "-ldl"],
+                   check=True, capture_output=True, timeout=600, env=clean_env())
 
 
 SHIM_ENV = {"LD_PRELOAD": f"{SHIM_DIR}/fake_dmabuf.so", "LIBCAMERA_PIPELINES_MATCH_LIST": "virtual",

@@ -19,7 +19,9 @@ import pytest
 import requests
 
 from appliance.camera_backends.base import CameraBackend, CameraError, Frame
+from appliance.camera_backends.pi_camera import lores_size
 from appliance.camera_backends.synthetic import SyntheticCamera
+from appliance.camera_backends.yuv import from_bgr
 from appliance.config import AppConfig, CameraSettings
 
 
@@ -372,11 +374,15 @@ class FramePacer:
 
 class SceneCamera(CameraBackend):
     """A still scene (a textured wall) in which a square moves while ``moving`` is set: motion exactly
-    when a test wants it. Delivers ``camera.fps`` frames a second, like a real camera."""
+    when a test wants it. Delivers ``camera.fps`` frames a second, like a real camera.
+
+    ``yuv``: delivered as the Pi camera delivers, an I420 picture (full range) with a small grey image
+    beside it (the lores stream's Y plane, 384 px wide), so a test runs the capture thread's YUV path."""
 
     name = "scene"
 
-    def __init__(self, settings: CameraSettings) -> None:
+    def __init__(self, settings: CameraSettings, yuv: bool = False) -> None:
+        self.yuv = yuv
         width, height = settings.size
         rng = np.random.default_rng(1)
         coarse = rng.integers(60, 200, (height // 20, width // 20, 3), dtype=np.uint8)
@@ -388,15 +394,25 @@ class SceneCamera(CameraBackend):
     def open(self) -> None:
         self._pacer.open()
 
-    def read(self, timeout: float) -> Frame:
-        if not self._pacer.wait():
-            raise CameraError("closed while reading")
+    def picture(self) -> np.ndarray:
+        """The scene now, BGR (subclasses add to it)."""
         image = self._wall.copy()
         if self.moving.is_set():
             height, width = image.shape[:2]
             self._x = (self._x + width // 40) % (width - height // 3)
             cv2.rectangle(image, (self._x, height // 3), (self._x + height // 3, 2 * height // 3), (20, 20, 240), -1)
-        return Frame(image=image, timestamp=time.time())
+        return image
+
+    def read(self, timeout: float) -> Frame:
+        if not self._pacer.wait():
+            raise CameraError("closed while reading")
+        image = self.picture()
+        if not self.yuv:
+            return Frame(image=image, timestamp=time.time())
+        picture = from_bgr(image)
+        lores = lores_size(picture.size)
+        return Frame(image=picture, timestamp=time.time(),
+                     gray=cv2.resize(picture.y, lores, interpolation=cv2.INTER_AREA))
 
     def close(self) -> None:
         self._pacer.close()
@@ -407,10 +423,11 @@ SCENE_MOTION = {"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0, 
 
 
 def start_scene(start_appliance: Any, tmp_path: Path, clip: dict[str, Any] | None = None,
-                camera_backend: SceneCamera | None = None, **sections: Any) -> tuple[Any, SceneCamera, Any]:
-    """An appliance on a SceneCamera (or ``camera_backend``), switched on: (the appliance, its camera,
-    a live-feed subscription)."""
-    camera = camera_backend or SceneCamera(make_config(tmp_path).camera)
+                camera_backend: SceneCamera | None = None, yuv: bool = False,
+                **sections: Any) -> tuple[Any, SceneCamera, Any]:
+    """An appliance on a SceneCamera (or ``camera_backend``; ``yuv``: delivering as a Pi camera does),
+    switched on: (the appliance, its camera, a live-feed subscription)."""
+    camera = camera_backend or SceneCamera(make_config(tmp_path).camera, yuv=yuv)
     events = {**sections.pop("events", {}), "clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10, **(clip or {})}}
     app = start_appliance(backend=camera, motion=SCENE_MOTION, events=events, **sections)
     feed = app.live.subscribe()

@@ -20,6 +20,7 @@ from appliance.camera_backends.base import CameraError
 from appliance.camera_backends.opencv import OpenCVCamera
 from appliance.camera_backends.pi_camera import PiCamera, lores_size
 from appliance.camera_backends.synthetic import SyntheticCamera
+from appliance.camera_backends.yuv import I420, bgr_of
 from appliance.config import CameraSettings
 from tests.fake_picamera2 import FakePicamera2, Transform
 from tests.helpers import MjpegSource
@@ -142,15 +143,18 @@ def test_picamera2_reads_the_format_and_stride_it_was_given(fake_picamera2: type
     config = instance.configuration
     assert config["raw"] is None and config["buffer_count"] == 4
     assert config["main"]["size"] == (640, 480) and config["lores"]["size"] == (384, 288)  # 64-px aligned
-    assert frame.image.shape == (480, 640, 3) and frame.image.flags.c_contiguous
-    assert red(frame.image[-1, -1]) and red(frame.image[0, -1])  # neither padding nor chroma misread
+    # YUV stays in its planes (no BGR image made per frame); RGB formats arrive as BGR.
+    assert isinstance(frame.image, np.ndarray if answer == "RGB888" else I420)
+    image = bgr_of(frame.image)
+    assert image.shape == (480, 640, 3) and image.flags.c_contiguous
+    assert red(image[-1, -1]) and red(image[0, -1])  # neither padding nor chroma misread
     if answer == "RGB888":
         assert frame.gray is None  # no Y plane to take: the detector converts
     else:
         lw, lh = config["lores"]["size"]
         assert frame.gray is not None and frame.gray.shape == (lh, lw)
         assert (frame.gray[:, 100:] == 76).all()  # the Y plane, without its padding or chroma
-    assert not np.array_equal(frame.image, second.image)
+    assert not np.array_equal(image, bgr_of(second.image))
     assert abs(frame.timestamp - time.time()) < 1.0  # the sensor's monotonic time, on the wall clock
     assert instance.outstanding == 0  # every request released
     assert instance.closed and not instance.started
@@ -288,15 +292,15 @@ def test_opencv_source_that_accepts_and_never_sends_fails_open_in_time(mjpeg_sou
     camera.close()
 
 
-def test_picamera2_frames_are_converted_once_and_motion_takes_the_lores_y_plane(
+def test_picamera2_frames_stay_in_their_yuv_planes_and_motion_takes_the_lores_y_plane(
         start_appliance: Any, fake_picamera2: type[FakePicamera2], monkeypatch: pytest.MonkeyPatch) -> None:
-    conversions: list[int] = []
-    encoder_conversions: list[int] = []
+    conversions: list[tuple[int, int]] = []
+    encoder_conversions: list[tuple[int, int]] = []
     convert = cv2.cvtColor
 
     def counted(image: np.ndarray, code: int, *args: Any, **kwargs: Any) -> np.ndarray:
         on_encoder = threading.current_thread().name == "h264-encoder"
-        (encoder_conversions if on_encoder else conversions).append(code)
+        (encoder_conversions if on_encoder else conversions).append((code, image.shape[0] * image.shape[1]))
         return convert(image, code, *args, **kwargs)
 
     camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2, transform_factory=Transform)
@@ -306,10 +310,13 @@ def test_picamera2_frames_are_converted_once_and_motion_takes_the_lores_y_plane(
     snapshot = requests.get(app.url + "/snapshot.jpg", timeout=10)
     assert snapshot.status_code == 200, snapshot.text
     assert app.pipeline.stats().frames_analysed > 0
-    # One YUV-to-BGR conversion per frame, in the backend; the detector never makes a grey copy. The
-    # H.264 encode of the MP4 event clips converts back to YUV on its own thread (#28 removes that).
-    assert set(conversions) == {cv2.COLOR_YUV2BGR_I420}, conversions
-    assert set(encoder_conversions) <= {cv2.COLOR_BGR2YUV_I420}, encoder_conversions
+    # No frame is ever converted to BGR: the JPEG is encoded from the planes, the H.264 encoder of the
+    # MP4 event clips takes them too, the detector never makes a grey copy. The only colour conversions
+    # are of the timestamp's few pixels (the overlay's text is drawn on them as BGR), on either thread.
+    for made in (conversions, encoder_conversions):
+        assert all(pixels <= 640 * 480 // 8 for _, pixels in made), made
+        assert {code for code, _ in made} <= {cv2.COLOR_YCrCb2BGR, cv2.COLOR_BGR2YCrCb}, made
+    assert conversions
     image = cv2.imdecode(np.frombuffer(snapshot.content, np.uint8), cv2.IMREAD_COLOR)
     assert red(image[-5, -5])  # the fake's red scene is still red
 
@@ -318,7 +325,7 @@ def test_picamera2_takes_flips_and_half_turns_in_libcamera_and_the_rest_itself(
         fake_picamera2: type[FakePicamera2]) -> None:
     def mirrored(camera: PiCamera) -> bool:
         """The fake's band grows from the scene's left edge: on the right, the picture is mirrored."""
-        image = camera.read(1.0).image
+        image = bgr_of(camera.read(1.0).image)
         return not red(image[240, -2]) and red(image[240, 1])
 
     camera = PiCamera(settings(size="640x480"), camera_factory=lambda: fake_picamera2, transform_factory=Transform)

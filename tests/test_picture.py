@@ -15,7 +15,7 @@ import pytest
 import requests
 from gpiozero.pins.mock import MockFactory
 
-from appliance.camera_backends.base import CameraError, Frame
+from appliance.camera_backends.base import CameraError
 from appliance.capture.picture import NightSwitch
 from appliance.config import CameraSettings, PictureSettings
 from appliance.runtime import Appliance
@@ -38,10 +38,10 @@ class MarkedScene(SceneCamera):
     """The test scene with a green block in the sensor's top-left corner: where it lands says which
     way the picture was turned."""
 
-    def read(self, timeout: float) -> Frame:
-        frame = super().read(timeout)
-        frame.image[:40, :40] = GREEN
-        return frame
+    def picture(self) -> np.ndarray:
+        image = super().picture()
+        image[:40, :40] = GREEN
+        return image
 
 
 class IlluminatedScene(SceneCamera):
@@ -49,15 +49,13 @@ class IlluminatedScene(SceneCamera):
     every pixel is brighter (x1.3 + 20, the IR switch measured for docs/motion.md). Grey alone keeps
     each pixel's brightness, so without the light the switch would be no test of the detector."""
 
-    def __init__(self, settings: CameraSettings, pin: Any) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: CameraSettings, pin: Any, yuv: bool = False) -> None:
+        super().__init__(settings, yuv)
         self._pin = pin
 
-    def read(self, timeout: float) -> Frame:
-        frame = super().read(timeout)
-        if self._pin.state:
-            frame.image[:] = cv2.convertScaleAbs(frame.image, alpha=1.3, beta=20)
-        return frame
+    def picture(self) -> np.ndarray:
+        image = super().picture()
+        return cv2.convertScaleAbs(image, alpha=1.3, beta=20) if self._pin.state else image
 
 
 def settings(app: Any, body: dict[str, Any]) -> requests.Response:
@@ -87,12 +85,18 @@ def expected_corner(rotation: int, hflip: bool, vflip: bool) -> tuple[str, str]:
     return ("top", "bottom")[row], ("left", "right")[column]
 
 
-@pytest.mark.parametrize(("rotation", "hflip", "vflip"),
-                         [(0, False, False), (90, False, False), (180, False, False), (270, False, False),
-                          (0, True, False), (0, False, True), (90, True, False)])
+BOTH_PATHS = pytest.mark.parametrize("yuv", [False, True], ids=["bgr", "yuv"])
+"""The capture thread's two paths: BGR frames (OpenCV's cameras, the demo) and I420 planes (the Pi)."""
+
+
+@pytest.mark.parametrize(("rotation", "hflip", "vflip", "yuv"),
+                         [(0, False, False, False), (90, False, False, False), (180, False, False, False),
+                          (270, False, False, False), (0, True, False, False), (0, False, True, False),
+                          (90, True, False, False), (0, False, False, True), (270, False, False, True),
+                          (90, True, False, True), (0, False, True, True)])
 def test_each_orientation_reaches_the_stream_snapshots_events_and_clips(
-        start_appliance: Any, tmp_path: Path, rotation: int, hflip: bool, vflip: bool) -> None:
-    camera = MarkedScene(make_config(tmp_path).camera)
+        start_appliance: Any, tmp_path: Path, rotation: int, hflip: bool, vflip: bool, yuv: bool) -> None:
+    camera = MarkedScene(make_config(tmp_path).camera, yuv)
     app = start_appliance(backend=camera, camera={"rotation": rotation, "hflip": hflip, "vflip": vflip},
                           motion={"warmup_frames": 5, "event_gap": 0.2, "background_weight": 1.0, "start_frames": 2},
                           events={"clip": {**SHORT_CLIPS, "fps": 10}})
@@ -115,9 +119,11 @@ def test_each_orientation_reaches_the_stream_snapshots_events_and_clips(
     assert orientation == {"rotation": rotation, "hflip": hflip, "vflip": vflip}
 
 
-def test_masks_are_black_in_every_output_and_hide_motion(start_appliance: Any, tmp_path: Path) -> None:
+@BOTH_PATHS
+def test_masks_are_black_in_every_output_and_hide_motion(start_appliance: Any, tmp_path: Path, yuv: bool) -> None:
     # No timestamp: the overlay is drawn over the masks (it is no part of the scene).
-    app, camera, feed = start_scene(start_appliance, tmp_path, clip=SHORT_CLIPS, overlay={"timestamp": False})
+    app, camera, feed = start_scene(start_appliance, tmp_path, clip=SHORT_CLIPS, overlay={"timestamp": False},
+                                    yuv=yuv)
     # The left half is a neighbour's garden: masked at run time, from the next frame on.
     left = {"name": "neighbour", "points": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}
     answer = settings(app, {"masks": [left]})
@@ -194,14 +200,15 @@ def test_picture_settings_survive_a_restart_and_bad_config_controls_stop_start_u
 
 
 @pytest.mark.parametrize("kind", ["mp4", "mjpeg"])
+@BOTH_PATHS
 def test_a_mask_drawn_just_before_an_event_hides_its_area_in_the_whole_clip_pre_roll_included(
-        start_appliance: Any, tmp_path: Path, kind: str) -> None:
+        start_appliance: Any, tmp_path: Path, kind: str, yuv: bool) -> None:
     """The pre-roll ring (encoded packets for MP4, raw frames for Motion-JPEG) holds frames taken
     before the mask was drawn: an event that starts right after must not store them with the
     neighbour's garden in view."""
     app, camera, feed = start_scene(start_appliance, tmp_path, clip={"pre_seconds": 1.0, "post_seconds": 0.3,
                                                                      "format": kind},
-                                    overlay={"timestamp": False})
+                                    overlay={"timestamp": False}, yuv=yuv)
     assert app.pipeline.wait_for_frames(30, timeout=10)  # a full second of pre-roll, unmasked
     left = {"name": "neighbour", "points": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}
     assert settings(app, {"masks": [left]}).status_code == 200
@@ -214,12 +221,13 @@ def test_a_mask_drawn_just_before_an_event_hides_its_area_in_the_whole_clip_pre_
         assert masked.max() <= 24, f"clip frame {number} shows what the mask hides ({masked.max()})"
 
 
+@BOTH_PATHS
 def test_a_night_mode_switch_drives_the_output_greys_the_picture_and_raises_no_event(
-        start_appliance: Any, tmp_path: Path) -> None:
+        start_appliance: Any, tmp_path: Path, yuv: bool) -> None:
     factory = MockFactory()
     try:
         pin = factory.pin(22)
-        camera = IlluminatedScene(make_config(tmp_path).camera, pin)
+        camera = IlluminatedScene(make_config(tmp_path).camera, pin, yuv)
         app, _, feed = start_scene(start_appliance, tmp_path, gpio={"night_pin": 22},
                                    parts={"pin_factory": factory}, camera_backend=camera)
         assert app.panel.night is not None and pin.state is False

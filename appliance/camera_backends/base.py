@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from appliance.camera_backends.yuv import I420
+
 
 class CameraError(Exception):
     """The camera cannot deliver frames: absent, busy, unplugged, timed out or at end of stream."""
@@ -42,13 +44,15 @@ class CameraError(Exception):
 class Frame:
     """One captured frame.
 
-    ``image`` is a BGR ``uint8`` array of shape ``(height, width, 3)`` (OpenCV's byte order).
+    ``image`` is a BGR ``uint8`` array of shape ``(height, width, 3)`` (OpenCV's byte order), or, from
+    a camera that delivers YUV 4:2:0 (the Pi camera), an ``I420`` picture kept in its planes: the
+    capture thread works on either as it is, and converts only for what takes BGR alone.
     ``gray`` is an optional small single-channel ``uint8`` image the backend gets for free (the
     Pi camera's lores Y plane); motion detection uses it instead of converting ``image``.
     ``timestamp`` is ``time.time()`` at capture, for the overlay and motion events.
     """
 
-    image: np.ndarray
+    image: np.ndarray | I420
     timestamp: float
     gray: np.ndarray | None = field(default=None)
 

@@ -5,8 +5,11 @@ ready grey image for motion detection. Both are asked for as ``YUV420``, the for
 delivers natively (``RGB888`` costs the ISP a conversion and 2x the memory per buffer), but what is
 used is what libcamera *configured*, read back after ``configure``: the format (a camera may answer
 ``NV12`` whatever was asked, as libcamera's virtual camera does), the size (it snaps to sizes the
-camera has) and the stride (YUV420 rows are padded to 64 px). Each frame is taken out of its buffer
-with exactly those numbers and converted to BGR once.
+camera has), the stride (YUV420 rows are padded to 64 px) and the colour space. Each frame is copied
+out of its buffer with exactly those numbers into an ``I420`` picture and never made BGR: the JPEG,
+H.264 and motion all take the planes (``appliance/camera_backends/yuv.py``). The colour space asked
+for is sYCC, JPEG's own (full range, BT.601), so the planes go into a JPEG untouched; a camera that
+answers with limited range (libcamera's default for video) is brought to full range in the copy.
 
 Other things a real Pi does that this handles:
 
@@ -39,6 +42,7 @@ import cv2
 import numpy as np
 
 from appliance.camera_backends.base import CameraBackend, CameraError, Control, ControlValue, Frame
+from appliance.camera_backends.yuv import I420, from_buffer, oriented
 from appliance.config import CameraSettings
 
 log = logging.getLogger(__name__)
@@ -101,6 +105,20 @@ def _load_transform(**flips: bool) -> Any:
     from libcamera import Transform  # type: ignore[import-not-found]  # beside picamera2, from apt
 
     return Transform(**flips)
+
+
+def _jpeg_colour_space() -> Any:
+    """libcamera's sYCC (JPEG's YCbCr, full range), or None where libcamera is absent (a test's fake)."""
+    try:
+        from libcamera import ColorSpace  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return ColorSpace.Sycc()
+
+
+def full_range(colour_space: Any) -> bool:
+    """Whether libcamera's configured ``colour_space`` is full range (sYCC, JPEG); limited when not said."""
+    return "full" in str(getattr(colour_space, "range", "")).lower()
 
 
 def _load_picamera2() -> Any:
@@ -187,7 +205,8 @@ class PiCamera(CameraBackend):
 
     def __init__(self, settings: CameraSettings, camera_factory: Callable[[], Any] | None = None,
                  motion_width: int = 400, monotonic_ns: Callable[[], int] = time.monotonic_ns,
-                 clock: Callable[[], float] = time.time, transform_factory: Callable[..., Any] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, transform_factory: Callable[..., Any] | None = None,
+                 colour_space_factory: Callable[[], Any] | None = None) -> None:
         self._settings = settings
         self._factory = camera_factory or _load_picamera2
         self._number = int(settings.device) if settings.device and settings.device.isdigit() else 0
@@ -203,6 +222,8 @@ class PiCamera(CameraBackend):
         self._flips = (False, False)  # asked of libcamera
         self._cpu_flips = (False, False)  # what libcamera did not take: done here, to both streams
         self._available: Mapping[str, Any] | None = None  # the camera's own controls, once opened
+        self._colour_space_factory = colour_space_factory or _jpeg_colour_space
+        self._full_range = False  # what the camera configured: JPEG's full range, or video's limited
 
     @staticmethod
     def detect(settings: CameraSettings, camera_factory: Callable[[], Any] | None = None) -> bool:
@@ -276,7 +297,9 @@ class PiCamera(CameraBackend):
         self._camera = camera  # from here on, close() releases it whatever fails next
         try:
             hflip, vflip = self._flips
+            colour_space = self._colour_space_factory()
             config = camera.create_video_configuration(
+                **({} if colour_space is None else {"colour_space": colour_space}),
                 main={"size": tuple(self._settings.size), "format": "YUV420"},
                 lores={"size": self._lores, "format": "YUV420"},
                 raw=None,  # no Bayer stream: libcamera picks the sensor mode for the main size
@@ -292,6 +315,7 @@ class PiCamera(CameraBackend):
             given = camera.camera_configuration().get("transform")
             self._cpu_flips = (hflip != bool(getattr(given, "hflip", hflip)),
                                vflip != bool(getattr(given, "vflip", vflip)))
+            self._full_range = full_range(camera.camera_configuration().get("colour_space"))
             self._available = getattr(camera, "camera_controls", None) or {}
             self._lores = self._streams["lores"][1]
             camera.start()
@@ -343,16 +367,30 @@ class PiCamera(CameraBackend):
                 # it is due, waiting as a paced camera would (bounded by the read's own deadline).
                 self._paced.wait(min(early / 1e9, max(0.0, deadline - time.monotonic())))
                 continue
-            image = to_bgr(main, *self._streams["main"])
+            image = self._picture(main)
             gray = luma(lores, *self._streams["lores"])
             if self._cpu_flips != (False, False):
                 code = -1 if all(self._cpu_flips) else 1 if self._cpu_flips[0] else 0
-                image = cv2.flip(image, code)
+                image = oriented(image, 0, *self._cpu_flips) if isinstance(image, I420) else cv2.flip(image, code)
                 gray = None if gray is None else cv2.flip(gray, code)
             age = (self._monotonic_ns() - taken_ns) / 1e9
             if not 0.0 <= age < 2.0:  # a timestamp on some other clock: the frame is taken as new
                 age = 0.0
             return Frame(image=image, timestamp=self._clock() - age, gray=gray)
+
+    def _picture(self, main: np.ndarray) -> np.ndarray | I420:
+        """The main stream's buffer copied out: YUV 4:2:0 stays planar (I420), RGB formats become BGR."""
+        fmt, size, stride = self._streams["main"]
+        if fmt not in _YUV420_FAMILY:
+            return to_bgr(main, fmt, size, stride)
+        width, height = size
+        if main.size < height * 3 // 2 * stride:
+            raise CameraError(f"a {fmt} frame of {width}x{height} (stride {stride}) needs {height * 3 // 2 * stride} "
+                              f"bytes, the buffer has {main.size}")
+        try:
+            return from_buffer(main, fmt, size, stride, self._full_range)
+        except ValueError as exc:
+            raise CameraError(f"the Pi camera's {fmt} frame cannot be read: {exc}") from exc
 
     def close(self) -> None:
         camera, self._camera = self._camera, None

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from appliance.camera_backends.base import Frame
+from appliance.camera_backends.yuv import bgr_of, scaled_copy, size_of
 from appliance.capture.overlay import draw_overlay
 from appliance.config import ClipSettings, Mask, OverlaySettings, Zone
 from appliance.motion.events import MotionResult
@@ -110,9 +110,9 @@ class ClipTap:
         # Keep to the grid; after a stall (or at the start) begin a new one from now rather than catch up.
         self._next_due = self._next_due + self._period if now - self._next_due < self._period else now + self._period
         image = frame.image
-        height, width = image.shape[:2]
+        width, height = size_of(image)
         size = clip_size((width, height), self._settings.size)
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if size != (width, height) else image.copy()
+        small = bgr_of(scaled_copy(image, size))  # Motion-JPEG clips are encoded from BGR, at their small size
         draw_overlay(small, frame.timestamp, result, self._overlay, scale=(size[0] / width, size[1] / height),
                      zones=zones)
         taken = ClipFrame(small, frame.timestamp, now, *size)

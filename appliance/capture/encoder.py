@@ -19,6 +19,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from appliance.camera_backends.yuv import I420, encode_jpeg
+
 log = logging.getLogger(__name__)
 
 EncoderName = Literal["auto", "opencv", "simplejpeg"]
@@ -51,6 +53,26 @@ def simplejpeg_encoder(quality: int) -> Callable[[np.ndarray], bytes]:
             raise EncodeError(f"simplejpeg failed: {exc}") from exc
 
     return encode
+
+
+def planes_encoder(name: EncoderName, quality: int,
+                   bgr_encoder: Callable[[np.ndarray], bytes]) -> Callable[[I420], bytes]:
+    """How an ``I420`` picture becomes a JPEG: from its planes by simplejpeg (no colour conversion at
+    all), unless OpenCV's encoder was asked for or simplejpeg is missing: then made BGR for ``bgr_encoder``."""
+    if name != "opencv":
+        try:
+            import simplejpeg  # noqa: F401  (only whether it is there)
+        except ImportError:
+            log.info("simplejpeg is not installed: the camera's YUV frames are made BGR for OpenCV's JPEG encoder")
+        else:
+            def encode(picture: I420) -> bytes:
+                try:
+                    return encode_jpeg(picture, quality)
+                except (ValueError, RuntimeError) as exc:
+                    raise EncodeError(f"simplejpeg failed: {exc}") from exc
+
+            return encode
+    return lambda picture: bgr_encoder(picture.bgr())
 
 
 ENCODERS: dict[str, Callable[[int], Callable[[np.ndarray], bytes]]] = {

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from appliance.camera_backends.base import Control, ControlValue
+from appliance.camera_backends.yuv import I420, fill_polygons, grey, oriented, size_of
 from appliance.config import Mask, PictureSettings
 from appliance.durable import KeptSettings
 
@@ -40,8 +41,10 @@ RUNTIME_KEYS = ("controls", "night_mode", "masks")
 """What is changed at run time and kept across restarts; the rest comes from the config file."""
 
 
-def orient(image: np.ndarray, rotation: int, hflip: bool, vflip: bool) -> np.ndarray:
+def orient(image: np.ndarray | I420, rotation: int, hflip: bool, vflip: bool) -> np.ndarray | I420:
     """``image`` flipped, then turned ``rotation`` degrees clockwise (a new array unless nothing changes)."""
+    if isinstance(image, I420):
+        return oriented(image, rotation, hflip, vflip) if rotation or hflip or vflip else image
     if hflip or vflip:
         image = cv2.flip(image, -1 if hflip and vflip else 1 if hflip else 0)
     if rotation == 90:
@@ -61,16 +64,19 @@ class MaskPainter:
         self._polygons: list[np.ndarray] = []
         self._masks: Sequence[Mask] = ()
 
-    def paint(self, image: np.ndarray, masks: Sequence[Mask]) -> None:
-        """Black out ``masks`` in ``image`` (BGR or grey), in place."""
+    def paint(self, image: np.ndarray | I420, masks: Sequence[Mask]) -> None:
+        """Black out ``masks`` in ``image`` (BGR, grey or I420), in place."""
         if not masks:
             return
-        height, width = image.shape[:2]
+        width, height = size_of(image)
         if masks is not self._masks or (width, height) != self._size:  # new settings make a new list
             self._polygons = [np.array([(round(x * (width - 1)), round(y * (height - 1))) for x, y in mask.points],
                                        np.int32) for mask in masks]
             self._size, self._masks = (width, height), masks
-        cv2.fillPoly(image, self._polygons, 0 if image.ndim == 2 else (0, 0, 0))
+        if isinstance(image, I420):
+            fill_polygons(image, self._polygons, (0, 0, 0))
+        else:
+            cv2.fillPoly(image, self._polygons, 0 if image.ndim == 2 else (0, 0, 0))
 
 
 class NightSwitch:
@@ -192,8 +198,8 @@ class PictureStage:
         self.night = NightSwitch()
         self._measured_at: float | None = None
 
-    def apply(self, image: np.ndarray, gray: np.ndarray | None, settings: PictureSettings,
-              now: float) -> tuple[np.ndarray, np.ndarray | None]:
+    def apply(self, image: np.ndarray | I420, gray: np.ndarray | None, settings: PictureSettings,
+              now: float) -> tuple[np.ndarray | I420, np.ndarray | None]:
         """The frame's picture and grey image as every consumer must see them."""
         rotation, hflip, vflip = self.orientation
         if rotation or hflip or vflip:
@@ -204,14 +210,18 @@ class PictureStage:
         if settings.night_mode == "auto" and (self._measured_at is None
                                               or now - self._measured_at >= self.BRIGHTNESS_EVERY):
             self._measured_at = now  # the scene as filmed: masks are not the night
-            brightness = cv2.mean(gray)[0] if gray is not None else cv2.mean(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))[0]
+            brightness = cv2.mean(gray if gray is not None else image.y if isinstance(image, I420)
+                                  else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))[0]
         night = self.night.update(settings, brightness, now)
         if settings.masks:
-            if not image.flags.writeable:
+            if isinstance(image, np.ndarray) and not image.flags.writeable:
                 image = image.copy()
             self._masks.paint(image, settings.masks)
             if gray is not None:
                 self._gray_masks.paint(gray, settings.masks)
         if night and settings.night_grey:
-            image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+            if isinstance(image, I420):
+                grey(image)  # the frame's own copy, taken out of the camera's buffer
+            else:
+                image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
         return image, gray

@@ -24,13 +24,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from appliance.camera_backends.base import CameraBackend, CameraError, Frame
+from appliance.camera_backends.yuv import I420, scaled_copy, size_of
 from appliance.capture.broadcaster import FrameBroadcaster
 from appliance.capture.clips import ClipSink, ClipTap
-from appliance.capture.encoder import EncodeError, choose_encoder
+from appliance.capture.encoder import EncodeError, choose_encoder, planes_encoder
 from appliance.capture.overlay import draw_overlay
 from appliance.capture.picture import PictureControl, PictureStage
 from appliance.capture.video import VideoFrame, VideoSink
@@ -103,6 +103,9 @@ class CapturePipeline:
         self._last_frame_at: float | None = None
         self.encoder_name, self._encode_jpeg = choose_encoder(config.stream.encoder, config.camera.jpeg_quality,
                                                               config.camera.size)
+        # A camera's YUV planes are encoded as they are (JPEG is YUV); by OpenCV's encoder only when
+        # that is the one asked for (it takes BGR alone), or when simplejpeg is not installed.
+        self._encode_planes = planes_encoder(config.stream.encoder, config.camera.jpeg_quality, self._encode_jpeg)
         self._tracker = MotionEventTracker(start_frames=config.motion.start_frames, event_gap=config.motion.event_gap,
                                            max_seconds=config.motion.max_event_seconds)
         self._last_event: dict[str, object] | None = None
@@ -306,7 +309,7 @@ class CapturePipeline:
                 self._frames_captured += 1
                 self._frame_cond.notify_all()
             image = frame.image
-            self._frame_size = (image.shape[1], image.shape[0])
+            self._frame_size = size_of(image)
             if first:
                 on_first_frame()
                 first = False
@@ -320,7 +323,9 @@ class CapturePipeline:
             if motion.enabled and now >= next_analysis:
                 # Keep the rate, but after a stall start again from now rather than catch up.
                 next_analysis = max(next_analysis + period, now - period)
-                result = detector.detect(image, frame.gray, None if analysed_at is None else now - analysed_at)
+                # An I420 picture is analysed on its Y plane (when the camera gave no smaller grey image).
+                result = detector.detect(image.y if isinstance(image, I420) else image, frame.gray,
+                                         None if analysed_at is None else now - analysed_at)
                 analysed_at = now
                 self._frames_analysed += 1
                 change = self._tracker.update(result, frame.timestamp, monotonic=now)
@@ -346,9 +351,9 @@ class CapturePipeline:
                      now: float, masks: Sequence[Mask]) -> None:
         """Give the video encoder its own copy of the clean frame, scaled to its size here (one pass)."""
         image = frame.image
-        height, width = image.shape[:2]
+        width, height = size_of(image)
         size = video.frame_size((width, height))
-        copy = image.copy() if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        copy = scaled_copy(image, size)
         video.offer(VideoFrame(copy, frame.timestamp, now, result, tuple(zones), (size[0] / width, size[1] / height),
                                tuple(masks)))
 
@@ -361,7 +366,7 @@ class CapturePipeline:
         motion = self._motion_settings()
         zones = motion.zones if motion.enabled else ()
         target = self._config.stream.size
-        height, width = image.shape[:2]
+        width, height = size_of(image)
         if target is None or tuple(target) == (width, height):
             draw_overlay(image, frame.timestamp, result, overlay, zones=zones)
             jpeg = self._encode(image)
@@ -369,7 +374,7 @@ class CapturePipeline:
             return jpeg
         stream = still = None
         if want_stream:  # scaled first, from the clean frame: the overlay is drawn at the stream's size
-            small = cv2.resize(image, tuple(target), interpolation=cv2.INTER_AREA)
+            small = scaled_copy(image, tuple(target))
             draw_overlay(small, frame.timestamp, result, overlay, scale=(target[0] / width, target[1] / height),
                          zones=zones)
             stream = self._encode(small)
@@ -379,9 +384,9 @@ class CapturePipeline:
         self._broadcaster.publish(stream, still, taken=frame.timestamp)
         return still
 
-    def _encode(self, image: np.ndarray) -> bytes:
+    def _encode(self, image: np.ndarray | I420) -> bytes:
         try:
-            jpeg = self._encode_jpeg(image)
+            jpeg = self._encode_planes(image) if isinstance(image, I420) else self._encode_jpeg(image)
         except EncodeError as exc:
             raise CameraError(f"JPEG encoding failed: {exc}") from exc
         self._frames_encoded += 1
@@ -415,7 +420,12 @@ def _reason(exc: BaseException) -> str:
 def _check_frame(frame: object) -> None:
     """A backend that returns garbage fails like one that returns nothing, instead of crashing later."""
     image = getattr(frame, "image", None)
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    if isinstance(image, I420):
+        data = image.data
+        if not (data.dtype == np.uint8 and data.ndim == 2 and data.flags.c_contiguous and data.shape[0] % 3 == 0
+                and image.height % 2 == 0 and image.width % 2 == 0 and image.height >= 16 and image.width >= 16):
+            raise CameraError(f"the camera delivered a malformed I420 frame (shape {data.shape}, dtype {data.dtype})")
+    elif not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
             and image.shape[0] >= 16 and image.shape[1] >= 16):
         described = f"shape {getattr(image, 'shape', None)}, dtype {getattr(image, 'dtype', type(image).__name__)}"
         raise CameraError(f"the camera delivered a malformed frame ({described})")

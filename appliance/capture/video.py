@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from appliance.camera_backends.yuv import I420
 from appliance.config import Mask, Zone
 from appliance.motion.events import MotionResult
 
@@ -22,7 +23,7 @@ from appliance.motion.events import MotionResult
 class VideoFrame:
     """One frame for a video encoder: the picture (its own copy), when it was taken, what moved."""
 
-    image: np.ndarray  # BGR, the sink's own: nobody else draws on it
+    image: np.ndarray | I420  # BGR or the camera's planes, the sink's own: nobody else draws on it
     timestamp: float  # time.time() at capture, for the overlay
     captured_at: float  # monotonic time at capture: the frame's age, its presentation time
     motion: MotionResult | None

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance.camera_backends.yuv import I420
 from appliance.config import RtspSettings
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Packet:
 
 
 class H264Encoder:
-    """One encoder context: BGR frames in, access units out. Used by one thread only."""
+    """One encoder context: frames in (BGR or I420), access units out. Used by one thread only."""
 
     def __init__(self, codec: str, size: tuple[int, int], settings: RtspSettings) -> None:
         av = _pyav()
@@ -136,11 +137,14 @@ class H264Encoder:
         self._last_pts = -1
         self._picture_type_i = av.video.frame.PictureType.I
 
-    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False, captured_at: float = 0.0) -> list[Packet]:
-        """Encode one BGR frame of ``size`` shown at ``pts``; ``keyframe`` forces an IDR frame."""
+    def encode(self, image: np.ndarray | I420, pts: int, keyframe: bool = False,
+               captured_at: float = 0.0) -> list[Packet]:
+        """Encode one frame of ``size`` (BGR, or I420 planes taken as they are) shown at ``pts``;
+        ``keyframe`` forces an IDR frame."""
         pts = max(pts, self._last_pts + 1)  # strictly increasing, whatever the clock did
         self._last_pts = pts
-        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        # Limited range either way, as H.264 is by convention (and as players assume when not told).
+        yuv = image.video() if isinstance(image, I420) else cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
         frame = self._av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = pts
         if keyframe:

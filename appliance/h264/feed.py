@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from appliance.camera_backends.yuv import size_of
 from appliance.capture.overlay import draw_overlay
 from appliance.capture.video import VideoFrame
 from appliance.config import OverlaySettings, RtspSettings
@@ -289,7 +290,7 @@ class H264Feed:
                 refused = False
             if refused:  # an encoder that would not open is tried again with the next first subscription
                 continue
-            size = (frame.image.shape[1], frame.image.shape[0])
+            size = size_of(frame.image)
             if fresh or encoder is None or encoder.size != size:
                 if encoder is not None:
                     encoder.close()
