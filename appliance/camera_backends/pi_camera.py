@@ -224,6 +224,7 @@ class PiCamera(CameraBackend):
         self._available: Mapping[str, Any] | None = None  # the camera's own controls, once opened
         self._colour_space_factory = colour_space_factory or _jpeg_colour_space
         self._full_range = False  # what the camera configured: JPEG's full range, or video's limited
+        self._picture_buffer: I420 | None = None  # the main stream's frames are copied into this one
 
     @staticmethod
     def detect(settings: CameraSettings, camera_factory: Callable[[], Any] | None = None) -> bool:
@@ -379,7 +380,11 @@ class PiCamera(CameraBackend):
             return Frame(image=image, timestamp=self._clock() - age, gray=gray)
 
     def _picture(self, main: np.ndarray) -> np.ndarray | I420:
-        """The main stream's buffer copied out: YUV 4:2:0 stays planar (I420), RGB formats become BGR."""
+        """The main stream's buffer copied out: YUV 4:2:0 stays planar (I420), RGB formats become BGR.
+
+        The I420 picture is one array reused frame after frame (no 1.4 MB allocated per 720p frame):
+        a frame's picture is the capture thread's until its next ``read()``, and every consumer that
+        keeps a picture longer (the H.264 encoder, the clip ring) takes its own copy."""
         fmt, size, stride = self._streams["main"]
         if fmt not in _YUV420_FAMILY:
             return to_bgr(main, fmt, size, stride)
@@ -388,13 +393,15 @@ class PiCamera(CameraBackend):
             raise CameraError(f"a {fmt} frame of {width}x{height} (stride {stride}) needs {height * 3 // 2 * stride} "
                               f"bytes, the buffer has {main.size}")
         try:
-            return from_buffer(main, fmt, size, stride, self._full_range)
+            self._picture_buffer = from_buffer(main, fmt, size, stride, self._full_range, self._picture_buffer)
+            return self._picture_buffer
         except ValueError as exc:
             raise CameraError(f"the Pi camera's {fmt} frame cannot be read: {exc}") from exc
 
     def close(self) -> None:
         camera, self._camera = self._camera, None
         self._streams = {}
+        self._picture_buffer = None  # switched off, the appliance holds no frame
         if camera is None:
             return
         try:

@@ -9,9 +9,9 @@ converts it back. picamera2's own MJPEG path hands the planes straight to simple
 ``I420`` holds one picture in one contiguous array of ``height * 3 / 2`` rows of ``width`` bytes: the Y
 plane, then U (Cb), then V (Cr), each a quarter of Y. The values are JPEG's (JFIF): full range 0-255,
 BT.601, so a JPEG is encoded from the planes with no arithmetic at all. A camera configured for
-limited ("video") range is brought to full range as its buffer is copied (one table lookup in the
-copy that has to happen anyway); H.264, which by convention is limited range, gets the reverse in
-the copy its encoder takes. The colour work (masks, night grey, the overlay's boxes and text) is done
+limited ("video") range is brought to full range as its buffer is copied (a scale and offset in the
+copy that has to happen anyway); H.264, which by convention is limited range, gets the reverse as its
+encoder's input is made. The colour work (masks, night grey, the overlay's boxes and text) is done
 on the planes themselves, or, for the text, on the few pixels it covers.
 
 The BGR path stays for cameras that give BGR (OpenCV's capture, the demo camera); the two paths make
@@ -26,16 +26,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+Scale = tuple[float, float]
+"""A linear map of 8-bit values, ``value * a + b`` (rounded, clipped to 0-255)."""
 
-def _lut(scale: float, offset: float, centre: float) -> np.ndarray:
-    values = (np.arange(256, dtype=np.float64) - offset) * scale + centre
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+LIMITED_TO_FULL_Y: Scale = (255 / 219, -16 * 255 / 219)
+LIMITED_TO_FULL_C: Scale = (255 / 224, 128 - 128 * 255 / 224)
+FULL_TO_LIMITED_Y: Scale = (219 / 255, 16.0)
+FULL_TO_LIMITED_C: Scale = (224 / 255, 128 - 128 * 224 / 255)
 
 
-LIMITED_TO_FULL_Y = _lut(255 / 219, 16, 0)
-LIMITED_TO_FULL_C = _lut(255 / 224, 128, 128)
-FULL_TO_LIMITED_Y = _lut(219 / 255, 0, 16)
-FULL_TO_LIMITED_C = _lut(224 / 255, 128, 128)
+def _scaled(source: np.ndarray, scale: Scale, target: np.ndarray) -> None:
+    """``target`` = ``source`` mapped by ``scale`` (OpenCV's saturating arithmetic; same shapes)."""
+    cv2.addWeighted(source, scale[0], source, 0.0, scale[1], dst=target)
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,8 @@ class I420:
     def video(self) -> np.ndarray:
         """The picture in limited range, as H.264 encoders take ``yuv420p``: a new array."""
         out = np.empty_like(self.data)
-        split = self.width * self.height
-        cv2.LUT(self.data.reshape(-1)[:split], FULL_TO_LIMITED_Y, dst=out.reshape(-1)[:split])
-        cv2.LUT(self.data.reshape(-1)[split:], FULL_TO_LIMITED_C, dst=out.reshape(-1)[split:])
+        _scaled(self.y, FULL_TO_LIMITED_Y, out[:self.height])
+        _scaled(self.data[self.height:], FULL_TO_LIMITED_C, out[self.height:])  # U and V: whole rows of bytes
         return out
 
     def resized(self, size: tuple[int, int]) -> I420:
@@ -117,46 +118,48 @@ def from_bgr(image: np.ndarray) -> I420:
 YUV420_FORMATS = ("YUV420", "YVU420", "NV12", "NV21")
 
 
-def from_buffer(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int, full_range: bool) -> I420:
-    """Copy a camera buffer of 4:2:0 ``fmt`` (rows padded to ``stride`` bytes) into a new full-range I420.
+def from_buffer(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int, full_range: bool,
+                into: I420 | None = None) -> I420:
+    """Copy a camera buffer of 4:2:0 ``fmt`` (rows padded to ``stride`` bytes) into a full-range I420:
+    ``into`` when it is of ``size`` (one picture reused frame after frame), else a new one.
 
     The planar formats have chroma rows of ``stride / 2``; the semi-planar (NV) ones one interleaved
     chroma row of ``stride`` per two image rows. ``full_range`` False: the camera's values are
-    limited range, brought to full range in the copy.
+    limited range, brought to full range in the copy (one pass either way).
     """
     width, height = size
     if width % 2 or height % 2:
         raise ValueError(f"a 4:2:0 picture needs an even width and height, not {width}x{height}")
-    out = I420.blank(width, height)
-    y_lut, c_lut = (None, None) if full_range else (LIMITED_TO_FULL_Y, LIMITED_TO_FULL_C)
+    out = into if into is not None and into.size == (width, height) else I420.blank(width, height)
+    y_scale, c_scale = (None, None) if full_range else (LIMITED_TO_FULL_Y, LIMITED_TO_FULL_C)
     luma = buffer[:height * stride].reshape(height, stride)[:, :width]
-    _copy(luma, out.y, y_lut)
+    _copy(luma, out.y, y_scale)
     chroma = buffer[height * stride:height * stride * 3 // 2]
     if fmt in ("NV12", "NV21"):
         pairs = chroma.reshape(height // 2, stride)[:, :width].reshape(height // 2, width // 2, 2)
         first, second = (out.u, out.v) if fmt == "NV12" else (out.v, out.u)
         cv2.extractChannel(pairs, 0, dst=first)
         cv2.extractChannel(pairs, 1, dst=second)
-        if c_lut is not None:
+        if c_scale is not None:
             for plane in (first, second):
-                cv2.LUT(plane, c_lut, dst=plane)
+                _scaled(plane, c_scale, plane)
     elif fmt in ("YUV420", "YVU420"):
         quarter = height // 2 * stride // 2
         one = chroma[:quarter].reshape(height // 2, stride // 2)[:, :width // 2]
         two = chroma[quarter:quarter * 2].reshape(height // 2, stride // 2)[:, :width // 2]
         u, v = (one, two) if fmt == "YUV420" else (two, one)
-        _copy(u, out.u, c_lut)
-        _copy(v, out.v, c_lut)
+        _copy(u, out.u, c_scale)
+        _copy(v, out.v, c_scale)
     else:
         raise ValueError(f"{fmt} is not a YUV 4:2:0 format ({', '.join(YUV420_FORMATS)})")
     return out
 
 
-def _copy(source: np.ndarray, target: np.ndarray, lut: np.ndarray | None) -> None:
-    if lut is None:
+def _copy(source: np.ndarray, target: np.ndarray, scale: Scale | None) -> None:
+    if scale is None:
         np.copyto(target, source)
     else:
-        cv2.LUT(source, lut, dst=target)
+        _scaled(source, scale, target)
 
 
 def oriented(picture: I420, rotation: int, hflip: bool, vflip: bool) -> I420:

@@ -7,6 +7,7 @@ Cr (the chroma planes at half size) and the text onto the few pixels it covers. 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -81,8 +82,10 @@ def _text(image: np.ndarray, text: str, origin: tuple[int, int], size: float, th
 
 
 def _text_on_planes(picture: I420, text: str, origin: tuple[int, int], size: float, thickness: int) -> None:
-    """The text drawn as on BGR, on the rectangle it covers only: that rectangle made BGR, written on,
-    and the pixels the text changed put back into the planes (the rest of them are left as they were)."""
+    """The text drawn on the planes, on the rectangle it covers only: onto Y as on a BGR image (white
+    over a dark outline; anti-aliased text blends the same in Y as in each of B, G and R), and the
+    colour under it taken out in proportion to how much of each chroma pixel the text covers, as
+    white and black have none."""
     (text_width, text_height), baseline = cv2.getTextSize(text, FONT, size, thickness + 2)
     margin = thickness + 2
     width, height = picture.size
@@ -91,18 +94,20 @@ def _text_on_planes(picture: I420, text: str, origin: tuple[int, int], size: flo
     y1 = min(height, (origin[1] + baseline + margin + 1) & ~1)
     if x1 <= x0 or y1 <= y0:
         return
-    y, u, v = picture.planes()
-    luma = y[y0:y1, x0:x1]
-    cb, cr = u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], v[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
-    full = (x1 - x0, y1 - y0)
-    before = cv2.cvtColor(cv2.merge((luma, cv2.resize(cr, full, interpolation=cv2.INTER_NEAREST),
-                                     cv2.resize(cb, full, interpolation=cv2.INTER_NEAREST))), cv2.COLOR_YCrCb2BGR)
-    after = before.copy()
-    _text(after, text, (origin[0] - x0, origin[1] - y0), size, thickness)
-    changed = np.any(after != before, axis=2)
-    drawn = cv2.cvtColor(after, cv2.COLOR_BGR2YCrCb)
-    luma[changed] = drawn[:, :, 0][changed]
-    half = (full[0] // 2, full[1] // 2)
-    touched = cv2.resize(changed.astype(np.uint8) * 255, half, interpolation=cv2.INTER_AREA) > 0
-    cr[touched] = cv2.resize(drawn[:, :, 1], half, interpolation=cv2.INTER_AREA)[touched]
-    cb[touched] = cv2.resize(drawn[:, :, 2], half, interpolation=cv2.INTER_AREA)[touched]
+    at = (origin[0] - x0, origin[1] - y0)
+    _text(picture.y[y0:y1, x0:x1], text, at, size, thickness)
+    cover = _coverage(text, at, size, thickness, (x1 - x0, y1 - y0)).astype(np.uint16)
+    for plane in (picture.u, picture.v):
+        chroma = plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
+        chroma[:] = (chroma * (255 - cover) + 128 * cover + 127) // 255
+
+
+@functools.lru_cache(maxsize=4)
+def _coverage(text: str, at: tuple[int, int], size: float, thickness: int, box: tuple[int, int]) -> np.ndarray:
+    """How much of each chroma pixel (0-255) the text and its outline cover, in a ``box`` of Y pixels:
+    the same timestamp is drawn on every frame of a second, so it is worked out once."""
+    canvas = np.zeros((box[1], box[0]), np.uint8)
+    cv2.putText(canvas, text, at, FONT, size, 255, thickness + 2, cv2.LINE_AA)
+    half = cv2.resize(canvas, (box[0] // 2, box[1] // 2), interpolation=cv2.INTER_AREA)
+    half.flags.writeable = False
+    return half

@@ -1,0 +1,133 @@
+"""What a delivered 720p frame costs the capture thread on the Pi camera's path, stage by stage: the
+old BGR path (buffer made BGR, overlay on BGR, JPEG from BGR, H.264 input made from BGR) against the
+YUV path (buffer copied into I420 planes, overlay on the planes, JPEG from the planes, H.264 input a
+range table over the planes). Motion is analysed on the lores Y plane in both (the Pi gives it free).
+
+Frames are CDnet 2014's highway scene (real traffic) scaled to 1280x720 and laid out as the camera's
+buffers: YUV420 as a Pi's ISP gives them (``--layout NV12``: as libcamera's virtual camera does). Both paths run
+the same frames in one process, interleaved in rounds so a noisy neighbour hurts them alike; compare
+the two columns of a row as a ratio. Every stage runs on every frame (a viewer watches, the H.264
+encoder takes each frame for the MP4 event clips), motion at its own rate as the capture thread runs
+it; the means are per delivered frame.
+
+    python bench/yuv.py ../shared/data/cdnet2014-highway [--rounds 5] [--frames 60] [--layout YUV420|NV12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from appliance.camera_backends.pi_camera import lores_size, to_bgr
+from appliance.camera_backends.yuv import I420, from_bgr, from_buffer
+from appliance.capture.encoder import choose_encoder, planes_encoder
+from appliance.capture.overlay import draw_overlay
+from appliance.config import CameraSettings, MotionSettings, OverlaySettings
+from appliance.motion.detector import MotionDetector
+
+SIZE = (1280, 720)
+QUALITY = 80
+
+
+def camera_buffer(image: np.ndarray, layout: str) -> np.ndarray:
+    """The camera's buffer for a BGR frame (full range, sYCC): the Y plane, then U and V one after the
+    other (``YUV420``, a Pi's ISP) or interleaved (``NV12``, libcamera's virtual camera)."""
+    picture = from_bgr(image)
+    width, height = SIZE
+    buffer = np.empty(height * width * 3 // 2, np.uint8)
+    buffer[:height * width] = picture.y.reshape(-1)
+    if layout == "YUV420":
+        buffer[height * width:] = picture.data.reshape(-1)[height * width:]
+    else:
+        pairs = buffer[height * width:].reshape(height // 2, width // 2, 2)
+        pairs[..., 0], pairs[..., 1] = picture.u, picture.v
+    return buffer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path, help="CDnet 2014 baseline/highway folder")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--layout", choices=("YUV420", "NV12"), default="YUV420")
+    args = parser.parse_args()
+    names = sorted((args.dataset / "input").glob("in*.jpg"))[400:400 + args.frames]
+    if not names:
+        raise SystemExit(f"{args.dataset} does not hold CDnet's highway frames (input/in*.jpg)")
+    buffers = [camera_buffer(cv2.resize(cv2.imread(str(name)), SIZE, interpolation=cv2.INTER_CUBIC), args.layout)
+               for name in names]
+    motion = MotionSettings()
+    camera_fps = CameraSettings().fps
+    every = max(1, round(camera_fps / motion.fps))  # motion runs at its own rate: one frame in ``every``
+    lores = lores_size(SIZE)
+    grays = [cv2.resize(buffer[:SIZE[0] * SIZE[1]].reshape(SIZE[1], SIZE[0]), lores, interpolation=cv2.INTER_AREA)
+             for buffer in buffers]
+    overlay = OverlaySettings()
+    encoder_name, bgr_jpeg = choose_encoder("auto", QUALITY, SIZE)  # the old path's pick: the fastest from BGR
+    planes_jpeg = planes_encoder("auto", QUALITY, bgr_jpeg)
+    stamp = time.time()
+
+    def bgr_stages() -> dict[str, Callable[[int], object]]:
+        made: list[np.ndarray] = [np.empty(0)]
+        detector = MotionDetector(motion)
+
+        def capture(i: int) -> None:
+            made[0] = to_bgr(buffers[i], args.layout, SIZE, SIZE[0])
+
+        return {"copy out of the buffer": capture,
+                "motion (lores Y)": lambda i: i % every == 0 and detector.detect(made[0], grays[i]),
+                "H.264 input (yuv420p)": lambda i: cv2.cvtColor(made[0].copy(), cv2.COLOR_BGR2YUV_I420),
+                "overlay": lambda i: draw_overlay(made[0], stamp, None, overlay),
+                "JPEG": lambda i: bgr_jpeg(made[0])}
+
+    def yuv_stages() -> dict[str, Callable[[int], object]]:
+        made: list[I420] = [I420.blank(*SIZE)]
+        detector = MotionDetector(motion)
+
+        def capture(i: int) -> None:  # into one picture reused frame after frame, as the Pi backend does
+            made[0] = from_buffer(buffers[i], args.layout, SIZE, SIZE[0], full_range=True, into=made[0])
+
+        return {"copy out of the buffer": capture,
+                "motion (lores Y)": lambda i: i % every == 0 and detector.detect(made[0].y, grays[i]),
+                "H.264 input (yuv420p)": lambda i: made[0].copy().video(),
+                "overlay": lambda i: draw_overlay(made[0], stamp, None, overlay),
+                "JPEG": lambda i: planes_jpeg(made[0])}
+
+    paths = {"BGR": bgr_stages(), "YUV": yuv_stages()}
+    times: dict[str, dict[str, list[float]]] = {path: {stage: [] for stage in stages} for path, stages in paths.items()}
+    for _ in range(args.rounds):
+        for path, stages in paths.items():
+            for i in range(len(buffers)):
+                for stage, run in stages.items():
+                    started = time.perf_counter()
+                    run(i)
+                    times[path][stage].append(time.perf_counter() - started)
+    print(f"{len(buffers)} frames of CDnet highway at {SIZE[0]}x{SIZE[1]} in {args.layout} buffers, {args.rounds} "
+          f"rounds, JPEG quality {QUALITY} (the BGR path's encoder: {encoder_name}), motion on one frame in "
+          f"{every} (camera {camera_fps:g} fps, motion {motion.fps:g}); mean ms per delivered frame")
+    print(f"{'stage':<24} {'BGR path':>9} {'YUV path':>9} {'BGR/YUV':>8}")
+    totals = {path: 0.0 for path in paths}
+    for stage in paths["BGR"]:
+        medians = {path: statistics.fmean(times[path][stage]) * 1000 for path in paths}
+        for path in paths:
+            totals[path] += medians[path]
+        print(f"{stage:<24} {medians['BGR']:>9.2f} {medians['YUV']:>9.2f} {medians['BGR'] / medians['YUV']:>7.2f}x")
+    print(f"{'every frame, all stages':<24} {totals['BGR']:>9.2f} {totals['YUV']:>9.2f} "
+          f"{totals['BGR'] / totals['YUV']:>7.2f}x")
+    stream = {path: totals[path] - statistics.fmean(times[path]["H.264 input (yuv420p)"]) * 1000 for path in paths}
+    print(f"{'MJPEG only (no H.264)':<24} {stream['BGR']:>9.2f} {stream['YUV']:>9.2f} "
+          f"{stream['BGR'] / stream['YUV']:>7.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
