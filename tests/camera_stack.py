@@ -42,24 +42,25 @@ APT = ("python3,python3-venv,python3-dev,gcc,libc6-dev,ca-certificates,procps,"
        # the camera stack, and what Raspberry Pi OS installs beside python3-picamera2
        "python3-libcamera,libcamera-ipa,libcamera-tools,python3-numpy,python3-pil,python3-prctl,"
        "python3-piexif,python3-libarchive-c,python3-jsonschema,python3-tqdm")
-ARM64_APT = (",python3-gi,python3-gst-1.0,gir1.2-gst-rtsp-server-1.0,gstreamer1.0-plugins-base,"
-             "gstreamer1.0-plugins-good,gstreamer1.0-plugins-bad")
-"""The arm64 root also has GStreamer's RTSP server from apt, as scripts/run.sh installs it on a Pi, so
-the appliance there serves RTSP from PyAV's aarch64 wheel through Debian's arm64 GStreamer."""
+ARM64_APT = ("python3-gi", "python3-gst-1.0", "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-plugins-base",
+             "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-bad")
+"""The arm64 root also has GStreamer's RTSP server, installed by apt as scripts/run.sh installs it on a
+Pi (debootstrap's own resolver cannot: it takes recommends and stumbles on alternatives), so the
+appliance there serves RTSP from PyAV's aarch64 wheel through Debian's arm64 GStreamer."""
 VENV = "/opt/appliance/venv"
 SRC = "/opt/appliance/src"
 SHIM_DIR = "/opt/camera-test"
 VIRTUAL_YAML = "usr/share/libcamera/pipeline/virtual/virtual.yaml"
 
 
-def apt_packages(arch: str) -> str:
-    return APT + (ARM64_APT if arch == "arm64" else "")
+def extra_apt(arch: str) -> tuple[str, ...]:
+    return ARM64_APT if arch == "arm64" else ()
 
 
 def recipe(arch: str = "amd64") -> str:
     """What the cached root is made of: a change to any of it builds the root anew."""
     lock = (ROOT / "requirements" / "runtime-pi.txt").read_text()
-    return "\n".join([arch, apt_packages(arch), PICAMERA2, *PIP_EXTRAS, lock])
+    return "\n".join([arch, APT, *extra_apt(arch), PICAMERA2, *PIP_EXTRAS, lock])
 
 
 def build_camera_root(dest: Path, arch: str = "amd64") -> None:
@@ -73,16 +74,19 @@ def build_camera_root(dest: Path, arch: str = "amd64") -> None:
         CACHE.mkdir(parents=True, exist_ok=True)
         build = CACHE / f"camera-root-build-{arch}"
         shutil.rmtree(build, ignore_errors=True)
-        subprocess.run(["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={apt_packages(arch)}",
+        subprocess.run(["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={APT}",
                         "trixie", str(build), apt_mirror()], check=True, capture_output=True, timeout=2400)
         prepare_network(build)
         env = clean_env()
         pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         (build / "tmp" / "runtime-pi.txt").write_text((ROOT / "requirements" / "runtime-pi.txt").read_text())
-        for command in (["python3", "-m", "venv", "--system-site-packages", VENV],
+        apt = [["apt-get", "-qq", "update"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                                                 *extra_apt(arch)]] if extra_apt(arch) else []
+        for command in (*apt, ["python3", "-m", "venv", "--system-site-packages", VENV],
                         [*pip, "--require-hashes", "-r", "/tmp/runtime-pi.txt"],
                         [*pip, "--no-deps", PICAMERA2, *PIP_EXTRAS]):
-            subprocess.run(["chroot", str(build), *command], check=True, capture_output=True, env=env, timeout=2400)
+            subprocess.run(["chroot", str(build), *command], check=True, capture_output=True, timeout=2400,
+                           env={**env, "DEBIAN_FRONTEND": "noninteractive"})
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
