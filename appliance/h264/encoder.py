@@ -90,13 +90,20 @@ def _open_saying_why(av: Any, context: Any) -> str | None:
     return None
 
 
-def encoder_options(codec: str, settings: RtspSettings) -> dict[str, str]:
-    """The FFmpeg options ``codec`` is opened with: each codec gets only options it understands."""
+ONE_THREAD_PIXELS = 1280 * 720 * 15
+"""Pixels a second libx264 encodes on one thread: up to 720p15 one thread keeps up with room to spare
+(5 ms a frame on the development machine), and each extra thread holds frames of its own (4 MiB at
+720p); above it, as many threads as x264 picks for the cores."""
+
+
+def encoder_options(codec: str, settings: RtspSettings, size: tuple[int, int] = (0, 0)) -> dict[str, str]:
+    """The FFmpeg options ``codec`` is opened with at ``size``: each codec gets only options it understands."""
     if codec != "libx264":
         return {"profile": str(PROFILE_NUMBERS[settings.profile])}
     kbit = settings.bitrate // 1000
     # The VBV caps the rate over about a second, so a burst of motion does not flood Wi-Fi.
     return {"profile": settings.profile, "preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1",
+            "threads": "1" if size[0] * size[1] * settings.fps <= ONE_THREAD_PIXELS else "0",
             "x264-params": f"vbv-maxrate={kbit * 6 // 5}:vbv-bufsize={kbit}"}
 
 
@@ -128,7 +135,7 @@ class H264Encoder:
         context.gop_size = max(1, round(settings.fps * settings.keyframe_interval))
         context.max_b_frames = 0
         context.bit_rate = settings.bitrate
-        context.options = encoder_options(codec, settings)
+        context.options = encoder_options(codec, settings, size)
         failure = _open_saying_why(av, context)
         if failure is not None:
             raise EncoderUnavailable(f"{codec} does not open at {size[0]}x{size[1]}: {failure}")
