@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_apt python3 python3-venv python3-pip mosquitto mosquitto-clients chromium ffmpeg \
-  debootstrap systemd-container ca-certificates openssl gcc libc6-dev libfuse2 "${RTSP_APT[@]}"
+  debootstrap systemd-container ca-certificates openssl gcc libc6-dev libfuse2 qemu-user-static binfmt-support \
+  "${RTSP_APT[@]}"
 make_venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .  # `appliance`

@@ -98,6 +98,22 @@ def build_camera_root(dest: Path, arch: str = "amd64") -> None:
     subprocess.run(["tar", "-C", str(dest), "--numeric-owner", "-xf", str(tarball)], check=True)
 
 
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+def enable_arm64() -> None:
+    """Let this x86 machine run arm64 programs (root): binfmt_misc mounted and qemu-user-static's
+    aarch64 handler switched on. Its ``F`` flag opens the emulator once, here, so programs inside a
+    chroot run without a copy of it in the root."""
+    if not (BINFMT / "register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], check=True, capture_output=True)
+    handler = BINFMT / "qemu-aarch64"
+    if not handler.exists() or not handler.read_text().startswith("enabled"):
+        subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], check=True, capture_output=True)
+    if not handler.read_text().startswith("enabled"):
+        raise RuntimeError(f"qemu-aarch64 is not enabled in binfmt_misc: {handler.read_text()}")
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment a command in the root gets: nothing of this machine's pip or Python settings."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",

@@ -1,7 +1,7 @@
 """Shared fixtures: an appliance served for real on loopback, built per test; and the markers' needs.
 
-A test marked ``broker``, ``browser``, ``camera``, ``deploy``, ``rtsp``, ``recording`` or ``root`` needs a system
-tool or root.
+A test marked ``broker``, ``browser``, ``camera``, ``arm64``, ``deploy``, ``rtsp``, ``recording`` or ``root``
+needs a system tool or root.
 Where it is missing the test is skipped with the reason, except under ``CI=true``: there a missing tool is a
 failure, so CI can never pass by skipping.
 """
@@ -28,6 +28,8 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     and shutil.which("systemd-nspawn") else "debootstrap or systemd-nspawn is missing",
     "camera": lambda: "needs root" if os.geteuid() != 0 else None if shutil.which("debootstrap")
     and shutil.which("gcc") else "debootstrap or gcc is missing",
+    "arm64": lambda: "needs root" if os.geteuid() != 0 else None if shutil.which("qemu-aarch64-static")
+    and shutil.which("update-binfmts") else "qemu-user-static or binfmt-support is missing (bash scripts/test.sh)",
     "rtsp": lambda: _rtsp_problem(),
     "root": lambda: None if os.geteuid() == 0 else "needs root",
     "recording": lambda: None if shutil.which("ffprobe") else "ffmpeg is not installed (apt-get install ffmpeg)",

@@ -82,14 +82,18 @@ def test_the_real_picamera2_configures_and_delivers_frames_as_filmed(root: Camer
         import json, time
         from appliance.config import CameraSettings
         from appliance.camera_backends.pi_camera import PiCamera, h264_hardware
+        from appliance.camera_backends.yuv import bgr_of
         camera = PiCamera(CameraSettings(backend="picamera2", size=(640, 480), fps=15))
         camera.open()
         streams = camera.streams
+        space = str(camera._camera.camera_configuration()["colour_space"])
         frames = [camera.read(2.0) for _ in range(16)]
-        camera.close()
         last = frames[-1]
-        print(json.dumps({"streams": streams, "shape": last.image.shape, "gray": last.gray.shape,
-                          "band": last.image[240, 40].tolist(), "wall": last.image[240, 400].tolist(),
+        image = bgr_of(last.image)  # before close(): a frame's picture is the reader's until the next read
+        camera.close()
+        print(json.dumps({"streams": streams, "shape": image.shape, "gray": last.gray.shape,
+                          "kind": type(last.image).__name__, "space": space,
+                          "band": image[240, 40].tolist(), "wall": image[240, 400].tolist(),
                           "gray_band": int(last.gray[144, 20]), "times": [f.timestamp for f in frames],
                           "now": time.time(), "h264": h264_hardware(), "describe": camera.describe()}))
     """)
@@ -97,6 +101,8 @@ def test_the_real_picamera2_configures_and_delivers_frames_as_filmed(root: Camer
     assert found["streams"]["main"] == ["NV12", [640, 480], 640]
     assert found["streams"]["lores"][0] == "NV12" and found["streams"]["lores"][1] == [384, 288]
     assert found["shape"] == [480, 640, 3] and found["gray"] == [288, 384]
+    # Kept in its planes (no BGR frame per frame), in JPEG's own colour space, asked of libcamera.
+    assert found["kind"] == "I420" and "sYCC" in found["space"], found
     blue, green, red = found["band"]
     assert blue > 170 and red < 90 and green < 90, found["band"]  # BGR in BGR order, from NV12
     assert found["gray_band"] < 100  # blue is dark in the Y plane
@@ -119,11 +125,12 @@ def test_orientation_and_controls_on_the_real_library(root: CameraRoot) -> None:
         import json
         from appliance.config import CameraSettings
         from appliance.camera_backends.pi_camera import PiCamera
+        from appliance.camera_backends.yuv import bgr_of
         camera = PiCamera(CameraSettings(backend="picamera2", size=(640, 480), fps=15))
         before = sorted(camera.controls())
         left = camera.orient(180, False, False)
         camera.open()
-        image = camera.read(2.0).image
+        image = bgr_of(camera.read(2.0).image)
         offered = sorted(camera.controls())
         given = camera._camera.camera_configuration()["transform"]
         camera.close()
@@ -161,12 +168,12 @@ def test_a_camera_already_held_is_an_error_that_says_so_and_goes_once_let_go(roo
             refused = str(exc)
         holder.close()
         camera.open()
-        shape = camera.read(2.0).image.shape
+        shape = camera.read(2.0).image.data.shape
         camera.close()
         print(json.dumps({"refused": refused, "shape": shape}))
     """)
     assert found["refused"] and "in use" in found["refused"], found
-    assert found["shape"] == [480, 640, 3]
+    assert found["shape"] == [720, 640]  # 480 rows of Y, 240 of U and V
 
 
 def test_auto_finds_the_virtual_camera_and_none_without_it(root: CameraRoot) -> None:

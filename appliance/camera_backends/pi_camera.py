@@ -172,6 +172,28 @@ def luma(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int) -> np
     return buffer[:height * stride].reshape(height, stride)[:, :width].copy()
 
 
+class _Copied:
+    """A buffer already copied out (``make_buffer``), held like a ``MappedArray``."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __enter__(self) -> _Copied:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+def _load_mapped_array() -> Any:
+    """picamera2's MappedArray, or None where picamera2 is absent (a test's stand-in)."""
+    try:
+        from picamera2 import MappedArray  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return MappedArray
+
+
 def is_busy(exc: BaseException) -> bool:
     """Whether opening failed because another process (or a crashed run's leftover) holds the camera."""
     seen: BaseException | None = exc
@@ -223,6 +245,7 @@ class PiCamera(CameraBackend):
         self._cpu_flips = (False, False)  # what libcamera did not take: done here, to both streams
         self._available: Mapping[str, Any] | None = None  # the camera's own controls, once opened
         self._colour_space_factory = colour_space_factory or _jpeg_colour_space
+        self._mapped_array: Any = None  # picamera2's MappedArray, found when the camera opens
         self._full_range = False  # what the camera configured: JPEG's full range, or video's limited
         self._picture_buffer: I420 | None = None  # the main stream's frames are copied into this one
 
@@ -285,6 +308,7 @@ class PiCamera(CameraBackend):
 
     def open(self) -> None:
         cls = self._factory()
+        self._mapped_array = _load_mapped_array() if cls.__module__.startswith("picamera2") else None
         cameras = cls.global_camera_info()
         if self._number >= len(cameras):
             raise CameraError(f"Pi camera {self._number} not found ({len(cameras)} attached)")
@@ -359,8 +383,8 @@ class PiCamera(CameraBackend):
                 early = None if self._last_ns is None else self._last_ns + self._period_ns * 3 // 4 - taken_ns
                 if early is None or early <= 0:
                     self._last_ns = taken_ns
-                    main = request.make_buffer("main")
-                    lores = request.make_buffer("lores")
+                    image = self._picture(self._main_view(request))
+                    gray = luma(request.make_buffer("lores"), *self._streams["lores"])
             finally:
                 request.release()
             if early is not None and early > 0:
@@ -368,8 +392,6 @@ class PiCamera(CameraBackend):
                 # it is due, waiting as a paced camera would (bounded by the read's own deadline).
                 self._paced.wait(min(early / 1e9, max(0.0, deadline - time.monotonic())))
                 continue
-            image = self._picture(main)
-            gray = luma(lores, *self._streams["lores"])
             if self._cpu_flips != (False, False):
                 code = -1 if all(self._cpu_flips) else 1 if self._cpu_flips[0] else 0
                 image = oriented(image, 0, *self._cpu_flips) if isinstance(image, I420) else cv2.flip(image, code)
@@ -379,12 +401,24 @@ class PiCamera(CameraBackend):
                 age = 0.0
             return Frame(image=image, timestamp=self._clock() - age, gray=gray)
 
-    def _picture(self, main: np.ndarray) -> np.ndarray | I420:
+    def _main_view(self, request: Any) -> Any:
+        """The main stream's bytes while ``request`` is held: picamera2's ``MappedArray``, a view of the
+        mapped buffer itself, so the picture is copied out of it once (``make_buffer`` would copy the
+        whole buffer first); ``make_buffer``'s copy where there is no MappedArray (a stand-in)."""
+        if self._mapped_array is None:
+            return _Copied(request.make_buffer("main"))
+        return self._mapped_array(request, "main", reshape=False, write=False)
+
+    def _picture(self, main: Any) -> np.ndarray | I420:
         """The main stream's buffer copied out: YUV 4:2:0 stays planar (I420), RGB formats become BGR.
 
         The I420 picture is one array reused frame after frame (no 1.4 MB allocated per 720p frame):
         a frame's picture is the capture thread's until its next ``read()``, and every consumer that
         keeps a picture longer (the H.264 encoder, the clip ring) takes its own copy."""
+        with main as view:
+            return self._copied_out(view.array)
+
+    def _copied_out(self, main: np.ndarray) -> np.ndarray | I420:
         fmt, size, stride = self._streams["main"]
         if fmt not in _YUV420_FAMILY:
             return to_bgr(main, fmt, size, stride)
