@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -416,6 +417,66 @@ class SceneCamera(CameraBackend):
 
     def close(self) -> None:
         self._pacer.close()
+
+
+class PlanesCamera(CameraBackend):
+    """Delivers as the Pi camera does, at ``camera.fps``: each frame copied out of a "buffer" into one
+    I420 picture reused frame after frame, with a small grey image beside it (the lores Y plane). The
+    scene (a SceneCamera's wall, still for two seconds, then its square crossing for two) is made once,
+    so a frame costs only the copy a Pi's backend makes: what is measured is the appliance's work."""
+
+    name = "planes"
+
+    def __init__(self, settings: CameraSettings, still: int = 30, moving: int = 30) -> None:
+        scene = SceneCamera(settings)
+        pictures = []
+        for number in range(still + moving):
+            if number == still:
+                scene.moving.set()
+            pictures.append(scene.picture())
+        self._film = [from_bgr(image) for image in pictures]
+        lores = lores_size(self._film[0].size)
+        self._grey = [cv2.resize(picture.y, lores, interpolation=cv2.INTER_AREA) for picture in self._film]
+        self._picture = self._film[0].copy()
+        self._pacer = FramePacer(settings.fps)
+        self._next = 0
+
+    def open(self) -> None:
+        self._pacer.open()
+
+    def read(self, timeout: float) -> Frame:
+        if not self._pacer.wait():
+            raise CameraError("closed while reading")
+        number, self._next = self._next, (self._next + 1) % len(self._film)
+        np.copyto(self._picture.data, self._film[number].data)
+        return Frame(image=self._picture, timestamp=time.time(), gray=self._grey[number].copy())
+
+    def close(self) -> None:
+        self._pacer.close()
+
+
+@contextmanager
+def cpu_quota(cores: float, pid: int) -> Iterator[Path]:
+    """Process ``pid`` (every thread it has and makes) held to ``cores`` of CPU by a cgroup of its own
+    (root only; cgroup v2's ``cpu.max``, or v1's CFS quota): a small board's share of a processor,
+    enforced by the kernel."""
+    period = 100_000
+    unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    group = Path("/sys/fs/cgroup" if unified else "/sys/fs/cgroup/cpu") / f"appliance-test-{os.getpid()}-{pid}"
+    group.mkdir()
+    try:
+        if unified:
+            (group / "cpu.max").write_text(f"{round(cores * period)} {period}\n")
+        else:
+            (group / "cpu.cfs_period_us").write_text(f"{period}\n")
+            (group / "cpu.cfs_quota_us").write_text(f"{round(cores * period)}\n")
+        (group / "cgroup.procs").write_text(f"{pid}\n")
+        yield group
+    finally:
+        for task in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                (group.parent / "cgroup.procs").write_text(f"{task}\n")
+        group.rmdir()
 
 
 SCENE_MOTION = {"warmup_frames": 5, "event_gap": 0.5, "background_weight": 1.0, "start_frames": 2}
