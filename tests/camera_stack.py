@@ -78,7 +78,9 @@ def build_camera_root(dest: Path, arch: str = "amd64") -> None:
                         "trixie", str(build), apt_mirror()], check=True, capture_output=True, timeout=2400)
         prepare_network(build)
         env = clean_env()
-        pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+               # Emulated, compiling every module's bytecode at install takes minutes; Python does it on import.
+               *(["--no-compile"] if arch != "amd64" else [])]
         (build / "tmp" / "runtime-pi.txt").write_text((ROOT / "requirements" / "runtime-pi.txt").read_text())
         apt = [["apt-get", "-qq", "update"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
                                                  *extra_apt(arch)]] if extra_apt(arch) else []
