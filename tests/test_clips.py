@@ -41,12 +41,9 @@ def status(app: Any) -> dict[str, Any]:
     return requests.get(app.url + "/api/status", timeout=5).json()
 
 
-@pytest.fixture(params=[False, True], ids=["bgr", "yuv"])
-def scene(start_appliance: Any, tmp_path: Path, request: pytest.FixtureRequest,
-          ) -> tuple[Any, SceneCamera, queue.Queue[Any]]:
-    """Delivering BGR frames, or I420 planes as the Pi camera does (the Motion-JPEG clip's frames are
-    then made BGR at the clip's size)."""
-    return start_scene(start_appliance, tmp_path, clip=MJPEG, yuv=request.param)
+@pytest.fixture
+def scene(start_appliance: Any, tmp_path: Path) -> tuple[Any, SceneCamera, queue.Queue[Any]]:
+    return start_scene(start_appliance, tmp_path, clip=MJPEG)
 
 
 def test_an_event_records_its_pre_and_post_roll_and_nothing_is_encoded_before(scene: Any, tmp_path: Path) -> None:
