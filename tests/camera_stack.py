@@ -21,6 +21,7 @@ built or copied in here and never installed with the appliance:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -67,37 +68,58 @@ def build_camera_root(dest: Path, arch: str = "amd64") -> None:
     """Unpack the cached Debian 13 camera root of ``arch`` into ``dest``, building the cache first if
     needed. An ``arm64`` root is a Raspberry Pi OS's processor: its binaries (Python, libcamera, the
     aarch64 wheels) run under qemu-user-static through binfmt_misc (``enable_arm64``), slowly."""
+    tarball = cached_root(arch)
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-C", str(dest), "--numeric-owner", "-xf", str(tarball)], check=True)
+
+
+def prebuild_arm64() -> None:
+    """Build the arm64 root's cache (about 20 minutes, all of it emulated): started in the background
+    by tests/conftest.py when a session will run arm64 tests, so it overlaps the other tests."""
+    enable_arm64()
+    cached_root("arm64")
+
+
+def cached_root(arch: str) -> Path:
+    """The cached root's tarball for ``arch``, built first if missing. One build at a time per root: a
+    second caller (the tests, while the session's prebuild runs) waits on the lock, then finds it."""
     key = hashlib.sha256(recipe(arch).encode()).hexdigest()[:12]
     prefix = "trixie-camera-" if arch == "amd64" else f"trixie-camera-{arch}-"
     tarball = CACHE / f"{prefix}{key}.tar"
-    if not tarball.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        build = CACHE / f"camera-root-build-{arch}"
-        shutil.rmtree(build, ignore_errors=True)
-        subprocess.run(["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={APT}",
-                        "trixie", str(build), apt_mirror()], check=True, capture_output=True, timeout=2400)
-        prepare_network(build)
-        env = clean_env()
-        pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
-               # Emulated, compiling every module's bytecode at install takes minutes; Python does it on import.
-               *(["--no-compile"] if arch != "amd64" else [])]
-        (build / "tmp" / "runtime-pi.txt").write_text((ROOT / "requirements" / "runtime-pi.txt").read_text())
-        apt = [["apt-get", "-qq", "update"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                                                 *extra_apt(arch)]] if extra_apt(arch) else []
-        for command in (*apt, ["python3", "-m", "venv", "--system-site-packages", VENV],
-                        [*pip, "--require-hashes", "-r", "/tmp/runtime-pi.txt"],
-                        [*pip, "--no-deps", PICAMERA2, *PIP_EXTRAS]):
-            subprocess.run(["chroot", str(build), *command], check=True, capture_output=True, timeout=2400,
-                           env={**env, "DEBIAN_FRONTEND": "noninteractive"})
-        partial = tarball.with_suffix(".partial")
-        subprocess.run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(partial), "."], check=True)
-        partial.rename(tarball)
-        shutil.rmtree(build, ignore_errors=True)
-        for old in CACHE.glob(f"{prefix}*.tar"):
-            if old != tarball and (arch != "amd64" or old.name[len(prefix):].count("-") == 0):
-                old.unlink()
-    dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", "-C", str(dest), "--numeric-owner", "-xf", str(tarball)], check=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"camera-root-{arch}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tarball.exists():
+            _build(arch, prefix, tarball)
+    return tarball
+
+
+def _build(arch: str, prefix: str, tarball: Path) -> None:
+    """debootstrap, apt and pip into a build folder, then the tarball (renamed into place when whole)."""
+    build = CACHE / f"camera-root-build-{arch}"
+    shutil.rmtree(build, ignore_errors=True)
+    subprocess.run(["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={APT}",
+                    "trixie", str(build), apt_mirror()], check=True, capture_output=True, timeout=2400)
+    prepare_network(build)
+    env = clean_env()
+    pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+           # Emulated, compiling every module's bytecode at install takes minutes; Python does it on import.
+           *(["--no-compile"] if arch != "amd64" else [])]
+    (build / "tmp" / "runtime-pi.txt").write_text((ROOT / "requirements" / "runtime-pi.txt").read_text())
+    apt = [["apt-get", "-qq", "update"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                                             *extra_apt(arch)]] if extra_apt(arch) else []
+    for command in (*apt, ["python3", "-m", "venv", "--system-site-packages", VENV],
+                    [*pip, "--require-hashes", "-r", "/tmp/runtime-pi.txt"],
+                    [*pip, "--no-deps", PICAMERA2, *PIP_EXTRAS]):
+        subprocess.run(["chroot", str(build), *command], check=True, capture_output=True, timeout=2400,
+                       env={**env, "DEBIAN_FRONTEND": "noninteractive"})
+    partial = tarball.with_suffix(".partial")
+    subprocess.run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(partial), "."], check=True)
+    partial.rename(tarball)
+    shutil.rmtree(build, ignore_errors=True)
+    for old in CACHE.glob(f"{prefix}*.tar"):
+        if old != tarball and (arch != "amd64" or old.name[len(prefix):].count("-") == 0):
+            old.unlink()
 
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc")

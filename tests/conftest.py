@@ -11,7 +11,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,6 +52,34 @@ def _rtsp_problem() -> str | None:
     except (ImportError, ValueError, RuntimeError) as exc:
         return f"GStreamer's RTSP server is missing ({exc}): bash scripts/test.sh installs it"
     return None
+
+
+PREBUILD = pytest.StashKey[subprocess.Popen[bytes]]()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """arm64 tests go last, and their root (about 20 minutes to build, all emulated) is built in the
+    background from the start, so the build overlaps every other test instead of adding to them."""
+    arm64 = [item for item in items if item.get_closest_marker("arm64")]
+    if not arm64:
+        return
+    items[:] = [item for item in items if not item.get_closest_marker("arm64")] + arm64
+    if NEEDS["arm64"]() or NEEDS["camera"]() or hasattr(config, "workerinput"):
+        return  # the tests will say why they cannot run; under xdist, each worker would start one
+    log = open(Path(tempfile.gettempdir()) / "appliance-arm64-prebuild.log", "wb")  # noqa: SIM115 (the child's)
+    config.stash[PREBUILD] = subprocess.Popen(
+        [sys.executable, "-c", "from tests.camera_stack import prebuild_arm64; prebuild_arm64()"],
+        cwd=Path(__file__).resolve().parent.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A prebuild still running when the session ends (interrupted, or its tests deselected) is
+    stopped with everything it started; the next build starts over."""
+    builder = session.config.stash.get(PREBUILD, None)
+    if builder is not None and builder.poll() is None:
+        os.killpg(builder.pid, signal.SIGTERM)
+        builder.wait(60)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
