@@ -215,7 +215,10 @@ def size_of(image: np.ndarray | I420) -> tuple[int, int]:
 
 
 def scaled_copy(image: np.ndarray | I420, size: tuple[int, int]) -> np.ndarray | I420:
-    """A new picture of ``size``, scaled by area (or copied when it is that size already)."""
+    """A new picture of ``size``, scaled by area (or copied when it is that size already). An I420
+    picture's size is even (4:2:0): an odd one asked for is rounded down."""
+    if isinstance(image, I420):
+        size = (size[0] // 2 * 2, size[1] // 2 * 2)
     if size_of(image) == tuple(size):
         return image.copy()
     if isinstance(image, I420):
