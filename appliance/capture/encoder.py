@@ -5,8 +5,9 @@ simplejpeg (the encoder picamera2 itself uses; ``python3-simplejpeg`` comes with
 Raspberry Pi OS, the ``opencv`` extra installs it from PyPI). Which is faster depends on the build
 and the machine: ``bench/encoders.py`` on the x86_64 development machine found OpenCV about 6 %
 faster from BGR. So ``auto`` does not guess: it times each available encoder once, at start-up, on a
-frame of the configured size, and keeps the fastest. Both take BGR as the Pi camera's ``RGB888``
-main stream delivers it, so nothing is colour-converted before encoding.
+frame of the configured size, and keeps the fastest. That choice is for BGR frames (OpenCV's
+cameras, the demo camera); the Pi camera's I420 pictures go to simplejpeg's planar encoder
+(``planes_encoder``), which takes them with no colour conversion at all.
 """
 
 from __future__ import annotations
