@@ -161,7 +161,8 @@ def to_bgr(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int) -> 
                           f"of {buffer.size} bytes")
     pixels = buffer[:height * stride].reshape(height, stride)[:, :width * depth].reshape(height, width, depth)
     code = _TO_BGR[fmt]
-    return np.ascontiguousarray(pixels) if code is None else cv2.cvtColor(pixels, code)
+    # Always a new array: the buffer may be the camera's own memory, mapped only while the request is held.
+    return pixels.copy() if code is None else cv2.cvtColor(pixels, code)
 
 
 def luma(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int) -> np.ndarray | None:
