@@ -93,7 +93,9 @@ def test_the_appliance_runs_on_arm64_streams_records_and_serves_rtsp(root: Camer
     proc = root.popen(["/opt/appliance/venv/bin/python", "-m", "appliance", "--camera", "picamera2",
                        "--size", "640x480", "--fps", "10", "--host", "127.0.0.1", "--port", str(port)],
                       extra_env={"APPLIANCE_STATE_DIR": "/tmp/appliance-arm64", "APPLIANCE_MOTION__WARMUP_FRAMES": "3",
-                                 "APPLIANCE_MOTION__EVENT_GAP": "1", "APPLIANCE_EVENTS__CLIP__PRE_SECONDS": "1",
+                                 # The filmed square never stops: the event ends at its longest, 10 s.
+                                 "APPLIANCE_MOTION__EVENT_GAP": "1", "APPLIANCE_MOTION__MAX_EVENT_SECONDS": "10",
+                                 "APPLIANCE_EVENTS__CLIP__PRE_SECONDS": "1",
                                  "APPLIANCE_EVENTS__CLIP__POST_SECONDS": "1", "APPLIANCE_RTSP__ENABLED": "true",
                                  "APPLIANCE_RTSP__PORT": str(rtsp_port), "APPLIANCE_CAMERA__READ_TIMEOUT": "20"},
                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
