@@ -198,8 +198,8 @@ def test_picture_settings_survive_a_restart_and_bad_config_controls_stop_start_u
         Appliance(make_config(tmp_path / "other", picture={"controls": {"sharpness": 2}}))
 
 
-@pytest.mark.parametrize("kind", ["mp4", "mjpeg"])
-@BOTH_PATHS
+@pytest.mark.parametrize(("kind", "yuv"), [("mp4", False), ("mjpeg", False), ("mjpeg", True)],
+                         ids=["mp4-bgr", "mjpeg-bgr", "mjpeg-yuv"])
 def test_a_mask_drawn_just_before_an_event_hides_its_area_in_the_whole_clip_pre_roll_included(
         start_appliance: Any, tmp_path: Path, kind: str, yuv: bool) -> None:
     """The pre-roll ring (encoded packets for MP4, raw frames for Motion-JPEG) holds frames taken
