@@ -164,6 +164,16 @@ def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+def switch_on_and_watch(base: str, frames: int, shape: tuple[int, int, int], timeout: float) -> None:
+    """Switch the appliance at ``base`` on through the API and read ``frames`` stream frames of ``shape``."""
+    answer = requests.put(base + "/api/camera", json={"on": True}, timeout=timeout)
+    assert answer.status_code == 200 and answer.json()["state"] == "on", answer.text
+    with requests.get(base + "/stream.mjpg", stream=True, timeout=timeout) as stream:
+        parts = iter_mjpeg(stream)
+        for _ in range(frames):
+            assert decode_jpeg(next(parts)[1]).shape == shape
+
+
 def decode_jpeg(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None, "not a decodable JPEG"

@@ -23,7 +23,7 @@ import requests
 
 from tests.broker import free_port
 from tests.camera_stack import CameraRoot, build_camera_root, enable_arm64
-from tests.helpers import decode_jpeg, decode_mp4, iter_mjpeg, require_tool, wait_until_serving
+from tests.helpers import decode_mp4, require_tool, switch_on_and_watch, wait_until_serving
 from tests.test_camera_stack import film
 
 pytestmark = [pytest.mark.camera, pytest.mark.arm64, pytest.mark.root, pytest.mark.timeout(3600)]
@@ -104,12 +104,7 @@ def test_the_appliance_runs_on_arm64_streams_records_and_serves_rtsp(root: Camer
         output = wait_until_serving(proc)
         with requests.get(base + "/api/events/live", stream=True, timeout=(30, 600)) as feed:
             lines = feed.iter_lines(decode_unicode=True)
-            answer = requests.put(base + "/api/camera", json={"on": True}, timeout=300)
-            assert answer.status_code == 200 and answer.json()["state"] == "on", answer.text
-            with requests.get(base + "/stream.mjpg", stream=True, timeout=120) as stream:
-                parts = iter_mjpeg(stream)
-                for _ in range(2):
-                    assert decode_jpeg(next(parts)[1]).shape == (480, 640, 3)
+            switch_on_and_watch(base, 2, (480, 640, 3), timeout=300)
             started = next_motion(lines, "start")["event"]
             clipped = next_motion(lines, "clip")["event"]
         assert clipped["id"] == started["id"] and clipped["clip"]["format"] == "mp4", clipped

@@ -24,7 +24,7 @@ import requests
 
 from tests.broker import free_port
 from tests.camera_stack import SHIM_DIR, CameraRoot, build_camera_root, open_fds, threads, write_frames
-from tests.helpers import decode_jpeg, iter_mjpeg, wait_until_serving
+from tests.helpers import decode_jpeg, iter_mjpeg, switch_on_and_watch, wait_until_serving
 
 pytestmark = [pytest.mark.camera, pytest.mark.root, pytest.mark.timeout(1500)]
 
@@ -235,13 +235,7 @@ def test_the_appliance_on_the_real_stack_streams_records_motion_and_switches_cle
         wait_until_serving(proc)
         with requests.get(base + "/api/events/live", stream=True, timeout=(5, 60)) as feed:
             lines = feed.iter_lines(decode_unicode=True)
-            answer = requests.put(base + "/api/camera", json={"on": True}, timeout=30)
-            assert answer.status_code == 200 and answer.json()["state"] == "on", answer.text
-            with requests.get(base + "/stream.mjpg", stream=True, timeout=10) as stream:
-                parts = iter_mjpeg(stream)
-                for _ in range(3):
-                    image = decode_jpeg(next(parts)[1])
-                    assert image.shape == (480, 640, 3)
+            switch_on_and_watch(base, 3, (480, 640, 3), timeout=30)
             started = next_event(lines, "motion")
         assert started["kind"] == "start"
         record = started["event"]
