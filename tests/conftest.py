@@ -57,6 +57,7 @@ def _rtsp_problem() -> str | None:
 PREBUILD = pytest.StashKey[subprocess.Popen[bytes]]()
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only for arm64 tests that will run
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """arm64 tests go last, and their root (about 20 minutes to build, all emulated) is built in the
     background from the start, so the build overlaps every other test instead of adding to them."""
