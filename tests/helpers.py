@@ -22,7 +22,7 @@ import requests
 from appliance.camera_backends.base import CameraBackend, CameraError, Frame
 from appliance.camera_backends.pi_camera import lores_size
 from appliance.camera_backends.synthetic import SyntheticCamera
-from appliance.camera_backends.yuv import from_bgr
+from appliance.camera_backends.yuv import I420, from_bgr
 from appliance.config import AppConfig, CameraSettings
 
 
@@ -421,38 +421,37 @@ class SceneCamera(CameraBackend):
         if not self.yuv:
             return Frame(image=image, timestamp=time.time())
         picture = from_bgr(image)
-        lores = lores_size(picture.size)
-        return Frame(image=picture, timestamp=time.time(),
-                     gray=cv2.resize(picture.y, lores, interpolation=cv2.INTER_AREA))
+        return Frame(image=picture, timestamp=time.time(), gray=lores_grey(picture))
 
     def close(self) -> None:
         self._pacer.close()
 
 
-class PlanesCamera(CameraBackend):
+def lores_grey(picture: I420) -> np.ndarray:
+    """The small grey image a Pi camera's lores stream gives beside ``picture``: its Y plane, scaled."""
+    return cv2.resize(picture.y, lores_size(picture.size), interpolation=cv2.INTER_AREA)
+
+
+class PlanesCamera(SceneCamera):
     """Delivers as the Pi camera does, at ``camera.fps``: each frame copied out of a "buffer" into one
     I420 picture reused frame after frame, with a small grey image beside it (the lores Y plane). The
-    scene (a SceneCamera's wall, still for two seconds, then its square crossing for two) is made once,
-    so a frame costs only the copy a Pi's backend makes: what is measured is the appliance's work."""
+    scene (the wall, still for two seconds, then its square crossing for two) is made once, so a frame
+    costs only the copy a Pi's backend makes: what is measured is the appliance's work."""
 
     name = "planes"
 
     def __init__(self, settings: CameraSettings, still: int = 30, moving: int = 30) -> None:
-        scene = SceneCamera(settings)
+        super().__init__(settings)
         pictures = []
         for number in range(still + moving):
             if number == still:
-                scene.moving.set()
-            pictures.append(scene.picture())
+                self.moving.set()
+            pictures.append(self.picture())
+        self.moving.clear()
         self._film = [from_bgr(image) for image in pictures]
-        lores = lores_size(self._film[0].size)
-        self._grey = [cv2.resize(picture.y, lores, interpolation=cv2.INTER_AREA) for picture in self._film]
+        self._grey = [lores_grey(picture) for picture in self._film]
         self._picture = self._film[0].copy()
-        self._pacer = FramePacer(settings.fps)
         self._next = 0
-
-    def open(self) -> None:
-        self._pacer.open()
 
     def read(self, timeout: float) -> Frame:
         if not self._pacer.wait():
@@ -460,9 +459,6 @@ class PlanesCamera(CameraBackend):
         number, self._next = self._next, (self._next + 1) % len(self._film)
         np.copyto(self._picture.data, self._film[number].data)
         return Frame(image=self._picture, timestamp=time.time(), gray=self._grey[number].copy())
-
-    def close(self) -> None:
-        self._pacer.close()
 
 
 @contextmanager

@@ -24,7 +24,7 @@ import requests
 from tests.broker import free_port
 from tests.camera_stack import CameraRoot, build_camera_root, enable_arm64
 from tests.helpers import decode_mp4, require_tool, switch_on_and_watch, wait_until_serving
-from tests.test_camera_stack import film
+from tests.test_camera_stack import film, next_event
 
 pytestmark = [pytest.mark.camera, pytest.mark.arm64, pytest.mark.root, pytest.mark.timeout(3600)]
 
@@ -74,15 +74,9 @@ def test_the_pis_packages_are_arm64_builds(root: CameraRoot) -> None:
 
 def next_motion(lines: Iterator[str], kind: str) -> dict[str, Any]:
     """The next ``motion`` server-sent event of ``kind`` (start, end, clip)."""
-    event = None
-    for line in lines:
-        if line.startswith("event: "):
-            event = line.removeprefix("event: ").strip()
-        elif line.startswith("data: ") and event == "motion":
-            data = json.loads(line.removeprefix("data: "))
-            if data["kind"] == kind:
-                return data
-    raise AssertionError(f"the live feed ended before a motion {kind!r}")
+    while (data := next_event(lines, "motion"))["kind"] != kind:
+        pass
+    return data
 
 
 def test_the_appliance_runs_on_arm64_streams_records_and_serves_rtsp(root: CameraRoot) -> None:

@@ -42,25 +42,22 @@ import cv2
 import numpy as np
 
 from appliance.camera_backends.base import CameraBackend, CameraError, Control, ControlValue, Frame
-from appliance.camera_backends.yuv import I420, from_buffer, oriented
+from appliance.camera_backends.yuv import I420, YUV420_FORMATS, from_buffer, oriented
 from appliance.config import CameraSettings
 
 log = logging.getLogger(__name__)
 
-# How each format's buffer becomes BGR: (rows of the buffer per image row, OpenCV conversion or None).
-# Planar and semi-planar YUV 4:2:0 take 1.5 rows of ``stride`` bytes per image row; packed RGB one row.
-_TO_BGR: dict[str, int | None] = {
-    "YUV420": cv2.COLOR_YUV2BGR_I420,
-    "YVU420": cv2.COLOR_YUV2BGR_YV12,
-    "NV12": cv2.COLOR_YUV2BGR_NV12,
-    "NV21": cv2.COLOR_YUV2BGR_NV21,
-    "RGB888": None,  # libcamera's RGB888 is B, G, R in memory: already OpenCV's order
+# YUV 4:2:0 formats (YUV420_FORMATS) are copied into I420 pictures; packed RGB ones become BGR, by
+# this OpenCV conversion (None: libcamera's RGB888 is B, G, R in memory, already OpenCV's order).
+_RGB_TO_BGR: dict[str, int | None] = {
+    "RGB888": None,
     "BGR888": cv2.COLOR_RGB2BGR,
     "XRGB8888": cv2.COLOR_BGRA2BGR,
     "XBGR8888": cv2.COLOR_RGBA2BGR,
 }
-_YUV420_FAMILY = {"YUV420", "YVU420", "NV12", "NV21"}
 _BYTES_PER_PIXEL = {"RGB888": 3, "BGR888": 3, "XRGB8888": 4, "XBGR8888": 4}
+READABLE = (*YUV420_FORMATS, *_RGB_TO_BGR)
+"""Every main-stream format the backend reads."""
 
 
 # The appliance's controls and the libcamera controls that carry them, with a Pi camera's usual ranges;
@@ -141,49 +138,27 @@ def lores_size(main: tuple[int, int], target_width: int = 400) -> tuple[int, int
 
 
 def to_bgr(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int) -> np.ndarray:
-    """The BGR image in a stream's 1-D ``buffer`` of ``fmt``, ``size`` and ``stride`` (bytes per row)."""
-    if fmt not in _TO_BGR:
-        raise CameraError(f"the Pi camera delivers {fmt}, which the appliance cannot read "
-                          f"(it reads {', '.join(sorted(_TO_BGR))})")
+    """The BGR image in a stream's 1-D ``buffer`` of packed RGB ``fmt``, ``size`` and ``stride`` (bytes
+    per row)."""
+    if fmt not in _RGB_TO_BGR:
+        raise CameraError(f"{fmt} is no packed RGB format (they are {', '.join(_RGB_TO_BGR)})")
     width, height = size
-    if fmt in _YUV420_FAMILY:
-        rows = height * 3 // 2
-        if buffer.size < rows * stride:
-            raise CameraError(f"a {fmt} frame of {width}x{height} (stride {stride}) needs {rows * stride} bytes, "
-                              f"the buffer has {buffer.size}")
-        # Chroma rows are half as wide as luma rows, so a padded frame is a frame ``stride`` px wide:
-        # convert that, then cut the padding off.
-        bgr = cv2.cvtColor(buffer[:rows * stride].reshape(rows, stride), _TO_BGR[fmt])
-        return bgr if stride == width else np.ascontiguousarray(bgr[:, :width])
     depth = _BYTES_PER_PIXEL[fmt]
     if buffer.size < height * stride or stride < width * depth:
         raise CameraError(f"a {fmt} frame of {width}x{height} (stride {stride}) does not fit its buffer "
                           f"of {buffer.size} bytes")
     pixels = buffer[:height * stride].reshape(height, stride)[:, :width * depth].reshape(height, width, depth)
-    code = _TO_BGR[fmt]
+    code = _RGB_TO_BGR[fmt]
     # Always a new array: the buffer may be the camera's own memory, mapped only while the request is held.
     return pixels.copy() if code is None else cv2.cvtColor(pixels, code)
 
 
 def luma(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int) -> np.ndarray | None:
     """The Y plane of a YUV 4:2:0 buffer (the first ``height`` rows), copied; None for other formats."""
-    if fmt not in _YUV420_FAMILY:
+    if fmt not in YUV420_FORMATS:
         return None
     width, height = size
     return buffer[:height * stride].reshape(height, stride)[:, :width].copy()
-
-
-class _Copied:
-    """A buffer already copied out (``make_buffer``), held like a ``MappedArray``."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-
-    def __enter__(self) -> _Copied:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
 
 
 def _load_mapped_array() -> Any:
@@ -359,8 +334,9 @@ class PiCamera(CameraBackend):
         stream = camera.stream_configuration(name)
         fmt, (width, height) = str(stream["format"]), tuple(stream["size"])
         stride = stream.get("stride") or width * _BYTES_PER_PIXEL.get(fmt, 1)
-        if fmt not in _TO_BGR:
-            raise CameraError(f"libcamera configured {name} as {fmt}, which the appliance cannot read")
+        if fmt not in READABLE:
+            raise CameraError(f"libcamera configured {name} as {fmt}, which the appliance cannot read "
+                              f"(it reads {', '.join(READABLE)})")
         return fmt, (int(width), int(height)), int(stride)
 
     def read(self, timeout: float) -> Frame:
@@ -384,7 +360,7 @@ class PiCamera(CameraBackend):
                 early = None if self._last_ns is None else self._last_ns + self._period_ns * 3 // 4 - taken_ns
                 if early is None or early <= 0:
                     self._last_ns = taken_ns
-                    image = self._picture(self._main_view(request))
+                    image = self._main_picture(request)
                     gray = luma(request.make_buffer("lores"), *self._streams["lores"])
             finally:
                 request.release()
@@ -402,36 +378,28 @@ class PiCamera(CameraBackend):
                 age = 0.0
             return Frame(image=image, timestamp=self._clock() - age, gray=gray)
 
-    def _main_view(self, request: Any) -> Any:
-        """The main stream's bytes while ``request`` is held: picamera2's ``MappedArray``, a view of the
-        mapped buffer itself, so the picture is copied out of it once (``make_buffer`` would copy the
-        whole buffer first); ``make_buffer``'s copy where there is no MappedArray (a stand-in)."""
+    def _main_picture(self, request: Any) -> np.ndarray | I420:
+        """The main stream's buffer copied out while ``request`` is held: YUV 4:2:0 stays planar, in
+        one I420 picture reused frame after frame (no 1.4 MB allocated per 720p frame: a frame's
+        picture is the capture thread's until its next ``read()``, and every consumer that keeps one
+        longer, the H.264 encoder and the clip ring, takes its own copy); RGB formats become BGR.
+
+        Read through picamera2's ``MappedArray``, a view of the mapped buffer itself, so the frame is
+        copied once (``make_buffer`` copies it whole first, which a stand-in without it gets)."""
         if self._mapped_array is None:
-            return _Copied(request.make_buffer("main"))
-        return self._mapped_array(request, "main", reshape=False, write=False)
-
-    def _picture(self, main: Any) -> np.ndarray | I420:
-        """The main stream's buffer copied out: YUV 4:2:0 stays planar (I420), RGB formats become BGR.
-
-        The I420 picture is one array reused frame after frame (no 1.4 MB allocated per 720p frame):
-        a frame's picture is the capture thread's until its next ``read()``, and every consumer that
-        keeps a picture longer (the H.264 encoder, the clip ring) takes its own copy."""
-        with main as view:
+            return self._copied_out(request.make_buffer("main"))
+        with self._mapped_array(request, "main", reshape=False, write=False) as view:
             return self._copied_out(view.array)
 
     def _copied_out(self, main: np.ndarray) -> np.ndarray | I420:
         fmt, size, stride = self._streams["main"]
-        if fmt not in _YUV420_FAMILY:
+        if fmt not in YUV420_FORMATS:
             return to_bgr(main, fmt, size, stride)
-        width, height = size
-        if main.size < height * 3 // 2 * stride:
-            raise CameraError(f"a {fmt} frame of {width}x{height} (stride {stride}) needs {height * 3 // 2 * stride} "
-                              f"bytes, the buffer has {main.size}")
         try:
             self._picture_buffer = from_buffer(main, fmt, size, stride, self._full_range, self._picture_buffer)
-            return self._picture_buffer
         except ValueError as exc:
             raise CameraError(f"the Pi camera's {fmt} frame cannot be read: {exc}") from exc
+        return self._picture_buffer
 
     def close(self) -> None:
         camera, self._camera = self._camera, None

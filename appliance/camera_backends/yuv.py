@@ -20,6 +20,7 @@ the same pictures (``tests/test_yuv.py``), and ``bench/yuv.py`` measures what th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,6 +131,9 @@ def from_buffer(buffer: np.ndarray, fmt: str, size: tuple[int, int], stride: int
     width, height = size
     if width % 2 or height % 2:
         raise ValueError(f"a 4:2:0 picture needs an even width and height, not {width}x{height}")
+    if buffer.size < height * 3 // 2 * stride:
+        raise ValueError(f"a {fmt} frame of {width}x{height} (stride {stride}) needs {height * 3 // 2 * stride} "
+                         f"bytes, the buffer has {buffer.size}")
     out = into if into is not None and into.size == (width, height) else I420.blank(width, height)
     y_scale, c_scale = (None, None) if full_range else (LIMITED_TO_FULL_Y, LIMITED_TO_FULL_C)
     luma = buffer[:height * stride].reshape(height, stride)[:, :width]
@@ -178,8 +182,9 @@ def oriented(picture: I420, rotation: int, hflip: bool, vflip: bool) -> I420:
     return out
 
 
+@functools.lru_cache(maxsize=16)
 def ycbcr(bgr: tuple[int, int, int]) -> tuple[int, int, int]:
-    """A BGR colour as JPEG's full-range Y, Cb, Cr."""
+    """A BGR colour as JPEG's full-range Y, Cb, Cr (the overlay's few colours, worked out once each)."""
     y, cr, cb = cv2.cvtColor(np.array([[bgr]], np.uint8), cv2.COLOR_BGR2YCrCb)[0, 0]
     return int(y), int(cb), int(cr)
 
@@ -218,11 +223,10 @@ def scaled_copy(image: np.ndarray | I420, size: tuple[int, int]) -> np.ndarray |
     """A new picture of ``size``, scaled by area (or copied when it is that size already). An I420
     picture's size is even (4:2:0): an odd one asked for is rounded down."""
     if isinstance(image, I420):
-        size = (size[0] // 2 * 2, size[1] // 2 * 2)
+        even = (size[0] // 2 * 2, size[1] // 2 * 2)
+        return image.copy() if image.size == even else image.resized(even)
     if size_of(image) == tuple(size):
         return image.copy()
-    if isinstance(image, I420):
-        return image.resized(size)
     return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
 
 

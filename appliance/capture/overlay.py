@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from appliance.camera_backends.yuv import I420, ycbcr
+from appliance.camera_backends.yuv import I420, size_of, ycbcr
 from appliance.config import OverlaySettings, Zone
 from appliance.motion.events import MotionResult
 
@@ -32,7 +32,7 @@ def draw_overlay(image: np.ndarray | I420, timestamp: float, motion: MotionResul
     Boxes are in capture-frame pixels; ``scale`` maps them onto a scaled-down stream frame. Zones are
     in fractions of the frame: outlined, grey where motion is ignored, yellow where it is watched.
     """
-    width, height = image.size if isinstance(image, I420) else (image.shape[1], image.shape[0])
+    width, height = size_of(image)
     thickness = max(1, height // 360)
     sx, sy = scale
     if settings.zones:
@@ -43,11 +43,10 @@ def draw_overlay(image: np.ndarray | I420, timestamp: float, motion: MotionResul
                   cv2.polylines(plane, [points], True, value, weight, cv2.LINE_AA, shift))
     if settings.motion_boxes and motion is not None and motion.motion:
         for box in motion.boxes:
-            top_left = np.array((int(box.x * sx), int(box.y * sy)))
-            bottom_right = np.array((int((box.x + box.w) * sx), int((box.y + box.h) * sy)))
+            top_left = (int(box.x * sx), int(box.y * sy))
+            bottom_right = (int((box.x + box.w) * sx), int((box.y + box.h) * sy))
             _draw(image, BOX, thickness + 1, lambda plane, value, weight, shift, a=top_left, b=bottom_right:
-                  cv2.rectangle(plane, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), value,
-                                weight, cv2.LINE_8, shift))
+                  cv2.rectangle(plane, a, b, value, weight, cv2.LINE_8, shift))
     if settings.timestamp:
         text = time.strftime(settings.timestamp_format, time.localtime(timestamp))
         size = max(0.4, height / 720 * 0.8)
