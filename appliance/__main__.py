@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None, backend: CameraBackend | None = None
         return hash_password_command(argv[1:])
     if argv[:1] == ["detect-camera"]:
         return detect_camera_command(argv[1:])
+    if argv[:1] == ["install-model"]:
+        from appliance.detection.install import main as install_model
+
+        return install_model(argv[1:])
     try:
         args, config = configure(argv)
     except ConfigError as exc:

@@ -117,6 +117,9 @@ class Zone(Polygon):
 
     name: str = Field("zone", min_length=1, max_length=40)
     mode: Literal["exclude", "include"] = "exclude"
+    labels: list[str] = Field(default_factory=list, max_length=16, description=(
+        "object detection: the labels this zone is about (an include zone counts only these there; an "
+        "exclude zone ignores only these); empty: every label"))
 
 
 class Mask(Polygon):
@@ -352,6 +355,57 @@ class ClipSettings(Section):
         return self
 
 
+DEFAULT_MODEL = "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+DEFAULT_LABELS = "coco_labels.txt"
+
+
+class ObjectRule(Section):
+    """When a detected object of one label counts: its score and its size in the frame."""
+
+    min_score: float = Field(0.5, gt=0, le=1, description="a detection scoring less is not this object")
+    threshold: float = Field(0.7, gt=0, le=1, description="an object alerts once its median score reaches this")
+    min_area: float = Field(0.001, ge=0, le=1, description="fraction of the frame its box must cover, at least")
+    max_area: float = Field(0.9, gt=0, le=1, description="a box covering more of the frame is not this object")
+
+
+def _default_objects() -> dict[str, ObjectRule]:
+    return {label: ObjectRule() for label in ("person", "car", "dog", "cat")}
+
+
+class DetectionSettings(Section):
+    """Object detection (``appliance/detection/``): an SSD TFLite model run where and while motion is
+    seen, at most ``fps`` frames a second, on its own thread; off unless enabled and a model installed."""
+
+    enabled: bool = False
+    model: Path | None = Field(None, description=f"TFLite SSD model; default: <state_dir>/models/{DEFAULT_MODEL} "
+                                                 "(python -m appliance install-model)")
+    labels: Path | None = Field(None, description=f"its labels, 'id name' a line; default: beside it, {DEFAULT_LABELS}")
+    fps: float = Field(3.0, gt=0, le=30, description="frames detected per second at most, while motion is seen")
+    threads: int = Field(1, ge=1, le=4, description="CPU threads the model runs on")
+    region: Literal["motion", "frame"] = Field(
+        "motion", description="motion: a square around the moving area, at full resolution; frame: the whole frame")
+    objects: dict[str, ObjectRule] = Field(default_factory=_default_objects, max_length=90,
+                                           description="the labels that make an alert, and their rules")
+    stationary_seconds: float = Field(10.0, ge=1, le=3600,
+                                      description="an object whose box stays put this long is stationary")
+    lost_seconds: float = Field(3.0, gt=0, le=60, description="an object not seen for this long is gone")
+    keep_motion_events: bool = Field(True, description="keep events in which no wanted object was seen")
+
+    @field_validator("objects")
+    @classmethod
+    def _named(cls, objects: dict[str, ObjectRule]) -> dict[str, ObjectRule]:
+        for label in objects:
+            if not re.fullmatch(r"[a-z][a-z0-9 _-]{0,39}", label):
+                raise ValueError(f"label {label!r}: lower-case letters, digits, space, '_' or '-' (as in the model)")
+        return objects
+
+    def model_path(self, state_dir: Path) -> Path:
+        return self.model or state_dir / "models" / DEFAULT_MODEL
+
+    def labels_path(self, state_dir: Path) -> Path:
+        return self.labels or self.model_path(state_dir).with_name(DEFAULT_LABELS)
+
+
 class EventsSettings(Section):
     """Bounds of the motion history kept on disk (snapshots and clips together)."""
 
@@ -504,6 +558,7 @@ class AppConfig(Section):
     mqtt: MqttSettings = MqttSettings()
     gpio: GpioSettings = GpioSettings()
     picture: PictureSettings = PictureSettings()
+    detection: DetectionSettings = DetectionSettings()
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state/appliance")
     name: str = Field("Camera appliance", min_length=1, max_length=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -16,13 +16,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from appliance.capture.pipeline import CapturePipeline
-from appliance.dispatch import Dispatcher
+from appliance.dispatch import Dispatcher, ObjectListener
 from appliance.durable import durable_write
 from appliance.motion.events import EventChange
 from appliance.state import CameraState, MotionListener, StateChange, StateListener
+
+if TYPE_CHECKING:
+    from appliance.detection.objects import ObjectNews
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,14 @@ class CameraController:
 
     def remove_motion_listener(self, listener: MotionListener) -> None:
         self._dispatcher.remove_motion_listener(listener)
+
+    def add_object_listener(self, listener: ObjectListener) -> None:
+        """Hear objects alerting, seen better and gone (``appliance.detection``), on the dispatcher's thread."""
+        self._dispatcher.add_object_listener(listener)
+
+    def objects_seen(self, news: ObjectNews) -> None:
+        """The detector's news, delivered in order with the motion events it belongs to."""
+        self._dispatcher.objects(news)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until listeners have heard every change so far (tests, shutdown)."""

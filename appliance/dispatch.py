@@ -1,4 +1,4 @@
-"""One way to deliver news: state changes and motion events reach every listener on one thread.
+"""One way to deliver news: state changes, motion events and objects reach every listener on one thread.
 
 The controller and the capture thread only *post* news; a single delivery thread calls the
 listeners in the order the news was posted, outside every lock. So a listener may take its time
@@ -11,12 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.state import MotionListener, StateChange, StateListener
 
 if TYPE_CHECKING:
+    from appliance.detection.objects import ObjectNews
     from appliance.motion.events import EventChange
+
+ObjectListener = Callable[["ObjectNews"], None]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ class Dispatcher:
         self._queue: deque[tuple[str, Any, Any]] = deque()
         self._state_listeners: list[StateListener] = []
         self._motion_listeners: list[MotionListener] = []
+        self._object_listeners: list[ObjectListener] = []
         self._delivering = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -54,6 +59,10 @@ class Dispatcher:
             if listener in self._motion_listeners:
                 self._motion_listeners.remove(listener)
 
+    def add_object_listener(self, listener: ObjectListener) -> None:
+        with self._cond:
+            self._object_listeners.append(listener)
+
     # --- news --------------------------------------------------------------------------------------
 
     def state_changed(self, change: StateChange) -> None:
@@ -61,6 +70,9 @@ class Dispatcher:
 
     def motion(self, change: EventChange, jpeg: bytes | None) -> None:
         self._post("motion", change, jpeg)
+
+    def objects(self, news: ObjectNews) -> None:
+        self._post("objects", news, None)
 
     def _post(self, kind: str, news: Any, extra: Any) -> None:
         with self._cond:
@@ -93,10 +105,11 @@ class Dispatcher:
                         return
                     self._cond.wait()
                 kind, news, extra = self._queue.popleft()
-                listeners = list(self._state_listeners if kind == "state" else self._motion_listeners)
+                listeners: list[Any] = list(self._state_listeners if kind == "state" else self._motion_listeners
+                                            if kind == "motion" else self._object_listeners)
                 self._delivering = True
             for listener in listeners:  # outside the lock: a listener may call back into anything
                 try:
-                    listener(news) if kind == "state" else listener(news, extra)
+                    listener(news, extra) if kind == "motion" else listener(news)
                 except Exception:
                     log.exception("%s listener %r failed", kind, listener)

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import h264
 from appliance.app import create_app
@@ -37,9 +37,37 @@ from appliance.web.security import FailureLimiter, password_check, plain_passwor
 from appliance.web.server import HttpServer
 from appliance.web.services import Services
 
+if TYPE_CHECKING:
+    from appliance.detection.objects import ObjectNews
+    from appliance.detection.worker import DetectionWorker
+
 log = logging.getLogger(__name__)
 H264_STOP_BUDGET = 0.5  # s for the encoder thread, stuck or not, after RTSP's second: stop() keeps to 5 s
+DETECTION_STOP_BUDGET = 0.5  # s: one detection in progress ends well within it
 RECORDING_STOP_BUDGET = 1.0  # s for each recorder to write what is queued and finish its files
+
+
+def build_detection(config: AppConfig, state_dir: Path, on_news: Callable[[ObjectNews], None],
+                    zones: Callable[[], Any]) -> DetectionWorker | None:
+    """The object detector when ``detection.enabled``: its model loaded and tried, or a ``ConfigError``
+    that says what is missing and how to install it. Its modules (and the runtime's 8 MiB) load only here."""
+    settings = config.detection
+    if not settings.enabled:
+        return None
+    from appliance.detection.model import ModelError, SsdModel
+    from appliance.detection.worker import DetectionWorker
+
+    try:
+        model = SsdModel(settings.model_path(state_dir), settings.labels_path(state_dir), settings.threads)
+    except ModelError as exc:
+        raise ConfigError(f"invalid configuration:\n  detection: {exc}") from None
+    unknown = sorted(set(settings.objects) - set(model.labels.values()))
+    if unknown:
+        raise ConfigError(f"invalid configuration:\n  detection.objects: the model knows no {', '.join(unknown)} "
+                          f"(its labels: {', '.join(sorted(set(model.labels.values())))})")
+    log.info("object detection on: %s, %s at %g frames/s at most", model.path.name,
+             ", ".join(settings.objects), settings.fps)
+    return DetectionWorker(model, settings, on_news, zones=zones)
 
 
 class Appliance:
@@ -68,7 +96,9 @@ class Appliance:
         self.live = LiveFeed(config.stream.max_live_clients)
         clip = config.events.clip
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved, clip_fps=clip.fps,
-                                      max_pending=max(4, int(2 * clip.fps)))
+                                      max_pending=max(4, int(2 * clip.fps)),
+                                      keep_motion_events=config.detection.keep_motion_events
+                                      or not config.detection.enabled)
         # Wrong passwords per address, on every port that takes the login (HTTP, RTSP): one limit.
         self.login_failures = FailureLimiter(config.server.auth.max_failures)
         # The one H.264 encode, when a consumer of it is configured; RTSP serves it. Each is off with
@@ -106,10 +136,13 @@ class Appliance:
             self.events.make_room_first = self.recordings.folder.free_for_events
         if self.rtsp is None and self.event_clips is None and self.recordings is None:
             self.h264 = None  # nobody would consume it
+        # Object detection: its model is loaded and tried now, so a missing or broken one stops start-up.
+        self.detection = build_detection(config, self.state_dir, lambda news: self.controller.objects_seen(news),
+                                         zones=lambda: self.motion.settings.zones)
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
                                         motion_settings=lambda: self.motion.settings,
                                         clip_sink=self.recorder if self.clip_format == "mjpeg" else None,
-                                        picture=self.picture, video_sink=self.h264)
+                                        picture=self.picture, video_sink=self.h264, object_sink=self.detection)
         # Clip frames use the encoder the pipeline timed at start-up (named: not timed again).
         self.recorder.encode = choose_encoder(self.pipeline.encoder_name, clip.quality, clip.size)[1]
         self.controller = CameraController(
@@ -162,6 +195,7 @@ class Appliance:
         self.motion.add_listener(self.live.on_motion_settings)
         self.picture.add_listener(self.live.on_picture_settings)
         self.controller.add_motion_listener(self.recorder.on_motion)
+        self.controller.add_object_listener(self.recorder.on_objects)
         self._stoppers.append(self.recorder.close)
         self._stoppers.append(self.controller.close)  # last of all: listeners hear the final ``off``
         self.controller.restore()
@@ -169,6 +203,10 @@ class Appliance:
         self._stoppers.append(self.streams.stop)  # after the server: no stream arrives once it stops
         self.server.start()
         self._stoppers.append(self.server.stop)
+        if self.detection is not None:
+            detection = self.detection
+            detection.start()
+            self._stoppers.append(lambda: detection.stop(DETECTION_STOP_BUDGET))
         if self.h264 is not None:
             feed = self.h264
             feed.start()

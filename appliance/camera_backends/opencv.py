@@ -1,4 +1,4 @@
-"""USB/V4L2 cameras, video files and stream URLs through OpenCV's ``VideoCapture``.
+"""USB/V4L2 cameras, video files, image sequences and stream URLs through OpenCV's ``VideoCapture``.
 
 V4L2 devices are asked for MJPG so USB cameras reach their full frame rate at HD sizes (raw YUYV
 over USB 2 tops out near 10 fps at 720p). Files are paced at their own frame rate and loop when
@@ -50,6 +50,13 @@ V4L2_CONTROLS: dict[str, tuple[int, Control]] = {
 range; what it took is read back). ``exposure_time`` is set in V4L2's 100 µs steps, with its
 automatic exposure off (``CAP_PROP_AUTO_EXPOSURE`` 1) or on (3) for 0."""
 AUTO_EXPOSURE_ON, AUTO_EXPOSURE_OFF = 3.0, 1.0
+
+
+def _file_exists(source: str) -> bool:
+    """A video file, or an image sequence named by a printf pattern (``frames/in%06d.jpg``) with a file."""
+    if re.search(r"%0?\d*d", source):
+        return bool(glob.glob(glob.escape(source).replace(re.search(r"%0?\d*d", source).group(0), "*")))
+    return os.path.exists(source)
 
 
 class _Reader:
@@ -263,7 +270,7 @@ class OpenCVCamera(CameraBackend):
         return dict(reader.applied) if reader is not None else {}
 
     def open(self) -> None:
-        if self._is_file and not os.path.exists(str(self._source)):
+        if self._is_file and not _file_exists(str(self._source)):
             raise CameraError(f"video file {self._source} does not exist")
         self._abandon_reader()
         reader = _Reader(self._open_capture, self.describe(), self._settings.loop_file, self._is_file,

@@ -30,6 +30,7 @@ from appliance.camera_backends.base import CameraBackend, CameraError, Frame
 from appliance.camera_backends.yuv import I420, scaled_copy, size_of
 from appliance.capture.broadcaster import FrameBroadcaster
 from appliance.capture.clips import ClipSink, ClipTap
+from appliance.capture.detect import DetectFrame, ObjectSink
 from appliance.capture.encoder import EncodeError, choose_encoder, planes_encoder
 from appliance.capture.overlay import draw_overlay
 from appliance.capture.picture import PictureControl, PictureStage
@@ -80,8 +81,9 @@ class CapturePipeline:
                  monotonic: Callable[[], float] = time.monotonic,
                  motion_settings: Callable[[], MotionSettings] | None = None,
                  clip_sink: ClipSink | None = None, picture: PictureControl | None = None,
-                 video_sink: VideoSink | None = None) -> None:
+                 video_sink: VideoSink | None = None, object_sink: ObjectSink | None = None) -> None:
         self._backend = backend
+        self._objects = object_sink  # the object detector, offered frames while motion is seen
         self._video = video_sink  # the H.264 encoder, fed only while it wants frames
         self._config = config
         # The picture's run-time settings (controls, night mode, masks), read at every frame like motion's.
@@ -243,6 +245,8 @@ class CapturePipeline:
                     self._end_event(run)
                     if self._clips is not None:
                         self._clips.close()
+                    if self._objects is not None:
+                        self._objects.camera_stopped()
                 if self._frames_captured > captured_before:
                     delay = retry.initial  # the camera worked: a new failure starts the backoff anew
             if not run.stop.is_set():
@@ -332,6 +336,11 @@ class CapturePipeline:
             if self._clips is not None:  # before the stream's overlay is drawn on the frame
                 self._clips.offer(frame, result, motion.zones if motion.enabled else (), now, motion.enabled,
                                   wanted.masks)
+            if self._objects is not None and result is not None and (result.motion or self._tracker.current) \
+                    and self._objects.wants_frame(now):  # the clean frame, before the overlay
+                event = self._tracker.current
+                self._objects.offer(DetectFrame(image.copy(), frame.timestamp, now, result.boxes,
+                                                event.id if event is not None else None))
             if self._video is not None and self._video.wants_frame(now):  # before the overlay, too
                 self._offer_video(self._video, frame, result, motion.zones if motion.enabled else (), now,
                                   wanted.masks)

@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from appliance.capture.clips import ClipFrame
 from appliance.capture.encoder import EncodeError
@@ -47,6 +47,9 @@ from appliance.h264.mp4 import Mp4Writer, probe, repair
 from appliance.history.clip_files import DATA_SUFFIX, INDEX_SUFFIX, ClipIndex, ClipWriter, clip_paths, read_index
 from appliance.motion.events import EventChange, new_event_id
 
+if TYPE_CHECKING:
+    from appliance.detection.objects import ObjectNews
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -55,6 +58,10 @@ _WRITE_ATTEMPTS = 4  # a write that meets ENOSPC prunes the oldest events and tr
 MAX_CLIP_BYTES = 1 << 30
 """A clip stops here whatever ``max_bytes`` allows: its AVI download must stay within AVI 1.0's sizes."""
 MP4_SUFFIX = ".mp4"
+MAX_OBJECTS = 8
+"""Objects kept per event (their best snapshots): the first ones that alerted."""
+OBJECT_KEYS = ("objects", "labels", "alert")
+"""What detection adds to a record: kept when the event's end rewrites it."""
 
 
 def mp4_summary(writer: Mp4Writer, recording: bool) -> dict[str, Any]:
@@ -114,7 +121,7 @@ class EventStore:
             records[event_id] = record
         for pattern in ("*.jpg", "*" + DATA_SUFFIX, "*" + INDEX_SUFFIX, "*" + MP4_SUFFIX):
             for path in self.folder.glob(pattern):
-                if path.stem not in records:
+                if path.name.split(".")[0] not in records:  # <id>.jpg, <id>.o3.jpg (an object's), ...
                     log.warning("removing %s: no event record belongs to it", path.name)
                     path.unlink(missing_ok=True)
         for event_id, record in records.items():
@@ -163,8 +170,19 @@ class EventStore:
     def _mp4_path(self, event_id: str) -> Path:
         return self.folder / f"{event_id}{MP4_SUFFIX}"
 
+    def object_path(self, event_id: str, number: int) -> Path:
+        """Where the best snapshot of an event's ``number``-th object is (1 to ``MAX_OBJECTS``)."""
+        self._paths(event_id)
+        if not isinstance(number, int) or not 1 <= number <= MAX_OBJECTS:
+            raise UnknownEvent(f"{event_id} object {number}")
+        return self.folder / f"{event_id}.o{number}.jpg"
+
+    def _object_paths(self, event_id: str) -> list[Path]:
+        return [self.folder / f"{event_id}.o{number}.jpg" for number in range(1, MAX_OBJECTS + 1)]
+
     def _size_on_disk(self, event_id: str) -> int:
-        paths = (*self._paths(event_id), *clip_paths(self.folder, event_id), self._mp4_path(event_id))
+        paths = (*self._paths(event_id), *clip_paths(self.folder, event_id), self._mp4_path(event_id),
+                 *self._object_paths(event_id))
         return sum(path.stat().st_size for path in paths if path.exists())
 
     # --- writing -------------------------------------------------------------------------------
@@ -186,12 +204,54 @@ class EventStore:
             self._make_room(len(jpeg or b"") + 4096, keep=event_id)
             if jpeg is not None:
                 self._write(jpg_path, jpeg, keep=event_id)
-            stored = {**record, "seq": seq, "has_snapshot": jpg_path.exists(), "clip": self._clip_summary(event_id)}
+            kept = {key: value for key, value in self._records.get(event_id, {}).items() if key in OBJECT_KEYS}
+            stored = {**kept, **record, "seq": seq, "has_snapshot": jpg_path.exists(),
+                      "clip": self._clip_summary(event_id)}
             self._write(json_path, json.dumps(stored).encode(), keep=event_id)
             self._records[event_id] = stored
             self._sizes[event_id] = self._size_on_disk(event_id)
             self._prune()
             return True
+
+    def save_object(self, event_id: str, found: dict[str, Any], jpeg: bytes | None) -> bool:
+        """Add or update an object seen in an event (``found``: its ``object_id``, ``label``, ``score``,
+        ``box``, ``frame``), with its best snapshot; the record's ``labels`` and ``alert`` follow.
+        False when the event is unknown or deleted, or already holds ``MAX_OBJECTS`` others."""
+        json_path, _ = self._paths(event_id)
+        with self._lock:
+            record = self._records.get(event_id)
+            if record is None or event_id in self._deleted:
+                return False
+            objects = [dict(obj) for obj in record.get("objects", [])]
+            mine = next((obj for obj in objects if obj["object_id"] == found["object_id"]), None)
+            if mine is None:
+                if len(objects) >= MAX_OBJECTS:
+                    return False
+                mine = {"number": len(objects) + 1}
+                objects.append(mine)
+            mine.update({key: found[key] for key in ("object_id", "label", "score", "box", "frame")})
+            if jpeg is not None:
+                self._make_room(len(jpeg) + 4096, keep=event_id)
+                self._write(self.object_path(event_id, mine["number"]), jpeg, keep=event_id)
+                mine["has_snapshot"] = True
+            stored = {**record, "objects": objects, "labels": sorted({obj["label"] for obj in objects}),
+                      "alert": True}
+            self._write(json_path, json.dumps(stored).encode(), keep=event_id)
+            self._records[event_id] = stored
+            self._sizes[event_id] = self._size_on_disk(event_id)
+            self._prune()
+            return True
+
+    def object_snapshot(self, event_id: str, number: int) -> bytes:
+        """The best snapshot of an event's ``number``-th object."""
+        path = self.object_path(event_id, number)
+        with self._lock:
+            if event_id not in self._records:
+                raise UnknownEvent(event_id)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise UnknownEvent(f"{event_id} object {number}") from None
 
     def _write(self, path: Path, data: bytes, keep: str) -> None:
         """Under the lock: a durable write that frees space by pruning the oldest events on ENOSPC."""
@@ -248,7 +308,8 @@ class EventStore:
             writer.abandon()
         elif writer is not None:
             writer.close(sync=False)
-        for path in (jpg_path, *clip_paths(self.folder, event_id), self._mp4_path(event_id), json_path):
+        for path in (jpg_path, *clip_paths(self.folder, event_id), self._mp4_path(event_id),
+                     *self._object_paths(event_id), json_path):
             path.unlink(missing_ok=True)
         self._records.pop(event_id, None)
         self._sizes.pop(event_id, None)
@@ -457,10 +518,12 @@ class EventStore:
         record = self._records[event_id]
         return {**record, "clip": self._clip_summary(event_id)} if event_id in self._clips else record
 
-    def list(self, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
-        """Newest first; returns one page and the total count."""
+    def list(self, offset: int = 0, limit: int = 50, label: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Newest first; returns one page and the total count (of events with an object ``label``, if given)."""
         with self._lock:
             ids = self._ordered()[::-1]
+            if label is not None:
+                ids = [i for i in ids if label in self._records[i].get("labels", ())]
             return [self._public(i) for i in ids[offset:offset + limit]], len(ids)
 
     def count(self) -> int:
@@ -503,8 +566,9 @@ class EventRecorder:
 
     def __init__(self, store: EventStore, on_saved: Callable[[str, dict[str, Any]], None],
                  encode: Callable[[Any], bytes] | None = None, clip_fps: float = 10.0,
-                 max_pending: int = 20) -> None:
+                 max_pending: int = 20, keep_motion_events: bool = True) -> None:
         self._store = store
+        self._keep_motion_events = keep_motion_events  # False: an event without an object alert goes at its end
         self._on_saved = on_saved
         self.encode = encode  # the JPEG encoder of clip frames; none: clips are not recorded
         self._clip_fps = clip_fps
@@ -521,6 +585,20 @@ class EventRecorder:
         with contextlib.suppress(RuntimeError):  # closed: the appliance is stopping
             self._writer.submit(self._save, change.kind, change.event.as_dict(), jpeg)
 
+    def on_objects(self, news: ObjectNews) -> None:
+        """An object alerted or was seen better: kept with its event, its best snapshot beside it."""
+        if news.kind == "gone" or news.event_id is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._writer.submit(self._save_object, news)
+
+    def _save_object(self, news: ObjectNews) -> None:
+        try:
+            if self._store.save_object(news.event_id or "", news.as_dict(), news.jpeg):
+                self._on_saved("object", self._store.get(news.event_id or ""))
+        except (OSError, UnknownEvent) as exc:
+            log.error("cannot keep the %s seen in event %s: %s", news.label, news.event_id, exc)
+
     def save_snapshot(self, jpeg: bytes, taken_at: float) -> None:
         """Keep a snapshot taken on request (the button's long press) in the history beside motion."""
         record = {"id": new_event_id(taken_at), "kind": "snapshot", "started_at": taken_at, "ended_at": taken_at,
@@ -533,6 +611,10 @@ class EventRecorder:
             if not self._store.save(record, jpeg):
                 return  # deleted while it was running: it stays deleted
             record = self._store.get(record["id"])
+            if kind == "end" and not self._keep_motion_events and not record.get("alert"):
+                self._store.delete(record["id"])  # motion without a wanted object: not kept, as configured
+                self._on_saved("deleted", record)
+                return
         except (OSError, UnknownEvent) as exc:  # a full card must not stop the camera
             log.error("cannot save motion event %s: %s", record["id"], exc)
             record = {**record, "has_snapshot": False}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from appliance.web.services import NO_CACHE, Services, json_error, send_video
 bp = Blueprint("history", __name__)
 
 MAX_PAGE = 200
+LABEL = re.compile(r"[a-z][a-z0-9 _-]{0,39}")
 KEEP = {"Cache-Control": "private, max-age=86400"}
 """A saved event's snapshot and a finished clip never change: the browser may keep them."""
 STATUS_EVERY = 2.0  # s between status messages on the live feed; they double as keep-alives
@@ -54,14 +56,18 @@ def _with_footage(services: Services, record: dict[str, Any]) -> dict[str, Any]:
 
 @bp.get("/api/events")
 def list_events() -> Response:
-    """Newest first: ``?limit=`` (1..200, default 50) and ``?offset=``."""
+    """Newest first: ``?limit=`` (1..200, default 50), ``?offset=``, and ``?label=person``: only the
+    events in which an object of that label alerted."""
     services = Services.of()
     try:
         limit = _int_arg("limit", 50, 1, MAX_PAGE)
         offset = _int_arg("offset", 0, 0, 10**9)
     except ValueError as exc:
         return json_error(400, str(exc))
-    events, total = services.events.list(offset, limit)
+    label = request.args.get("label") or None
+    if label is not None and not LABEL.fullmatch(label):
+        return json_error(400, f"'label' must be an object label such as person or car, not {label[:40]!r}")
+    events, total = services.events.list(offset, limit, label=label)
     events = [_with_footage(services, event) for event in events]
     return jsonify({"events": events, "total": total, "offset": offset, "limit": limit})
 
@@ -82,6 +88,16 @@ def event_snapshot(event_id: str) -> Response:
     except UnknownEvent:
         return json_error(404, f"no snapshot for event {event_id!r}")
     return Response(jpeg, mimetype="image/jpeg", headers=KEEP)
+
+
+@bp.get("/api/events/<event_id>/objects/<int:number>.jpg")
+def object_snapshot(event_id: str, number: int) -> Response:
+    """The best snapshot of the event's ``number``-th object (``objects[].number``), its box drawn."""
+    try:
+        jpeg = Services.of().events.object_snapshot(event_id, number)
+    except UnknownEvent:
+        return json_error(404, f"no object {number} in event {event_id!r}")
+    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, no-cache"})
 
 
 @bp.get("/api/events/<event_id>/clip.mp4")
