@@ -173,7 +173,8 @@ class Appliance:
                                    snapshot=self.snapshot, stats=self.stats, motion=self.motion,
                                    public_url=config.server.public_url,
                                    clips=self.clip_format if config.events.clip.enabled else None,
-                                   picture=self.picture, recording=self.recordings is not None)
+                                   picture=self.picture, recording=self.recordings is not None,
+                                   objects=tuple(config.detection.objects) if self.detection is not None else ())
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,
@@ -299,7 +300,18 @@ class Appliance:
         rtsp = self.rtsp.status() if self.rtsp is not None else rtsp_service.off_status(self.rtsp_reason)
         recording = self.recordings.status() if self.recordings is not None else {
             "enabled": False, "reason": self.recordings_reason}
-        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "recording": recording}
+        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "recording": recording, "detection": self.detection_status()}
+
+    def detection_status(self) -> dict[str, Any]:
+        """Object detection as ``/api/status`` shows it: what it looks with, how hard, what it sees now."""
+        if self.detection is None:
+            return {"enabled": False}
+        stats = self.detection.stats()
+        settings = self.config.detection
+        return {"enabled": True, "model": self.detection.model.path.name, "labels": list(settings.objects),
+                "fps": settings.fps, "region": settings.region, "detections": stats.detections,
+                "skipped": stats.skipped, "errors": self.detection.errors, "ms_per_detection": stats.ms_mean,
+                "busy_share": stats.busy_share, "counts": stats.counts, "objects": stats.objects}
 
     def health(self) -> tuple[bool, str]:
         """What the systemd watchdog is fed on: the capture loop, and the web server answering a request."""

@@ -23,12 +23,15 @@ def keys(model: type[BaseModel], prefix: str = "") -> set[str]:
     return found
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> set[str]:
+def flatten(tree: dict[str, Any], prefix: str = "", sections: set[str] | None = None) -> set[str]:
+    """Dotted keys of a YAML tree, descending only into config sections (not into maps such as
+    ``detection.objects``, whose keys are labels)."""
+    sections = keys(AppConfig) if sections is None else sections
     found = set()
     for name, value in tree.items():
         found.add(prefix + name)
-        if isinstance(value, dict):
-            found |= flatten(value, f"{prefix}{name}.")
+        if isinstance(value, dict) and any(key.startswith(f"{prefix}{name}.") for key in sections):
+            found |= flatten(value, f"{prefix}{name}.", sections)
     return found
 
 

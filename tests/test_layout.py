@@ -22,7 +22,7 @@ PACKAGE = ROOT / "appliance"
 LAYERS: list[set[str]] = [
     {"appliance", "config", "durable", "passwords"},  # what every part shares: settings, safe writes, login hashes
     {"camera_backends", "motion"},                # sources of frames, and what is seen in them
-    {"capture", "h264", "detection"},  # the capture thread: motion, overlay, JPEG, broadcast; the one H.264 encode; objects
+    {"capture", "h264", "detection"},  # the capture thread; the one H.264 encode; objects on their own thread
     {"history"},                                  # events, snapshots and clips on disk
     {"state", "dispatch", "controller", "health"},  # the one owner of on/off and its news
     {"web", "mqtt", "panel", "rtsp", "recording"},  # the controller's callers and listeners: RTSP, recordings

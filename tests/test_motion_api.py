@@ -53,7 +53,7 @@ def test_sensitivity_and_zones_are_validated_all_or_nothing(start_appliance: Any
     app = start_appliance()
     assert put(app, {"sensitivity": "high"}).json()["threshold"] == 12
     assert put(app, {"threshold": 40}).json()["sensitivity"] == "custom"
-    zone = {"name": "road", "mode": "exclude", "points": [[0, 0.6], [1, 0.6], [1, 1]]}
+    zone = {"name": "road", "mode": "exclude", "points": [[0, 0.6], [1, 0.6], [1, 1]], "labels": []}
     assert put(app, {"zones": [zone]}).json()["zones"] == [zone]
     bad = [
         ({"sensitivity": "max"}, "'sensitivity' must be one of low, medium, high"),
@@ -76,7 +76,7 @@ def test_sensitivity_and_zones_are_validated_all_or_nothing(start_appliance: Any
 
 
 def test_settings_survive_a_restart(tmp_path: Any) -> None:
-    zone = {"name": "tree", "mode": "exclude", "points": [[0, 0], [0.3, 0], [0.3, 0.5]]}
+    zone = {"name": "tree", "mode": "exclude", "points": [[0, 0], [0.3, 0], [0.3, 0.5]], "labels": ["dog"]}
     with Appliance(make_config(tmp_path)) as app:
         put(app, {"enabled": False, "sensitivity": "low", "zones": [zone]}).raise_for_status()
     with Appliance(make_config(tmp_path)) as app:

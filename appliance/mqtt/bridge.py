@@ -41,6 +41,7 @@ from appliance.state import CameraState, StateChange
 
 if TYPE_CHECKING:
     from appliance.controller import CameraController
+    from appliance.detection.objects import ObjectNews
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class MqttBridge:
                  name: str, model: str, page_port: Callable[[], int], snapshot: Callable[[], bytes | None],
                  stats: Callable[[], dict[str, Any]], hostname: str | None = None,
                  motion: MotionControl | None = None, public_url: str | None = None, clips: str | None = None,
-                 picture: PictureControl | None = None, recording: bool = False) -> None:
+                 picture: PictureControl | None = None, recording: bool = False,
+                 objects: tuple[str, ...] = ()) -> None:
         if not settings.host:
             raise ValueError("mqtt.host is not set")
         self._settings = settings
@@ -84,6 +86,8 @@ class MqttBridge:
         self._public_url = public_url
         self._clips = clips  # the format of event clips (mp4, mjpeg), None without clips
         self._recording = recording
+        self._objects = objects  # the labels object detection alerts on
+        self._object_counts: dict[str, int] = dict.fromkeys(objects, 0)
         self.topics = Topics.from_settings(settings, hostname)
         # Unique per process: two Pis that share a host name must not throw each other off the broker.
         client_id = settings.client_id or f"camera-appliance-{self.topics.device_id}-{secrets.token_hex(4)}"
@@ -148,6 +152,8 @@ class MqttBridge:
         """Listen to the controller and connect in the background; never blocks on the broker."""
         self._controller.add_listener(self._on_state)
         self._controller.add_motion_listener(self._on_motion)
+        if self._objects:
+            self._controller.add_object_listener(self.on_objects)
         if self._motion is not None:
             self._motion.add_listener(self._publish_motion_settings)
         if self._picture is not None:
@@ -233,10 +239,13 @@ class MqttBridge:
                                   self._configuration_url())
             offered = ({name: control.public() for name, control in self._picture.offered().items()}
                        if self._picture is not None else None)
-            for topic, payload in discovery_configs(topics, device, offered, recording=self._recording).items():
+            for topic, payload in discovery_configs(topics, device, offered, recording=self._recording,
+                                                    objects=self._objects).items():
                 self._publish(topic, json.dumps(payload), retain=True)
         self._publish_camera(self._controller.latest_change())
         self._publish(topics.motion_state, "ON" if self._motion_active else "OFF", retain=True)
+        for label, count in dict(self._object_counts).items():
+            self._publish(topics.object_count(label), str(count), retain=True)
         if self._motion is not None:
             self._publish_motion_settings(self._motion.settings)
         if self._picture is not None:
@@ -337,6 +346,26 @@ class MqttBridge:
             self._publish(topics.snapshot, jpeg, retain=True)
         self._publish(topics.motion_state, "ON" if change.kind == "start" else "OFF", retain=True)
         self._publish(topics.motion_event, json.dumps(body))
+
+    def on_objects(self, news: ObjectNews) -> None:
+        """Counts per label as they change; for an object that alerts, its message and best picture."""
+        changed = {label: count for label, count in news.counts.items()
+                   if label in self._object_counts and self._object_counts[label] != count}
+        self._object_counts.update(changed)
+        if not self._connected.is_set():
+            return
+        for label, count in changed.items():
+            self._publish(self.topics.object_count(label), str(count), retain=True)
+        if news.kind != "alert":
+            return
+        base = self._configuration_url().rstrip("/")
+        body = {**news.as_dict(), "time": iso(news.at), "event": None, "snapshot": None}
+        if news.event_id is not None:
+            body["event"] = f"{base}/api/events/{news.event_id}"
+            body["snapshot"] = f"{base}/api/events/{news.event_id}/snapshot.jpg"
+        if news.jpeg is not None:
+            self._publish(self.topics.object_snapshot(news.label), news.jpeg, retain=True)
+        self._publish(self.topics.object_event, json.dumps(body))
 
     def _publish_stats(self) -> None:
         self._publish(self.topics.stats, json.dumps(self._stats()), retain=True)

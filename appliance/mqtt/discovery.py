@@ -11,7 +11,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance.config import SENSITIVITY
-from appliance.mqtt.topics import Topics
+from appliance.mqtt.topics import Topics, topic_safe
 from appliance.state import CameraState
 
 
@@ -34,6 +34,8 @@ def device_block(topics: Topics, name: str, model: str, configuration_url: str |
 
 
 NIGHT_MODES = ("auto", "on", "off")
+OBJECT_ICONS = {"person": "mdi:walk", "car": "mdi:car", "dog": "mdi:dog", "cat": "mdi:cat", "bicycle": "mdi:bicycle",
+                "truck": "mdi:truck", "bird": "mdi:bird", "motorcycle": "mdi:motorbike", "bus": "mdi:bus"}
 
 
 def picture_state(controls: dict[str, Any], night_mode: str, night_active: bool) -> dict[str, Any]:
@@ -43,10 +45,11 @@ def picture_state(controls: dict[str, Any], night_mode: str, night_active: bool)
 
 def discovery_configs(topics: Topics, device: dict[str, Any],
                       picture: dict[str, dict[str, Any]] | None = None,
-                      recording: bool = False) -> dict[str, dict[str, Any]]:
+                      recording: bool = False, objects: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Map each discovery config topic to its payload. ``picture``: the controls the camera offers, as
     ``Control.public()`` describes them (name: kind, range or choices, default), each an entity.
-    ``recording``: continuous recording or timelapses are on: a problem sensor says when their folder fails."""
+    ``recording``: continuous recording or timelapses are on: a problem sensor says when their folder fails.
+    ``objects``: the labels object detection alerts on: a "Person detected" binary sensor and a count each."""
     common = {
         "availability_topic": topics.availability,
         "payload_available": "online",
@@ -100,6 +103,14 @@ def discovery_configs(topics: Topics, device: dict[str, Any],
                                value_template="{{ 'ON' if value_json.recording == 'fault' else 'OFF' }}",
                                json_attributes_topic=topics.stats,
                                json_attributes_template="{{ {'fault': value_json.recording_fault} | tojson }}"))
+    for label in objects:
+        key, title = topic_safe(label), label.capitalize()
+        entities.append(entity("binary_sensor", f"{key}_detected", name=f"{title} detected", device_class="occupancy",
+                               icon=OBJECT_ICONS.get(label, "mdi:shape"), state_topic=topics.object_count(label),
+                               value_template="{{ 'ON' if (value | int(0)) > 0 else 'OFF' }}",
+                               payload_on="ON", payload_off="OFF"))
+        entities.append(entity("sensor", f"{key}_count", name=f"{title} count", state_topic=topics.object_count(label),
+                               state_class="measurement", icon=OBJECT_ICONS.get(label, "mdi:shape")))
     for name, control in (picture or {}).items():
         title = name.replace("_", " ").capitalize()
         fields: dict[str, Any] = {"name": title, "entity_category": "config", "icon": "mdi:tune",

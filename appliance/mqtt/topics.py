@@ -79,6 +79,19 @@ class Topics:
     def snapshot(self) -> str:
         return f"{self.prefix}/snapshot"
 
+    def object_count(self, label: str) -> str:
+        """How many objects of ``label`` are in view and alerting (retained): "Person detected" reads it."""
+        return f"{self.prefix}/objects/{topic_safe(label)}"
+
+    def object_snapshot(self, label: str) -> str:
+        """The best picture of the latest ``label`` object that alerted (retained JPEG, box drawn)."""
+        return f"{self.prefix}/objects/{topic_safe(label)}/snapshot"
+
+    @property
+    def object_event(self) -> str:
+        """One JSON message per object that alerts (label, score, box, event, snapshot link)."""
+        return f"{self.prefix}/objects/event"
+
     @property
     def snapshot_set(self) -> str:
         return f"{self.prefix}/snapshot/set"

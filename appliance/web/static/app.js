@@ -162,6 +162,7 @@ function renderStats(s) {
   $("viewers").textContent = s.viewers ?? 0;
   if (s.rtsp && s.rtsp.enabled && $("rtsp-clients")) $("rtsp-clients").textContent = s.rtsp.clients ?? 0;
   if (s.motion) renderMotion(s.motion.active);
+  renderDetection(s.detection);
 }
 
 function formatTime(epoch) {
@@ -297,12 +298,66 @@ function eventItem(ev) {
     footage.addEventListener("click", (e) => { e.preventDefault(); playRecording(ev.footage.url, ev.footage.offset, ev.started_at); });
     meta.append(footage);
   }
+  if (ev.objects && ev.objects.length) {  // what detection saw: each object's best picture, its box drawn
+    const found = document.createElement("div");
+    found.className = "objects";
+    for (const obj of ev.objects) {
+      const link = document.createElement("a");
+      link.href = eventUrl(ev, "/objects/" + obj.number + ".jpg");
+      link.target = "_blank";
+      link.title = obj.label + ", score " + Math.round(obj.score * 100) + " %";
+      if (obj.has_snapshot) {
+        const thumb = document.createElement("img");
+        thumb.loading = "lazy";
+        thumb.alt = obj.label;
+        thumb.src = link.href;
+        link.append(thumb);
+      }
+      link.append(obj.label + " " + Math.round(obj.score * 100) + "%");
+      found.append(link);
+    }
+    meta.append(found);
+  }
+  li.dataset.labels = (ev.labels || []).join(",");
   meta.append(del);
   li.append(img, meta);
   return li;
 }
 
+// --- object labels: the history shows every event, or only those where a chosen label alerted ----
+const labelSelect = $("events-label");
+const wantedLabel = () => labelSelect.value;
+function renderDetection(d) {
+  const box = $("label-filter");
+  if (!d || !d.enabled) { box.hidden = true; return; }
+  box.hidden = false;
+  const have = [...labelSelect.options].map((o) => o.value);
+  for (const label of d.labels || []) {
+    if (have.includes(label)) continue;
+    const option = document.createElement("option");
+    option.value = label;
+    option.textContent = "with a " + label;
+    labelSelect.append(option);
+  }
+  const remembered = localStorage.getItem("eventsLabel") || "";
+  if (remembered && labelSelect.value !== remembered && [...labelSelect.options].some((o) => o.value === remembered)) {
+    labelSelect.value = remembered;
+    loadEvents();
+  }
+}
+labelSelect.addEventListener("change", () => {
+  localStorage.setItem("eventsLabel", labelSelect.value);
+  loadEvents();
+});
+
+function removeEvent(id) {
+  const existing = eventsList.querySelector(`li[data-id="${CSS.escape(id)}"]`);
+  if (existing) existing.remove();
+  eventsEmpty.hidden = eventsList.children.length > 0;
+}
+
 function addEvent(ev) {
+  if (wantedLabel() && !(ev.labels || []).includes(wantedLabel())) return;  // filtered out (for now)
   const existing = eventsList.querySelector(`li[data-id="${CSS.escape(ev.id)}"]`);
   if (existing && existing.dataset.playing === "true") return;  // the replay goes on; a click later sees the news
   if (existing) existing.replaceWith(eventItem(ev));
@@ -318,7 +373,8 @@ function addEvent(ev) {
 
 async function loadEvents() {
   try {
-    const r = await fetch("/api/events?limit=24");
+    const label = wantedLabel();
+    const r = await fetch("/api/events?limit=24" + (label ? "&label=" + encodeURIComponent(label) : ""));
     if (!r.ok) return;
     const body = await r.json();
     eventsList.replaceChildren(...body.events.map(eventItem));
@@ -381,7 +437,8 @@ function handleFeed(kind, data) {
   else if (kind === "picture") renderPicture({ ...pictureSettings, ...data });
   else if (kind === "motion") {
     if (data.kind === "start" || data.kind === "end") renderMotion(data.kind === "start");
-    addEvent(data.event);
+    if (data.kind === "deleted") removeEvent(data.event.id);  // motion without a wanted object, not kept
+    else addEvent(data.event);
   }
 }
 
