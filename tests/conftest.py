@@ -38,7 +38,23 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     "rtsp": lambda: _rtsp_problem(),
     "root": lambda: None if os.geteuid() == 0 else "needs root",
     "recording": lambda: None if shutil.which("ffprobe") else "ffmpeg is not installed (apt-get install ffmpeg)",
+    "detection": lambda: _detection_problem(),
 }
+
+
+def _detection_problem() -> str | None:
+    """What keeps the object detection tests from running: the model, the runtime, the footage."""
+    from tests.helpers import FOOTAGE, HIGHWAY, MODELS
+
+    if not (MODELS / "mobilenet_ssd_v2_coco_quant_postprocess.tflite").exists():
+        return f"the detection model is not in {MODELS} (bash scripts/test.sh installs it)"
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        return "ai-edge-litert is not installed (bash scripts/test.sh)"
+    if not (FOOTAGE / "vtest.avi").exists():
+        return f"{FOOTAGE}/vtest.avi is missing (apt-get install opencv-doc)"
+    if not HIGHWAY.is_dir():
+        return f"the CDnet highway frames are missing ({HIGHWAY})"
+    return None
 
 
 def _rtsp_problem() -> str | None:

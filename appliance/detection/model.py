@@ -97,12 +97,12 @@ class SsdModel:
 
     def __init__(self, model_path: Path, labels_path: Path, threads: int = 1) -> None:
         self.path = model_path
-        self.labels = read_labels(labels_path)
         try:
             data = model_path.read_bytes()
         except OSError as exc:
             raise ModelError(f"cannot read the detection model {model_path}: {exc.strerror or exc} (install it "
                              f"with `{INSTALL_COMMAND}` or set detection.model)") from None
+        self.labels = read_labels(labels_path)
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:

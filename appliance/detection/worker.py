@@ -41,7 +41,7 @@ class DetectionStats:
     """For ``/api/status`` and the bench: how much it looked, how long it took, what it sees now."""
 
     detections: int
-    skipped: int  # frames due while the detector was busy: skipped, not queued
+    skipped: int  # frames with motion that came while the detector was busy: skipped, not queued
     ms_mean: float | None  # model time per detection, recent mean
     busy_share: float  # fraction of one core spent detecting, over the recent detections
     counts: dict[str, int]
@@ -74,12 +74,10 @@ class DetectionWorker:
     # --- the capture thread's side (ObjectSink) -------------------------------------------------------
 
     def wants_frame(self, now: float) -> bool:
-        if now < self._next_due:
-            return False
         if self._busy or self._frame is not None:
-            self.skipped += 1
+            self.skipped += 1  # arrived while the detector was still at an earlier frame
             return False
-        return True
+        return now >= self._next_due
 
     def offer(self, frame: DetectFrame) -> None:
         with self._cond:
