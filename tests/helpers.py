@@ -25,7 +25,6 @@ from appliance.camera_backends.synthetic import SyntheticCamera
 from appliance.camera_backends.yuv import I420, from_bgr
 from appliance.config import AppConfig, CameraSettings
 
-
 CACHE = Path(os.environ.get("DEPLOY_TEST_CACHE", Path.home() / ".cache" / "appliance-tests"))
 MODELS = CACHE / "models"
 """The detection model and its labels, installed there by scripts/test.sh (``install-model --from``)."""

@@ -127,7 +127,7 @@ def test_detection_settings_are_checked(tmp_path: Path) -> None:
     assert set(AppConfig().detection.objects) == {"person", "car", "dog", "cat"}
     path = tmp_path / "config.yaml"
     path.write_text("detection:\n  objects:\n    Person!: {}\n")
-    with pytest.raises(ConfigError, match="detection.objects"):
+    with pytest.raises(ConfigError, match=r"detection\.objects"):
         load_config(path, environ={})
     path.write_text("detection:\n  objects:\n    person: {threshold: 2}\n")
     with pytest.raises(ConfigError, match="threshold"):
