@@ -9,6 +9,7 @@ install, put in the tests' cache by ``install-model --from`` in scripts/test.sh.
 from __future__ import annotations
 
 import io
+import json
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from appliance.config import DEFAULT_LABELS, DEFAULT_MODEL, ConfigError
 from appliance.detection.install import InstallError, install
 from appliance.detection.objects import ObjectNews
 from appliance.runtime import Appliance
+from tests.broker import Broker, Recorder
 from tests.helpers import (
     FOOTAGE,
     HIGHWAY,
@@ -36,6 +38,7 @@ from tests.helpers import (
     iter_mjpeg,
     make_config,
 )
+from tests.test_mqtt import broker, broker_dir  # noqa: F401  (fixtures)
 
 Start = Callable[..., Appliance]
 REAL_MOTION = {"fps": 5.0, "background_weight": 0.05}  # the defaults: the footage is real, not a test scene
@@ -113,14 +116,19 @@ def test_people_walking_past_parked_cars_raise_person_alerts_and_no_car_alert(st
 @pytest.mark.timeout(180)
 def test_a_tree_in_the_wind_raises_no_object_alert(start_appliance: Start) -> None:
     """tree.avi decodes to 68 frames (4.5 s; its header says 444): played over and over for 30 s."""
-    app = start_appliance(**footage(FOOTAGE / "tree.avi"))
+    app = start_appliance(**footage(FOOTAGE / "tree.avi", detection={"keep_motion_events": False}))
     news = News(app)
     app.controller.on()
     assert not news.wait(lambda: bool(news.alerts()), 30), news.alerts()
     app.controller.flush()
     assert news.alerts() == []
     assert app.detection is not None and app.detection.stats().detections > 30  # it looked, and often
-    assert app.events.count() >= 1  # the branches move: motion is seen, and kept as plain motion
+    app.recorder.flush()
+    assert app.events.count() >= 1  # the branches move: a motion event is under way
+    app.controller.off()
+    app.controller.flush()
+    app.recorder.flush()
+    assert app.events.count() == 0  # it ended without a wanted object: not kept, as configured
 
 
 @pytest.mark.timeout(180)
@@ -201,6 +209,28 @@ def test_frames_the_detector_has_no_time_for_are_skipped_not_queued(start_applia
     stats = app.detection.stats() if app.detection else None
     assert stats is not None and stats.detections > 20 and stats.skipped > 10  # not waited for, not queued
     assert app.pipeline.stats().fps >= 100  # the camera's own rate, the detector busy or not
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(120)
+def test_mqtt_gets_counts_and_a_message_with_the_picture_for_each_alert(
+        start_appliance: Start, broker: Broker) -> None:  # noqa: F811
+    prefix = "appliance/road"
+    with Recorder(broker.port, [f"{prefix}/objects/#"]) as heard:
+        app = start_appliance(mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": "road"},
+                              **footage(HIGHWAY / "in%06d.jpg"))
+        assert app.mqtt is not None and app.mqtt.wait_connected(10)
+        heard.wait_for(f"{prefix}/objects/car", lambda payload: payload == b"0")  # retained, before anything
+        app.controller.on()
+        message = json.loads(heard.wait_for(f"{prefix}/objects/event", timeout=60).payload)
+        assert message["kind"] == "alert" and message["label"] == "car" and message["score"] >= 0.7
+        assert message["event"].endswith(f"/api/events/{message['event_id']}")
+        assert message["frame"] == {"width": 320, "height": 240} and message["box"]["w"] > 0
+        heard.wait_for(f"{prefix}/objects/car", lambda payload: int(payload) >= 1)
+        picture = decode_jpeg(heard.wait_for(f"{prefix}/objects/car/snapshot").payload)
+        assert picture.shape[:2] == (240, 320)
+        app.controller.off()
+        heard.wait_for(f"{prefix}/objects/car", lambda payload: payload == b"0")  # off: gone
 
 
 # --- start-up: a model that cannot work stops the appliance at once, saying how to put it right ----------
