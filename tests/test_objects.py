@@ -132,3 +132,22 @@ def test_detection_settings_are_checked(tmp_path: Path) -> None:
     path.write_text("detection:\n  objects:\n    person: {threshold: 2}\n")
     with pytest.raises(ConfigError, match="threshold"):
         load_config(path, environ={})
+
+
+def test_the_model_sees_the_same_picture_from_the_camera_planes_as_from_bgr() -> None:
+    """The Pi path hands the detector I420: cropped and scaled per plane, it must make the picture the
+    BGR path makes (a model fed other colours would score otherwise)."""
+    import cv2
+    import numpy as np
+
+    from appliance.camera_backends.yuv import from_bgr
+    from appliance.detection.model import Region, model_input
+
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(0, 255, (36, 64, 3), dtype=np.uint8)
+    image = cv2.resize(coarse, (1280, 720), interpolation=cv2.INTER_LINEAR)
+    for region in (Region(0, 0, 1280, 720), Region(401, 99, 500, 500)):
+        from_planes = model_input(from_bgr(image), region, (300, 300)).astype(int)
+        from_bgr_image = model_input(image, region, (300, 300)).astype(int)
+        assert from_planes.shape == from_bgr_image.shape == (300, 300, 3)
+        assert np.abs(from_planes - from_bgr_image).mean() < 4

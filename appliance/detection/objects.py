@@ -7,7 +7,7 @@ heading, or near it for a fast car at a few detections a second), and an object 
 
 - it has been seen at least twice and the median of its recent scores reaches its label's threshold,
 - its box lies within its label's size limits and in a zone that counts its label,
-- and it has **moved**: its box left the place it was first seen (overlap below ``STILL_IOU``). A car
+- and it has **moved**: its box left the place it was first seen (``STILL_SHIFT``). A car
   parked in view, found again each time leaves move around it, keeps its box and never alerts; if it
   drives off, it moves and does.
 
@@ -27,8 +27,10 @@ from typing import Literal
 from appliance.config import ObjectRule, Zone
 from appliance.motion.events import Box
 
-STILL_IOU = 0.6
-"""A box overlapping the place its object stayed by at least this much has not moved."""
+STILL_SHIFT = 0.5
+"""A box whose centre stays within this fraction of its smaller side of where its object stayed has not
+moved. The centre, not the overlap: the same parked van, boxed in crops of different sizes, comes back
+a little larger or smaller, but in the same place."""
 MATCH_IOU = 0.2
 """A detection overlapping an object's expected box by this much continues it."""
 MATCH_DISTANCE = 1.5
@@ -61,6 +63,11 @@ def iou(a: Box, b: Box) -> float:
 
 def _centre(box: Box) -> tuple[float, float]:
     return box.x + box.w / 2, box.y + box.h / 2
+
+
+def _moved(anchor: Box, box: Box) -> bool:
+    (x0, y0), (x1, y1) = _centre(anchor), _centre(box)
+    return ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 > STILL_SHIFT * min(anchor.w, anchor.h)
 
 
 def inside(point: tuple[float, float], polygon: Sequence[tuple[float, float]]) -> bool:
@@ -238,7 +245,7 @@ class ObjectTracker:
         obj.scores.append(detection.score)
         if event_id is not None:
             obj.event_id = event_id
-        if iou(obj.anchor, detection.box) < STILL_IOU:
+        if _moved(obj.anchor, detection.box):
             obj.moved = True
             obj.anchor, obj.still_since = detection.box, now
         rule = self.rules[obj.label]
