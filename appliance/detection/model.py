@@ -86,9 +86,10 @@ def region_for(motion: tuple[Box, ...], size: tuple[int, int], smallest: int) ->
     side = max(side, smallest)
     if side * side >= 0.5 * width * height or side >= min(width, height):
         return Region(0, 0, width, height)
+    side += side % 2  # even, as a 4:2:0 picture's planes are cut
     cx, cy = union.x + union.w // 2, union.y + union.h // 2
-    x = min(max(0, cx - side // 2), width - side)
-    y = min(max(0, cy - side // 2), height - side)
+    x = min(max(0, cx - side // 2), width - side) & ~1
+    y = min(max(0, cy - side // 2), height - side) & ~1
     return Region(x, y, side, side)
 
 
