@@ -23,6 +23,7 @@ import yaml
 
 from tests.broker import free_port, make_certs
 from tests.debian_root import build_root, community_general
+from tests.helpers import MODEL_TARBALL
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE = ROOT / "ansible"
@@ -100,6 +101,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
             "appliance_mqtt_password": "not-a-real-secret",
             "appliance_settings": {"mqtt": {"reconnect_max": 5}, "recording": {"continuous": {"segment_seconds": 5}}},
             "appliance_pip_environment": {"PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
+            # Object detection, its model from the controller (as for a host without the internet).
+            "appliance_detection": True,
+            "appliance_detection_model_tarball": str(MODEL_TARBALL),
         }}},
         "brokers": {"hosts": {"testcam": {
             **host,
@@ -223,7 +227,13 @@ def test_service_runs_under_systemd_and_answers(deployed: dict[str, object], con
     assert requests.put(base + "/api/camera", json={"on": True}, timeout=30).json()["state"] == "on"
     assert requests.get(base + "/snapshot.jpg", timeout=10).headers["Content-Type"] == "image/jpeg"
     # The optional broker was deployed too, and the appliance is connected to it over TLS.
-    assert requests.get(base + "/api/status", timeout=10).json()["mqtt"]["connected"] is True
+    status = requests.get(base + "/api/status", timeout=10).json()
+    assert status["mqtt"]["connected"] is True
+    # Object detection runs with the model the role installed (its hashes checked on the way).
+    assert status["detection"]["enabled"] is True and status["detection"]["model"].startswith("mobilenet_ssd_v2")
+    models = Path(str(deployed["root"])) / "var/lib/appliance/models"
+    assert sorted(path.name for path in models.iterdir()) == ["coco_labels.txt",
+                                                               "mobilenet_ssd_v2_coco_quant_postprocess.tflite"]
     broker = ["-h", "127.0.0.1", "-p", str(deployed["broker_port"])]
     home_assistant = [*broker, "-u", "homeassistant", "-P", "ha-secret"]
     available = container.run("mosquitto_sub", *home_assistant, "-C", "1", "-W", "20",
