@@ -547,3 +547,30 @@ def test_the_page_says_why_rtsp_is_off(start_appliance: Any, page: Page, monkeyp
     app = start_appliance(rtsp={"enabled": True, "port": 0})
     page.goto(app.url + "/", wait_until="domcontentloaded")
     expect(page.locator("#rtsp-off")).to_contain_text("RTSP is off: no H.264 encoder: PyAV is not installed")
+
+
+@pytest.mark.detection
+def test_the_history_shows_what_was_seen_and_filters_by_label(start_appliance: Any, page: Page) -> None:
+    from tests.helpers import FOOTAGE
+    from tests.test_detection import News, footage
+
+    app = start_appliance(**footage(FOOTAGE / "vtest.avi"))
+    news = News(app)
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    page.click("#camera-toggle")
+    assert news.wait(lambda: len(news.alerts("person")) >= 1, 60)
+    # The event shows its objects, each with its picture, as they come.
+    chip = page.locator("#events li .objects a").first
+    expect(chip).to_contain_text("person")
+    expect(chip.locator("img")).to_have_attribute("src", re.compile(r"/api/events/.+/objects/1\.jpg$"))
+    # The label filter: only events in which a car alerted (none here), then every event again.
+    expect(page.locator("#label-filter")).to_be_visible()
+    page.select_option("#events-label", "car")
+    expect(page.locator("#events li")).to_have_count(0)
+    expect(page.locator("#events-empty")).to_have_text("No event with a car yet.")
+    page.select_option("#events-label", "person")
+    expect(page.locator("#events li")).to_have_count(1)
+    page.reload(wait_until="domcontentloaded")  # the choice is remembered by this browser
+    expect(page.locator("#events-label")).to_have_value("person")
+    page.select_option("#events-label", "")
+    expect(page.locator("#events li")).not_to_have_count(0)

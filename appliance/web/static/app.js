@@ -378,6 +378,7 @@ async function loadEvents() {
     if (!r.ok) return;
     const body = await r.json();
     eventsList.replaceChildren(...body.events.map(eventItem));
+    eventsEmpty.textContent = label ? "No event with a " + label + " yet." : "No motion recorded yet.";
     eventsEmpty.hidden = body.events.length > 0;
   } catch (e) { /* the list stays as it is; the next event adds itself */ }
 }
