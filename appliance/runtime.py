@@ -48,7 +48,8 @@ RECORDING_STOP_BUDGET = 1.0  # s for each recorder to write what is queued and f
 
 
 def build_detection(config: AppConfig, state_dir: Path, on_news: Callable[[ObjectNews], None],
-                    zones: Callable[[], Any]) -> DetectionWorker | None:
+                    zones: Callable[[], Any], monotonic: Callable[[], float] = time.monotonic
+                    ) -> DetectionWorker | None:
     """The object detector when ``detection.enabled``: its model loaded and tried, or a ``ConfigError``
     that says what is missing and how to install it. Its modules (and the runtime's 8 MiB) load only here."""
     settings = config.detection
@@ -67,7 +68,7 @@ def build_detection(config: AppConfig, state_dir: Path, on_news: Callable[[Objec
                           f"(its labels: {', '.join(sorted(set(model.labels.values())))})")
     log.info("object detection on: %s, %s at %g frames/s at most", model.path.name,
              ", ".join(settings.objects), settings.fps)
-    return DetectionWorker(model, settings, on_news, zones=zones)
+    return DetectionWorker(model, settings, on_news, zones=zones, monotonic=monotonic)
 
 
 class Appliance:
@@ -138,7 +139,7 @@ class Appliance:
             self.h264 = None  # nobody would consume it
         # Object detection: its model is loaded and tried now, so a missing or broken one stops start-up.
         self.detection = build_detection(config, self.state_dir, lambda news: self.controller.objects_seen(news),
-                                         zones=lambda: self.motion.settings.zones)
+                                         zones=lambda: self.motion.settings.zones, monotonic=monotonic)
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
                                         motion_settings=lambda: self.motion.settings,
                                         clip_sink=self.recorder if self.clip_format == "mjpeg" else None,

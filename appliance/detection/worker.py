@@ -67,6 +67,7 @@ class DetectionWorker:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._durations: deque[tuple[float, float]] = deque(maxlen=20)  # (started, seconds) of recent runs
+        self._size = (1, 1)  # the last frame's, for the news of objects gone while no frame comes
         self.detections = 0
         self.skipped = 0
         self.errors = 0
@@ -108,7 +109,7 @@ class DetectionWorker:
             self._frame = None
             gone = self.tracker.clear()
         for obj in gone:
-            self._tell("gone", obj, (1, 1), None, time.time())
+            self._tell("gone", obj, self._size, None, time.time())
 
     def stats(self) -> DetectionStats:
         durations = list(self._durations)
@@ -129,8 +130,8 @@ class DetectionWorker:
         while True:
             with self._cond:
                 self._busy = False
-                self._cond.wait_for(lambda: self._frame is not None or self._stopping,
-                                    timeout=self.settings.lost_seconds / 2)
+                # Asleep until a frame comes, or (while objects are followed) until the first may be lost.
+                self._cond.wait_for(lambda: self._frame is not None or self._stopping, timeout=self._until_lost())
                 if self._stopping:
                     return
                 frame, self._frame = self._frame, None
@@ -139,7 +140,7 @@ class DetectionWorker:
                     gone = self.tracker.expire(self._monotonic())
             if frame is None:
                 for obj in gone:
-                    self._tell("gone", obj, (1, 1), None, time.time())
+                    self._tell("gone", obj, self._size, None, time.time())
                 continue
             try:
                 self._detect(frame)
@@ -147,8 +148,16 @@ class DetectionWorker:
                 self.errors += 1
                 log.exception("object detection failed on a frame")
 
+    def _until_lost(self) -> float | None:
+        """Under the lock: seconds until the first followed object would be lost; None without objects."""
+        objects = self.tracker.objects
+        if not objects:
+            return None
+        last = min(obj.last_seen for obj in objects)
+        return max(0.05, last + self.settings.lost_seconds - self._monotonic())
+
     def _detect(self, frame: DetectFrame) -> None:
-        size = size_of(frame.image)
+        size = self._size = size_of(frame.image)
         smallest = max(self.model.input_size)
         region = region_for(frame.motion, size, smallest) if self.settings.region == "motion" \
             else region_for((), size, smallest)

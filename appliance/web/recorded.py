@@ -51,7 +51,7 @@ def list_recordings() -> Response:
         return json_error(400, f"'start' must come before 'end', at most {MAX_SPAN // 86400} days before it")
     events, _ = services.events.list(0, MAX_EVENTS)
     marks = [{"id": event["id"], "kind": event.get("kind"), "start": event["started_at"],
-              "end": event.get("ended_at")} for event in events
+              "end": event.get("ended_at"), "labels": event.get("labels", [])} for event in events
              if isinstance(event.get("started_at"), int | float) and start <= event["started_at"] < end]
     return jsonify({
         "start": start, "end": end,

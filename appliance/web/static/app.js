@@ -798,7 +798,9 @@ async function loadRecordings() {
     const m = document.createElement("button");
     m.type = "button";
     m.className = "event-mark";
-    m.title = "Motion at " + new Date(ev.start * 1000).toLocaleTimeString();
+    const seen = ev.labels && ev.labels.length ? ev.labels.join(", ") : "Motion";
+    m.title = seen.charAt(0).toUpperCase() + seen.slice(1) + " at " + new Date(ev.start * 1000).toLocaleTimeString();
+    if (ev.labels && ev.labels.length) m.dataset.alert = "true";
     place(m, ev.start, (ev.end || ev.start) + 1);
     m.addEventListener("click", () => {
       const seg = recSegments.find((s) => s.start <= ev.start && ev.start < s.start + s.seconds);
