@@ -50,6 +50,35 @@ def test_events_survive_a_restart_and_end_updates_keep_the_snapshot(tmp_path: Pa
     assert again.snapshot(start["id"]) == b"JPEGDATA"
 
 
+def test_objects_are_kept_with_their_event_through_its_end_a_restart_and_its_deletion(tmp_path: Path) -> None:
+    store = EventStore(tmp_path, max_count=10, max_bytes=10**6)
+    start, other = record(1_700_000_000), record(1_700_000_100)
+    store.save({**start, "ended_at": None}, b"JPEGDATA")
+    store.save(other, b"J")
+    person = {"object_id": 4, "label": "person", "score": 0.81, "box": {"x": 1, "y": 2, "w": 3, "h": 4},
+              "frame": {"width": 640, "height": 480}, "kind": "alert"}
+    assert store.save_object(start["id"], person, b"PERSON")
+    assert store.save_object(start["id"], {**person, "score": 0.9}, b"BETTER")  # the same object, seen better
+    assert store.save_object(start["id"], {**person, "object_id": 5, "label": "dog"}, None)
+    store.save(start)  # the event's end rewrites its record: what detection added stays
+    again = EventStore(tmp_path, max_count=10, max_bytes=10**6)
+    kept = again.get(start["id"])
+    assert kept["alert"] is True and kept["labels"] == ["dog", "person"]
+    assert [(o["number"], o["label"], o["score"]) for o in kept["objects"]] == [(1, "person", 0.9), (2, "dog", 0.81)]
+    assert again.object_snapshot(start["id"], 1) == b"BETTER"
+    with pytest.raises(UnknownEvent):
+        again.object_snapshot(start["id"], 2)  # seen, but no picture was kept
+    assert again.list(label="dog")[1] == 1 and again.list(label="cat")[1] == 0
+    assert again.total_bytes() >= len(b"JPEGDATA") + len(b"BETTER")
+    (tmp_path / f"{new_event_id(1_600_000_000)}.o1.jpg").write_bytes(b"orphan")  # no record: removed at start
+    again.delete(start["id"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([f"{other['id']}.json", f"{other['id']}.jpg",
+                                                                      next(p.name for p in tmp_path.glob("*.o1.jpg"))])
+    EventStore(tmp_path, max_count=10, max_bytes=10**6)
+    assert list(tmp_path.glob("*.o1.jpg")) == []
+    assert not again.save_object(start["id"], person, b"LATE")  # a deleted event takes no late objects
+
+
 def test_paging_and_delete(tmp_path: Path) -> None:
     store = EventStore(tmp_path, max_count=10, max_bytes=10**6)
     ids = []
