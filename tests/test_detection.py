@@ -196,18 +196,21 @@ def test_detection_never_slows_the_stream_or_the_api(start_appliance: Start) -> 
 
 
 @pytest.mark.timeout(120)
-def test_frames_the_detector_has_no_time_for_are_skipped_not_queued(start_appliance: Start) -> None:
-    """A camera at 120 frames/s with motion in every frame: frames keep coming while the model is busy."""
+@pytest.mark.parametrize("yuv", [False, True], ids=["bgr", "camera-planes"])
+def test_frames_the_detector_has_no_time_for_are_skipped_not_queued(start_appliance: Start, yuv: bool) -> None:
+    """A camera at 120 frames/s with motion in every frame: frames keep coming while the model is busy.
+    Also as the Pi delivers them (I420 planes and a small grey image): the detector takes the planes."""
     sections = footage(HIGHWAY / "in%06d.jpg", detection={"fps": 30, "region": "frame"})
     sections["camera"] = {"backend": "synthetic", "fps": 120}
     sections["motion"] = {"fps": 20}
-    camera = SceneCamera(make_config(Path("/nonexistent"), camera={"fps": 120}).camera)
+    camera = SceneCamera(make_config(Path("/nonexistent"), camera={"fps": 120}).camera, yuv=yuv)
     camera.moving.set()
     app = start_appliance(backend=camera, **sections)
     app.controller.on()
     assert app.pipeline.wait_for_frames(600, 30)
     stats = app.detection.stats() if app.detection else None
     assert stats is not None and stats.detections > 20 and stats.skipped > 10  # not waited for, not queued
+    assert app.detection is not None and app.detection.errors == 0
     assert app.pipeline.stats().fps >= 100  # the camera's own rate, the detector busy or not
 
 
