@@ -18,6 +18,7 @@ import sys
 from urllib.parse import urljoin
 
 import aiohttp
+from ha_owner import onboard
 
 
 async def main() -> None:
@@ -25,24 +26,8 @@ async def main() -> None:
     ha = given["ha"]
     report: dict[str, object] = {}
     async with aiohttp.ClientSession() as session:
-        client_id = f"{ha}/"
-        async with session.post(f"{ha}/api/onboarding/users", json={
-                "client_id": client_id, "name": "Test", "username": "owner", "password": "owner-secret-1",
-                "language": "en"}) as response:
-            response.raise_for_status()
-            code = (await response.json())["auth_code"]
-        async with session.post(f"{ha}/auth/token", data={
-                "grant_type": "authorization_code", "code": code, "client_id": client_id}) as response:
-            response.raise_for_status()
-            token = (await response.json())["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-
-        async def post(path: str, body: dict[str, object]) -> dict[str, object]:
-            async with session.post(f"{ha}{path}", json=body, headers=headers) as response:
-                text = await response.text()
-                if response.status >= 400:
-                    raise RuntimeError(f"{path}: {response.status} {text}")
-                return json.loads(text)
+        owner = await onboard(session, ha)
+        token, headers, post = owner.token, owner.headers, owner.post
 
         flow = await post("/api/config/config_entries/flow", {"handler": "generic", "show_advanced_options": False})
         report["first_step"] = flow.get("step_id")
