@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
@@ -17,9 +17,13 @@ from appliance.controller import CameraController
 from appliance.history.events import EventStore
 from appliance.motion.control import MotionControl
 from appliance.recording.folder import RecordingsFolder
-from appliance.web import api, history, pages, recorded, security, stream
+from appliance.web import alerts, api, history, pages, recorded, security, stream
 from appliance.web.live import LiveFeed
 from appliance.web.services import Gate, Services, json_error
+
+if TYPE_CHECKING:
+    from appliance.arming.control import ArmControl
+    from appliance.notify.service import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,8 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
                integrations: Callable[[], dict[str, Any]] = dict, motion: MotionControl | None = None,
                clip_counters: Callable[[], dict[str, int]] = dict, picture: PictureControl | None = None,
                login_failures: security.FailureLimiter | None = None,
-               recordings: RecordingsFolder | None = None) -> Flask:
+               recordings: RecordingsFolder | None = None, arming: ArmControl | None = None,
+               notifier: Notifier | None = None) -> Flask:
     """Build the web app around parts the entry point (or a test) created. ``login_failures`` is the
     per-address count of wrong passwords, shared with the other ports that take the login (RTSP)."""
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
@@ -39,8 +44,9 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
         controller, broadcaster, config, backend_name, backend_description, events, live,
         motion or MotionControl(config.motion, None), integrations, clip_counters,
         clip_viewers=Gate(config.events.clip.max_viewers),
-        picture=picture or PictureControl(config.picture, None), recordings=recordings)
-    for blueprint in (pages.bp, stream.bp, api.bp, history.bp, recorded.bp):
+        picture=picture or PictureControl(config.picture, None), recordings=recordings, arming=arming,
+        notifier=notifier)
+    for blueprint in (pages.bp, stream.bp, api.bp, history.bp, recorded.bp, alerts.bp):
         app.register_blueprint(blueprint)
 
     security.install(app, config.server, limiter=login_failures)

@@ -406,6 +406,97 @@ class DetectionSettings(Section):
         return self.labels or self.model_path(state_dir).with_name(DEFAULT_LABELS)
 
 
+NOTIFY_EVENTS = ("start", "end", "fault", "back", "test")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class NotifyTarget(Section):
+    """One place alerts go, as an Apprise URL (``mailto://``, ``tgram://``, ``ntfy://``, ``json://``, ...).
+    The URL holds secrets: give it in the file (``url``, redacted everywhere), or better as ``url_file``
+    (a file holding it) or ``url_env`` (an environment variable holding it)."""
+
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _-]*$")
+    url: SecretStr | None = None
+    url_file: Path | None = None
+    url_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    events: list[Literal["start", "end", "fault", "back"]] = Field(
+        default_factory=lambda: ["start"], description="start (with the snapshot), end (with the clip's link), "
+                                                        "fault (the camera failed), back (it works again)")
+    labels: list[str] = Field(default_factory=list, description=(
+        "object detection: tell only when an object of these labels alerts (with its picture); empty: any motion"))
+    title: str = Field("{camera}: {what}", max_length=200)
+    body: str = Field("{what} at {time}.\n{link}", max_length=2000)
+    attach: bool = Field(True, description="attach the event's snapshot (or the object's picture)")
+    cooldown: float = Field(300.0, ge=0, le=86400,
+                            description="s after a message in which further events are summed up, not sent")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotifyTarget:
+        given = (self.url is not None) + (self.url_file is not None) + (self.url_env is not None)
+        if given != 1:
+            raise ValueError("give exactly one of url, url_file and url_env")
+        return self
+
+
+class NotifySettings(Section):
+    """Notifications by Apprise (``appliance/notify/``): sent on their own threads, one per target, only
+    while armed (``arming``); a slow or dead service never holds anything else up."""
+
+    targets: list[NotifyTarget] = Field(default_factory=list, max_length=16)
+    queue: int = Field(8, ge=1, le=256, description="messages waiting per target; beyond it the oldest goes")
+    timeout: float = Field(15.0, gt=0, le=300, description="s one send may take before it counts as failed")
+    retries: int = Field(3, ge=0, le=10, description="tries again after a failure, waiting longer each time")
+    retry_delay: float = Field(5.0, gt=0, le=600, description="s before the first retry, doubling each time")
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct(cls, targets: list[NotifyTarget]) -> list[NotifyTarget]:
+        names = [target.name for target in targets]
+        if len(names) != len(set(names)):
+            raise ValueError("target names must differ")
+        return targets
+
+
+def _clock_time(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d|24:00", value):
+        raise ValueError("expected HH:MM, 00:00 to 24:00")
+    return value
+
+
+ClockTime = Annotated[str, BeforeValidator(_clock_time)]
+
+
+class ArmedSpan(Section):
+    """A weekly span in which the appliance is armed: from ``start`` on each of ``days`` to ``end``, the
+    next day when ``end`` is not later than ``start`` (22:00 to 06:30 is one night)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(WEEKDAYS), min_length=1)
+    start: ClockTime = "00:00"
+    end: ClockTime = "24:00"
+
+
+class ArmingSettings(Section):
+    """Whether events notify: armed by a weekly schedule, or by hand (the page, the API, Home Assistant,
+    the button) until the schedule's next change; kept across restarts."""
+
+    schedule: list[ArmedSpan] = Field(default_factory=list, max_length=32, description=(
+        "the spans armed, in the appliance's time zone; empty: armed unless disarmed by hand"))
+    timezone: str | None = Field(None, description="IANA name, e.g. Europe/Berlin; default: the system's")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+
 class EventsSettings(Section):
     """Bounds of the motion history kept on disk (snapshots and clips together)."""
 
@@ -527,7 +618,8 @@ class GpioSettings(Section):
     button_pull_up: bool = True
     debounce: float = Field(0.05, ge=0, le=1)
     hold_time: float = Field(3.0, gt=0, le=60)
-    hold_action: Literal["none", "snapshot", "off"] = "snapshot"
+    hold_action: Literal["none", "snapshot", "off", "arm"] = Field(
+        "snapshot", description="arm: arm or disarm (until the schedule's next change)")
     led_pin: int | None = Field(None, ge=0, le=27)
     led_active_high: bool = True
     blink_interval: float = Field(0.5, gt=0)
@@ -559,6 +651,8 @@ class AppConfig(Section):
     gpio: GpioSettings = GpioSettings()
     picture: PictureSettings = PictureSettings()
     detection: DetectionSettings = DetectionSettings()
+    notify: NotifySettings = NotifySettings()
+    arming: ArmingSettings = ArmingSettings()
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state/appliance")
     name: str = Field("Camera appliance", min_length=1, max_length=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -645,7 +739,7 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-SECRET_KEYS = frozenset({"password", "password_hash", "token", "secret"})
+SECRET_KEYS = frozenset({"password", "password_hash", "token", "secret", "url"})
 """Keys whose values never appear in a message: a config error goes to the journal."""
 
 

@@ -11,9 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from appliance import h264
 from appliance.app import create_app
+from appliance.arming.control import ArmControl
+from appliance.arming.schedule import WeeklySchedule, system_zone
 from appliance.camera_backends import CameraBackend, choose_backend
 from appliance.capture.broadcaster import FrameBroadcaster
 from appliance.capture.encoder import choose_encoder
@@ -40,6 +43,7 @@ from appliance.web.services import Services
 if TYPE_CHECKING:
     from appliance.detection.objects import ObjectNews
     from appliance.detection.worker import DetectionWorker
+    from appliance.notify.service import Notifier
 
 log = logging.getLogger(__name__)
 H264_STOP_BUDGET = 0.5  # s for the encoder thread, stuck or not, after RTSP's second: stop() keeps to 5 s
@@ -71,12 +75,45 @@ def build_detection(config: AppConfig, state_dir: Path, on_news: Callable[[Objec
     return DetectionWorker(model, settings, on_news, zones=zones, monotonic=monotonic)
 
 
+def build_notifier(config: AppConfig, arming: ArmControl, page_url: Callable[[], str],
+                   clock: Callable[[], float]) -> Notifier | None:
+    """The notifier when targets are configured: each URL read (from the file, the environment) and
+    checked by Apprise now, so a bad one stops start-up naming the target, never showing the URL."""
+    settings = config.notify
+    if not settings.targets:
+        return None
+    from appliance.notify.secrets import Redactor, read_url
+    from appliance.notify.sender import TargetSender, apprise_send
+    from appliance.notify.service import Notifier
+
+    urls = [read_url(target, index) for index, target in enumerate(settings.targets)]
+    redactor = Redactor(urls)
+    redactor.install()  # before Apprise sees a URL: it logs them as it loads them
+    senders = []
+    for index, (target, url) in enumerate(zip(settings.targets, urls, strict=True)):
+        try:
+            send = apprise_send(url, settings.timeout, redactor)
+        except ImportError:
+            redactor.uninstall()
+            raise ConfigError("invalid configuration:\n  notify: the Python package apprise is missing "
+                              "(it is in the locks: scripts/run.sh, or pip install apprise)") from None
+        except ValueError as exc:
+            redactor.uninstall()
+            raise ConfigError(f"invalid configuration:\n  notify.targets.{index} ({target.name}): "
+                              f"{redactor(str(exc))}") from None
+        senders.append(TargetSender(target, settings, send, clock=clock, redact=redactor))
+    log.info("notifications to %s", ", ".join(target.name for target in settings.targets))
+    return Notifier(config, arming, senders, redactor, page_url, clock=clock)
+
+
 class Appliance:
     """All running parts of one appliance; ``start()``/``stop()`` own every thread they create."""
 
     def __init__(self, config: AppConfig, backend: CameraBackend | None = None,
                  backend_name: str | None = None, monotonic: Callable[[], float] = time.monotonic,
-                 pin_factory: Any = None, button_clock: Callable[[], float] = time.monotonic) -> None:
+                 pin_factory: Any = None, button_clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: wall time for arming's schedule and the notifications (tests set the day and hour)."""
         self.config = config
         if backend is None:
             backend_name, backend = choose_backend(config.camera)
@@ -140,6 +177,11 @@ class Appliance:
         # Object detection: its model is loaded and tried now, so a missing or broken one stops start-up.
         self.detection = build_detection(config, self.state_dir, lambda news: self.controller.objects_seen(news),
                                          zones=lambda: self.motion.settings.zones, monotonic=monotonic)
+        # Arming (always: the page shows it) and notifications (when targets are configured).
+        zone = ZoneInfo(config.arming.timezone) if config.arming.timezone else system_zone()
+        self.arming = ArmControl(WeeklySchedule(config.arming.schedule, zone), self.state_dir / "arming.json",
+                                 clock=clock)
+        self.notifier = build_notifier(config, self.arming, page_url=lambda: self.url, clock=clock)
         self.pipeline = CapturePipeline(backend, config, self.broadcaster, monotonic=monotonic,
                                         motion_settings=lambda: self.motion.settings,
                                         clip_sink=self.recorder if self.clip_format == "mjpeg" else None,
@@ -153,7 +195,8 @@ class Appliance:
                               self.events, self.live, integrations=self.integrations, motion=self.motion,
                               clip_counters=self.clip_counters, picture=self.picture,
                               login_failures=self.login_failures,
-                              recordings=self.recordings.folder if self.recordings is not None else None)
+                              recordings=self.recordings.folder if self.recordings is not None else None,
+                              arming=self.arming, notifier=self.notifier)
         web = config.server
         # One thread writes every live stream; each open page's live feed holds a server thread, and
         # API calls (and streams being set up) get their own spares.
@@ -175,11 +218,13 @@ class Appliance:
                                    public_url=config.server.public_url,
                                    clips=self.clip_format if config.events.clip.enabled else None,
                                    picture=self.picture, recording=self.recordings is not None,
-                                   objects=tuple(config.detection.objects) if self.detection is not None else ())
+                                   objects=tuple(config.detection.objects) if self.detection is not None else (),
+                                   arming=self.arming, notifier=self.notifier)
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,
             "off": lambda: self.controller.off(source="button"),
+            "arm": lambda: self.arming.set(not self.arming.state().armed, source="button"),
         }
         self.panel = FrontPanel(config.gpio, self.controller, hold_actions, pin_factory=pin_factory,
                                 clock=button_clock, picture=self.picture)
@@ -205,6 +250,15 @@ class Appliance:
         self._stoppers.append(self.streams.stop)  # after the server: no stream arrives once it stops
         self.server.start()
         self._stoppers.append(self.server.stop)
+        self.arming.start()
+        self._stoppers.append(self.arming.stop)
+        if self.notifier is not None:
+            notifier = self.notifier
+            self.controller.add_motion_listener(notifier.on_motion)
+            self.controller.add_object_listener(notifier.on_objects)
+            self.controller.add_listener(notifier.on_state)
+            notifier.start()
+            self._stoppers.append(notifier.stop)
         if self.detection is not None:
             detection = self.detection
             detection.start()
@@ -301,7 +355,9 @@ class Appliance:
         rtsp = self.rtsp.status() if self.rtsp is not None else rtsp_service.off_status(self.rtsp_reason)
         recording = self.recordings.status() if self.recordings is not None else {
             "enabled": False, "reason": self.recordings_reason}
-        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "recording": recording, "detection": self.detection_status()}
+        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "recording": recording, "detection": self.detection_status(),
+                "arming": self.arming.poll().public(),
+                "notify": {"enabled": False} if self.notifier is None else {"enabled": True, **self.notifier.status()}}
 
     def detection_status(self) -> dict[str, Any]:
         """Object detection as ``/api/status`` shows it: what it looks with, how hard, what it sees now."""

@@ -21,11 +21,11 @@ PACKAGE = ROOT / "appliance"
 # own __init__ (the version).
 LAYERS: list[set[str]] = [
     {"appliance", "config", "durable", "passwords"},  # what every part shares: settings, safe writes, login hashes
-    {"camera_backends", "motion"},                # sources of frames, and what is seen in them
+    {"camera_backends", "motion", "arming"},      # sources of frames, what is seen in them; armed or not
     {"capture", "h264", "detection"},  # the capture thread; the one H.264 encode; objects on their own thread
     {"history"},                                  # events, snapshots and clips on disk
     {"state", "dispatch", "controller", "health"},  # the one owner of on/off and its news
-    {"web", "mqtt", "panel", "rtsp", "recording"},  # the controller's callers and listeners: RTSP, recordings
+    {"web", "mqtt", "panel", "rtsp", "recording", "notify"},  # the controller's callers and listeners
     {"app", "runtime", "__main__"},               # what builds and wires the rest
 ]
 LAYER = {unit: number for number, units in enumerate(LAYERS) for unit in units}

@@ -40,8 +40,10 @@ from appliance.mqtt.topics import Topics
 from appliance.state import CameraState, StateChange
 
 if TYPE_CHECKING:
+    from appliance.arming.control import ArmControl, ArmedState
     from appliance.controller import CameraController
     from appliance.detection.objects import ObjectNews
+    from appliance.notify.service import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ class MqttBridge:
                  stats: Callable[[], dict[str, Any]], hostname: str | None = None,
                  motion: MotionControl | None = None, public_url: str | None = None, clips: str | None = None,
                  picture: PictureControl | None = None, recording: bool = False,
-                 objects: tuple[str, ...] = ()) -> None:
+                 objects: tuple[str, ...] = (), arming: ArmControl | None = None,
+                 notifier: Notifier | None = None) -> None:
         if not settings.host:
             raise ValueError("mqtt.host is not set")
         self._settings = settings
@@ -87,6 +90,9 @@ class MqttBridge:
         self._clips = clips  # the format of event clips (mp4, mjpeg), None without clips
         self._recording = recording
         self._objects = objects  # the labels object detection alerts on
+        self._arming = arming
+        self._notifier = notifier
+        self._last_result: dict[str, Any] | None = None
         self._object_counts: dict[str, int] = dict.fromkeys(objects, 0)
         self.topics = Topics.from_settings(settings, hostname)
         # Unique per process: two Pis that share a host name must not throw each other off the broker.
@@ -137,6 +143,7 @@ class MqttBridge:
         client.message_callback_add(topics.motion_detection_set, self._on_detection_set)
         client.message_callback_add(topics.motion_sensitivity_set, self._on_sensitivity_set)
         client.message_callback_add(topics.picture_set_all, self._on_picture_set)
+        client.message_callback_add(topics.arming_set, self._on_arming_set)
 
     @property
     def connected(self) -> bool:
@@ -154,6 +161,10 @@ class MqttBridge:
         self._controller.add_motion_listener(self._on_motion)
         if self._objects:
             self._controller.add_object_listener(self.on_objects)
+        if self._arming is not None:
+            self._arming.add_listener(self._publish_arming)
+        if self._notifier is not None:
+            self._notifier.add_result_listener(self._publish_result)
         if self._motion is not None:
             self._motion.add_listener(self._publish_motion_settings)
         if self._picture is not None:
@@ -214,7 +225,8 @@ class MqttBridge:
         self._subscribed.clear()
         _, self._subscribe_mid = client.subscribe(
             [(topics.camera_set, 1), (topics.snapshot_set, 1), (topics.ha_status, 1),
-             (topics.motion_detection_set, 1), (topics.motion_sensitivity_set, 1), (topics.picture_set_all, 1)])
+             (topics.motion_detection_set, 1), (topics.motion_sensitivity_set, 1), (topics.picture_set_all, 1),
+             (topics.arming_set, 1)])
         self._connected.set()
         self.publish_all()
 
@@ -240,12 +252,16 @@ class MqttBridge:
             offered = ({name: control.public() for name, control in self._picture.offered().items()}
                        if self._picture is not None else None)
             for topic, payload in discovery_configs(topics, device, offered, recording=self._recording,
-                                                    objects=self._objects).items():
+                                                    objects=self._objects, notify=self._notifier is not None).items():
                 self._publish(topic, json.dumps(payload), retain=True)
         self._publish_camera(self._controller.latest_change())
         self._publish(topics.motion_state, "ON" if self._motion_active else "OFF", retain=True)
         for label, count in dict(self._object_counts).items():
             self._publish(topics.object_count(label), str(count), retain=True)
+        if self._arming is not None:
+            self._publish_arming(self._arming.state())
+        if self._last_result is not None:
+            self._publish(topics.notify_state, json.dumps(self._last_result), retain=True)
         if self._motion is not None:
             self._publish_motion_settings(self._motion.settings)
         if self._picture is not None:
@@ -366,6 +382,26 @@ class MqttBridge:
         if news.jpeg is not None:
             self._publish(self.topics.object_snapshot(news.label), news.jpeg, retain=True)
         self._publish(self.topics.object_event, json.dumps(body))
+
+    def _publish_arming(self, state: ArmedState) -> None:
+        if self._connected.is_set():
+            self._publish(self.topics.arming_state, "ON" if state.armed else "OFF", retain=True)
+            self._publish(self.topics.arming_attributes, json.dumps({"reason": state.reason, "until": state.until}),
+                          retain=True)
+
+    def _publish_result(self, target: str, result: dict[str, Any]) -> None:
+        self._last_result = {"target": target, **result}
+        if self._connected.is_set():
+            self._publish(self.topics.notify_state, json.dumps(self._last_result), retain=True)
+
+    def _on_arming_set(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        command = self._command(message, ("ON", "OFF"))
+        if command is None or self._arming is None:
+            return
+        try:
+            self._arming.set(command == "ON", source="mqtt")
+        except OSError as exc:
+            log.error("MQTT: cannot keep the arming: %s", exc)
 
     def _publish_stats(self) -> None:
         self._publish(self.topics.stats, json.dumps(self._stats()), retain=True)

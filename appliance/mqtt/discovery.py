@@ -45,11 +45,13 @@ def picture_state(controls: dict[str, Any], night_mode: str, night_active: bool)
 
 def discovery_configs(topics: Topics, device: dict[str, Any],
                       picture: dict[str, dict[str, Any]] | None = None,
-                      recording: bool = False, objects: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+                      recording: bool = False, objects: tuple[str, ...] = (),
+                      notify: bool = False) -> dict[str, dict[str, Any]]:
     """Map each discovery config topic to its payload. ``picture``: the controls the camera offers, as
     ``Control.public()`` describes them (name: kind, range or choices, default), each an entity.
     ``recording``: continuous recording or timelapses are on: a problem sensor says when their folder fails.
-    ``objects``: the labels object detection alerts on: a "Person detected" binary sensor and a count each."""
+    ``objects``: the labels object detection alerts on: a "Person detected" binary sensor and a count each.
+    ``notify``: notification targets are configured: a sensor of the last notification's result."""
     common = {
         "availability_topic": topics.availability,
         "payload_available": "online",
@@ -97,6 +99,14 @@ def discovery_configs(topics: Topics, device: dict[str, Any],
         entity("binary_sensor", "night", name="Night", icon="mdi:weather-night", state_topic=topics.picture_state,
                value_template="{{ value_json.night }}", payload_on="ON", payload_off="OFF"),
     ]
+    entities.append(entity("switch", "armed", name="Armed", icon="mdi:shield-home", command_topic=topics.arming_set,
+                           state_topic=topics.arming_state, payload_on="ON", payload_off="OFF", state_on="ON",
+                           state_off="OFF", json_attributes_topic=topics.arming_attributes))
+    if notify:
+        entities.append(entity("sensor", "last_notification", name="Last notification", icon="mdi:message-badge",
+                               entity_category="diagnostic", state_topic=topics.notify_state,
+                               value_template="{{ 'sent' if value_json.ok else 'failed' }}",
+                               json_attributes_topic=topics.notify_state))
     if recording:  # the NAS gone, read-only or full: the stats say so, with what failed as an attribute
         entities.append(entity("binary_sensor", "recording_problem", name="Recording problem", device_class="problem",
                                entity_category="diagnostic", state_topic=topics.stats,

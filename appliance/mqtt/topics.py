@@ -79,6 +79,22 @@ class Topics:
     def snapshot(self) -> str:
         return f"{self.prefix}/snapshot"
 
+    @property
+    def arming_state(self) -> str:
+        return f"{self.prefix}/arming/state"
+
+    @property
+    def arming_set(self) -> str:
+        return f"{self.prefix}/arming/set"
+
+    @property
+    def arming_attributes(self) -> str:
+        return f"{self.prefix}/arming/attributes"
+
+    @property
+    def notify_state(self) -> str:
+        return f"{self.prefix}/notify/state"
+
     def object_count(self, label: str) -> str:
         """How many objects of ``label`` are in view and alerting (retained): "Person detected" reads it."""
         return f"{self.prefix}/objects/{topic_safe(label)}"

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, jsonify, send_file
 from werkzeug.wrappers import Response
@@ -21,6 +21,10 @@ from appliance.history.events import EventStore
 from appliance.motion.control import MotionControl
 from appliance.recording.folder import RecordingsFolder
 from appliance.web.live import LiveFeed
+
+if TYPE_CHECKING:
+    from appliance.arming.control import ArmControl
+    from appliance.notify.service import Notifier
 
 
 class Gate:
@@ -66,6 +70,8 @@ class Services:
     clip_viewers: Gate = field(default_factory=lambda: Gate(4))
     picture: PictureControl | None = None
     recordings: RecordingsFolder | None = None  # continuous recording and timelapses, when enabled
+    arming: ArmControl | None = None
+    notifier: Notifier | None = None  # notifications, when targets are configured
 
     @classmethod
     def of(cls, app: Flask | None = None) -> Services:
