@@ -505,7 +505,8 @@ def start_scene(start_appliance: Any, tmp_path: Path, clip: dict[str, Any] | Non
     switched on: (the appliance, its camera, a live-feed subscription)."""
     camera = camera_backend or SceneCamera(make_config(tmp_path).camera, yuv=yuv)
     events = {**sections.pop("events", {}), "clip": {"pre_seconds": 1, "post_seconds": 1, "fps": 10, **(clip or {})}}
-    app = start_appliance(backend=camera, motion=SCENE_MOTION, events=events, **sections)
+    app = start_appliance(backend=camera, motion={**SCENE_MOTION, **sections.pop("motion", {})}, events=events,
+                          **sections)
     feed = app.live.subscribe()
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
     return app, camera, feed

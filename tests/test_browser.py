@@ -574,3 +574,22 @@ def test_the_history_shows_what_was_seen_and_filters_by_label(start_appliance: A
     expect(page.locator("#events-label")).to_have_value("person")
     page.select_option("#events-label", "")
     expect(page.locator("#events li")).not_to_have_count(0)
+
+
+def test_the_page_arms_disarms_and_sends_a_test(start_appliance: Any, page: Page) -> None:
+    from tests.notify_receivers import WebHook
+
+    with WebHook() as hook:
+        app = start_appliance(notify={"targets": [{"name": "hook", "url": f"json://127.0.0.1:{hook.port}/h",
+                                                   "cooldown": 0}]})
+        page.goto(app.url + "/", wait_until="domcontentloaded")
+        expect(page.locator("#arm-state")).to_have_text("Armed (no schedule)")
+        page.click("#arm-toggle")
+        expect(page.locator("#arm-state")).to_have_text("Disarmed (manual)")
+        assert app.arming.state().armed is False
+        page.click("#arm-toggle")
+        expect(page.locator("#arm-state")).to_have_text("Armed (manual)")
+        page.click("#notify-test")
+        expect(page.locator("#notify-answer")).to_contain_text("Sent to hook")
+        assert hook.next()["title"] == "Camera appliance: Test message"
+        expect(page.locator("#notify-targets li")).to_contain_text("last sent")  # from the next status

@@ -118,6 +118,20 @@ def test_a_long_press_takes_a_snapshot_and_does_not_toggle(start_appliance: Any,
     assert app.controller.state.value == "on"
 
 
+def test_a_long_press_arms_and_disarms_when_so_set(start_appliance: Any, factory: MockFactory) -> None:
+    clock = FakeClock()
+    app = start_panel(start_appliance, factory, clock, hold_action="arm", hold_time=3.0)
+    heard = starts(app)
+    assert app.arming.state().armed is True
+    for expected in (False, True):
+        bounce(factory, clock, 1, 0.0, pressed=True)
+        settle(app, clock, 3.5)  # held past the hold time
+        bounce(factory, clock, 1, 0.0, pressed=False)
+        settle(app, clock, 0.1)
+        assert app.arming.state().public() == {"armed": expected, "reason": "manual", "until": None}
+    assert heard == []  # a long press does not switch the camera
+
+
 def test_led_follows_rest_and_blinks_in_error(start_appliance: Any, factory: MockFactory, tmp_path: Path) -> None:
     camera = CountingCamera(make_config(tmp_path).camera)
     app = start_appliance(backend=camera, gpio={"led_pin": LED_PIN, "blink_interval": 0.05},

@@ -64,12 +64,13 @@ def test_home_assistant_accepts_every_discovered_entity(ha_python: str) -> None:
     # has them all, with the widest ranges (exposure time in a box, not a slider).
     picture = {name: control.public() for name, control in PI_CONTROLS.items()}
     configs = discovery_configs(topics, device_block(topics, "Garden", "Pi camera 0", "http://192.168.1.5:8000/"),
-                                picture, recording=True, objects=("person", "car", "traffic light"))
+                                picture, recording=True, objects=("person", "car", "traffic light"), notify=True)
     assert {f"homeassistant/{entity}/config" for entity in ("number/garden/exposure_time", "select/garden/night_mode",
                                                             "select/garden/white_balance", "binary_sensor/garden/night",
                                                             "binary_sensor/garden/recording_problem",
                                                             "binary_sensor/garden/person_detected",
-                                                            "sensor/garden/traffic_light_count")
+                                                            "sensor/garden/traffic_light_count",
+                                                            "switch/garden/armed", "sensor/garden/last_notification")
             } <= set(configs)
     # Two broken payloads prove the validator really rejects what Home Assistant would.
     switch = configs["homeassistant/switch/garden/camera/config"]

@@ -280,3 +280,28 @@ def test_send_a_test_and_the_api_s_answers(start_appliance: Any, tmp_path: Path)
     bare = start_appliance()
     assert requests.post(bare.url + "/api/notify/test", timeout=5).status_code == 409
     assert requests.get(bare.url + "/api/notify", timeout=5).json() == {"enabled": False, "targets": []}
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(60)
+def test_home_assistant_arms_by_mqtt_and_sees_the_last_result(start_appliance: Any,
+                                                              broker: Broker) -> None:  # noqa: F811
+    prefix = "appliance/porch"
+    with WebHook() as hook, Recorder(broker.port, [f"{prefix}/arming/#", f"{prefix}/notify/#",
+                                                   "homeassistant/switch/porch/armed/config"]) as heard:
+        app = start_appliance(mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": "porch"},
+                              notify={"targets": [target("hook", hook_url(hook.port))]})
+        assert app.mqtt is not None and app.mqtt.wait_connected(10)
+        config = json.loads(heard.wait_for("homeassistant/switch/porch/armed/config").payload)
+        assert config["command_topic"] == f"{prefix}/arming/set" and config["name"] == "Armed"
+        heard.wait_for(f"{prefix}/arming/state", lambda payload: payload == b"ON")
+        heard.publish(f"{prefix}/arming/set", "off")
+        heard.wait_for(f"{prefix}/arming/state", lambda payload: payload == b"OFF")
+        attributes = json.loads(heard.wait_for(f"{prefix}/arming/attributes",
+                                               lambda payload: b"manual" in payload).payload)
+        assert attributes == {"reason": "manual", "until": None} and app.arming.state().armed is False
+        heard.publish(f"{prefix}/arming/set", "maybe")  # logged and ignored
+        requests.post(app.url + "/api/notify/test", timeout=5).raise_for_status()
+        result = json.loads(heard.wait_for(f"{prefix}/notify/state").payload)
+        assert result["target"] == "hook" and result["ok"] is True and result["kind"] == "test"
+        assert app.arming.state().armed is False

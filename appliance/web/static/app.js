@@ -156,6 +156,50 @@ function renderMotion(active) {
   motion.textContent = active ? "Motion" : "No motion";
 }
 
+// --- alerts: the armed state and why, each notification target's last result, a test ----------------
+function renderArming(a) {
+  if (!a) return;
+  const button = $("arm-toggle");
+  button.setAttribute("aria-pressed", String(a.armed));
+  button.textContent = a.armed ? "Disarm" : "Arm";
+  button.dataset.armed = String(a.armed);
+  let text = (a.armed ? "Armed" : "Disarmed") + " (" + a.reason + ")";
+  if (a.until && a.reason === "schedule") text += ", changes at " + new Date(a.until * 1000).toLocaleString();
+  $("arm-state").textContent = text;
+}
+function renderNotify(n) {
+  if (!n) return;
+  $("notify-none").hidden = n.enabled;
+  $("notify-row").hidden = !n.enabled;
+  const list = $("notify-targets");
+  list.replaceChildren(...(n.targets || []).map((t) => {
+    const li = document.createElement("li");
+    li.dataset.name = t.name;
+    const last = t.last ? (t.last.ok ? "last sent " : "last failed ") + new Date(t.last.at * 1000).toLocaleTimeString()
+      + (t.last.error ? ": " + t.last.error : "") : "nothing sent yet";
+    li.textContent = t.name + " — " + last + " (" + t.sent + " sent, " + t.failed + " failed"
+      + (t.held ? ", " + t.held + " summed up" : "") + (t.dropped ? ", " + t.dropped + " dropped" : "") + ")";
+    li.dataset.ok = t.last ? String(t.last.ok) : "";
+    return li;
+  }));
+}
+$("arm-toggle").addEventListener("click", async () => {
+  const armed = $("arm-toggle").dataset.armed !== "true";
+  try {
+    const r = await fetch("/api/arming", { method: "PUT", headers: { "Content-Type": "application/json" },
+                                           body: JSON.stringify({ armed }) });
+    if (r.ok) renderArming(await r.json());
+  } catch (e) { /* the next status shows the truth */ }
+});
+$("notify-test").addEventListener("click", async () => {
+  const answer = $("notify-answer");
+  try {
+    const r = await fetch("/api/notify/test", { method: "POST" });
+    const body = await r.json();
+    answer.textContent = r.ok ? "Sent to " + body.queued.join(", ") + ": see each result above" : body.error;
+  } catch (e) { answer.textContent = "The appliance did not answer"; }
+});
+
 function renderStats(s) {
   renderRecordingStatus(s.recording);
   $("fps").textContent = (s.fps || 0).toFixed(1);
@@ -163,6 +207,8 @@ function renderStats(s) {
   if (s.rtsp && s.rtsp.enabled && $("rtsp-clients")) $("rtsp-clients").textContent = s.rtsp.clients ?? 0;
   if (s.motion) renderMotion(s.motion.active);
   renderDetection(s.detection);
+  renderArming(s.arming);
+  renderNotify(s.notify);
 }
 
 function formatTime(epoch) {
