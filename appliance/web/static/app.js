@@ -417,6 +417,16 @@ function addEvent(ev) {
   }
 }
 
+// A notification's link opens the page at its event: #event-<id>.
+function showLinkedEvent() {
+  if (!location.hash.startsWith("#event-")) return;
+  const li = eventsList.querySelector(`li[data-id="${CSS.escape(location.hash.slice(7))}"]`);
+  if (!li) return;
+  li.dataset.linked = "true";
+  li.scrollIntoView({ block: "center" });
+}
+window.addEventListener("hashchange", showLinkedEvent);
+
 async function loadEvents() {
   try {
     const label = wantedLabel();
@@ -426,6 +436,7 @@ async function loadEvents() {
     eventsList.replaceChildren(...body.events.map(eventItem));
     eventsEmpty.textContent = label ? "No event with a " + label + " yet." : "No motion recorded yet.";
     eventsEmpty.hidden = body.events.length > 0;
+    showLinkedEvent();
   } catch (e) { /* the list stays as it is; the next event adds itself */ }
 }
 
