@@ -39,6 +39,8 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     "root": lambda: None if os.geteuid() == 0 else "needs root",
     "recording": lambda: None if shutil.which("ffprobe") else "ffmpeg is not installed (apt-get install ffmpeg)",
     "detection": lambda: _detection_problem(),
+    "notify": lambda: None if importlib.util.find_spec("aiosmtpd") and importlib.util.find_spec("apprise")
+    else "aiosmtpd or apprise is not installed (bash scripts/test.sh)",
 }
 
 

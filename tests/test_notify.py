@@ -31,6 +31,8 @@ HOOK_TOKEN = "hookTOKEN4242abcd"
 MQTT_PASSWORD = "mqtt-S3cret-w0rd"
 SECRETS = (MAIL_PASSWORD, HOOK_TOKEN, MQTT_PASSWORD)
 
+pytestmark = [pytest.mark.notify]
+
 
 def mail_url(box: Mailbox) -> str:
     return (f"mailto://camera:{MAIL_PASSWORD}@127.0.0.1:{box.port}?mode=insecure"
