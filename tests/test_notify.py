@@ -22,7 +22,7 @@ import requests
 from appliance.config import ConfigError, load_config
 from appliance.runtime import Appliance
 from tests.broker import Broker, Recorder
-from tests.helpers import decode_jpeg, iter_mjpeg, make_config, next_motion, start_scene
+from tests.helpers import CountingCamera, decode_jpeg, iter_mjpeg, make_config, next_motion, start_scene
 from tests.notify_receivers import Mailbox, WebHook, closed_port, stalling_server
 from tests.test_mqtt import broker, broker_dir  # noqa: F401  (fixtures)
 
@@ -307,3 +307,29 @@ def test_home_assistant_arms_by_mqtt_and_sees_the_last_result(start_appliance: A
         result = json.loads(heard.wait_for(f"{prefix}/notify/state").payload)
         assert result["target"] == "hook" and result["ok"] is True and result["kind"] == "test"
         assert app.arming.state().armed is False
+
+
+@pytest.mark.timeout(90)
+def test_an_events_end_brings_its_clip_and_faults_are_told_armed_or_not(start_appliance: Any,
+                                                                       tmp_path: Path) -> None:
+    with WebHook() as hook:
+        app, camera, feed = start_scene(start_appliance, tmp_path, notify={"targets": [
+            target("hook", hook_url(hook.port), events=["start", "end", "fault", "back"])]})
+        event = motion(app, camera, feed)
+        assert hook.next()["title"] == "Camera appliance: Motion"
+        next_motion(feed, "end")
+        ended = hook.next()
+        assert ended["title"] == "Camera appliance: Motion ended"
+        assert f"/api/events/{event['id']}/clip.mp4" in ended["message"] and not ended.get("attachments")
+    with WebHook() as hook:
+        camera = CountingCamera(make_config(tmp_path).camera)
+        app = start_appliance(backend=camera, notify={"targets": [
+            target("hook", hook_url(hook.port), events=["fault", "back"])]})
+        requests.put(app.url + "/api/arming", json={"armed": False}, timeout=5).raise_for_status()
+        requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+        camera.broken.set()  # unplugged
+        fault = hook.next()
+        assert fault["title"] == "Camera appliance: Camera fault: device unplugged (test)"  # disarmed or not
+        camera.broken.clear()
+        assert hook.next()["title"] == "Camera appliance: Camera back"
+        assert hook.bodies.empty()  # one fault, one recovery: the retries in between are not news
