@@ -477,12 +477,14 @@ class ArmedSpan(Section):
 
 
 class ArmingSettings(Section):
-    """Whether events notify: armed by a weekly schedule, or by hand (the page, the API, Home Assistant,
-    the button) until the schedule's next change; kept across restarts."""
+    """Whether events notify (and, if wanted, are kept): armed by a weekly schedule, or by hand (the page,
+    the API, Home Assistant, the button) until the schedule's next change; kept across restarts."""
 
     schedule: list[ArmedSpan] = Field(default_factory=list, max_length=32, description=(
         "the spans armed, in the appliance's time zone; empty: armed unless disarmed by hand"))
     timezone: str | None = Field(None, description="IANA name, e.g. Europe/Berlin; default: the system's")
+    keep_disarmed_events: bool = Field(True, description=(
+        "false: a motion event that starts while disarmed is deleted at its end (Home Assistant still hears it)"))
 
     @field_validator("timezone")
     @classmethod

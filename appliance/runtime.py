@@ -136,7 +136,9 @@ class Appliance:
         self.recorder = EventRecorder(self.events, on_saved=self.live.on_event_saved, clip_fps=clip.fps,
                                       max_pending=max(4, int(2 * clip.fps)),
                                       keep_motion_events=config.detection.keep_motion_events
-                                      or not config.detection.enabled)
+                                      or not config.detection.enabled,
+                                      armed=lambda: self.arming.poll().armed,
+                                      keep_disarmed=config.arming.keep_disarmed_events)
         # Wrong passwords per address, on every port that takes the login (HTTP, RTSP): one limit.
         self.login_failures = FailureLimiter(config.server.auth.max_failures)
         # The one H.264 encode, when a consumer of it is configured; RTSP serves it. Each is off with

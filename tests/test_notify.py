@@ -333,3 +333,18 @@ def test_an_events_end_brings_its_clip_and_faults_are_told_armed_or_not(start_ap
         camera.broken.clear()
         assert hook.next()["title"] == "Camera appliance: Camera back"
         assert hook.bodies.empty()  # one fault, one recovery: the retries in between are not news
+
+
+@pytest.mark.timeout(60)
+def test_events_that_start_disarmed_are_not_kept_when_so_set(start_appliance: Any, tmp_path: Path) -> None:
+    app, camera, feed = start_scene(start_appliance, tmp_path, arming={"keep_disarmed_events": False})
+    requests.put(app.url + "/api/arming", json={"armed": False}, timeout=5).raise_for_status()
+    motion(app, camera, feed)
+    assert next_motion(feed, "deleted")["armed"] is False  # its end: gone, and the page is told
+    assert app.events.count() == 0
+    requests.put(app.url + "/api/arming", json={"armed": True}, timeout=5).raise_for_status()
+    kept = motion(app, camera, feed)
+    assert kept["armed"] is True
+    next_motion(feed, "end")
+    app.recorder.flush()
+    assert [event["id"] for event in app.events.list()[0]] == [kept["id"]]

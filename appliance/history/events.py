@@ -60,8 +60,8 @@ MAX_CLIP_BYTES = 1 << 30
 MP4_SUFFIX = ".mp4"
 MAX_OBJECTS = 8
 """Objects kept per event (their best snapshots): the first ones that alerted."""
-OBJECT_KEYS = ("objects", "labels", "alert")
-"""What detection adds to a record: kept when the event's end rewrites it."""
+KEPT_KEYS = ("objects", "labels", "alert", "armed")
+"""What detection and arming add to a record: kept when the event's end rewrites it."""
 
 
 def mp4_summary(writer: Mp4Writer, recording: bool) -> dict[str, Any]:
@@ -204,7 +204,7 @@ class EventStore:
             self._make_room(len(jpeg or b"") + 4096, keep=event_id)
             if jpeg is not None:
                 self._write(jpg_path, jpeg, keep=event_id)
-            kept = {key: value for key, value in self._records.get(event_id, {}).items() if key in OBJECT_KEYS}
+            kept = {key: value for key, value in self._records.get(event_id, {}).items() if key in KEPT_KEYS}
             stored = {**kept, **record, "seq": seq, "has_snapshot": jpg_path.exists(),
                       "clip": self._clip_summary(event_id)}
             self._write(json_path, json.dumps(stored).encode(), keep=event_id)
@@ -566,9 +566,12 @@ class EventRecorder:
 
     def __init__(self, store: EventStore, on_saved: Callable[[str, dict[str, Any]], None],
                  encode: Callable[[Any], bytes] | None = None, clip_fps: float = 10.0,
-                 max_pending: int = 20, keep_motion_events: bool = True) -> None:
+                 max_pending: int = 20, keep_motion_events: bool = True,
+                 armed: Callable[[], bool] | None = None, keep_disarmed: bool = True) -> None:
         self._store = store
         self._keep_motion_events = keep_motion_events  # False: an event without an object alert goes at its end
+        self._armed = armed  # whether armed now: an event records it at its start
+        self._keep_disarmed = keep_disarmed  # False: an event that started disarmed goes at its end
         self._on_saved = on_saved
         self.encode = encode  # the JPEG encoder of clip frames; none: clips are not recorded
         self._clip_fps = clip_fps
@@ -582,8 +585,11 @@ class EventRecorder:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-writer")
 
     def on_motion(self, change: EventChange, jpeg: bytes | None) -> None:
+        record = change.event.as_dict()
+        if change.kind == "start" and self._armed is not None:
+            record["armed"] = self._armed()
         with contextlib.suppress(RuntimeError):  # closed: the appliance is stopping
-            self._writer.submit(self._save, change.kind, change.event.as_dict(), jpeg)
+            self._writer.submit(self._save, change.kind, record, jpeg)
 
     def on_objects(self, news: ObjectNews) -> None:
         """An object alerted or was seen better: kept with its event, its best snapshot beside it."""
@@ -611,8 +617,10 @@ class EventRecorder:
             if not self._store.save(record, jpeg):
                 return  # deleted while it was running: it stays deleted
             record = self._store.get(record["id"])
-            if kind == "end" and not self._keep_motion_events and not record.get("alert"):
-                self._store.delete(record["id"])  # motion without a wanted object: not kept, as configured
+            unwanted = not self._keep_motion_events and not record.get("alert")  # no wanted object seen
+            disarmed = not self._keep_disarmed and record.get("armed") is False  # it started disarmed
+            if kind == "end" and (unwanted or disarmed):
+                self._store.delete(record["id"])  # not kept, as configured
                 self._on_saved("deleted", record)
                 return
         except (OSError, UnknownEvent) as exc:  # a full card must not stop the camera
