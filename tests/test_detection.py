@@ -37,6 +37,7 @@ from tests.helpers import (
     decode_jpeg,
     iter_mjpeg,
     make_config,
+    require,
 )
 from tests.test_mqtt import broker, broker_dir  # noqa: F401  (fixtures)
 
@@ -79,6 +80,10 @@ class News:
 
 
 pytestmark = [pytest.mark.detection]
+
+
+def need_highway() -> None:
+    require(HIGHWAY.is_dir(), f"the CDnet highway frames are missing ({HIGHWAY}; set APPLIANCE_SHARED_DATA)")
 
 
 @pytest.mark.timeout(180)
@@ -133,6 +138,7 @@ def test_a_tree_in_the_wind_raises_no_object_alert(start_appliance: Start) -> No
 
 @pytest.mark.timeout(180)
 def test_cars_on_the_highway_raise_car_alerts(start_appliance: Start) -> None:
+    need_highway()
     app = start_appliance(**footage(HIGHWAY / "in%06d.jpg"))
     news = News(app)
     app.controller.on()
@@ -177,6 +183,7 @@ def stream_rate_and_api_latency(app: Appliance, seconds: float) -> tuple[float, 
 
 @pytest.mark.timeout(240)
 def test_detection_never_slows_the_stream_or_the_api(start_appliance: Start) -> None:
+    need_highway()
     measured = {}
     for on in (False, True):
         sections = footage(HIGHWAY / "in%06d.jpg")
@@ -218,6 +225,7 @@ def test_frames_the_detector_has_no_time_for_are_skipped_not_queued(start_applia
 @pytest.mark.timeout(120)
 def test_mqtt_gets_counts_and_a_message_with_the_picture_for_each_alert(
         start_appliance: Start, broker: Broker) -> None:  # noqa: F811
+    need_highway()
     prefix = "appliance/road"
     with Recorder(broker.port, [f"{prefix}/objects/#"]) as heard:
         app = start_appliance(mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": "road"},

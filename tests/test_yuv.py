@@ -8,8 +8,6 @@ of the two results made BGR (the chroma's half resolution alone costs about one 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -29,8 +27,7 @@ from appliance.capture.overlay import draw_overlay
 from appliance.capture.picture import orient
 from appliance.config import OverlaySettings, Zone
 from appliance.motion.events import Box, MotionResult
-
-HIGHWAY = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cdnet2014-highway" / "input"
+from tests.helpers import HIGHWAY
 
 
 def scene(size: tuple[int, int] = (640, 360)) -> np.ndarray:
