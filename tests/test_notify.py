@@ -348,3 +348,16 @@ def test_events_that_start_disarmed_are_not_kept_when_so_set(start_appliance: An
     next_motion(feed, "end")
     app.recorder.flush()
     assert [event["id"] for event in app.events.list()[0]] == [kept["id"]]
+
+
+@pytest.mark.timeout(60)
+def test_the_demo_cameras_own_motion_notifies(start_appliance: Any) -> None:
+    """The demo camera (what a newcomer sees first): its objects move 3 s of every 6, each time an event."""
+    with WebHook() as hook:
+        app = start_appliance(camera={"synthetic": {"objects": 3, "motion_period": 6, "motion_duration": 3}},
+                              notify={"targets": [target("hook", hook_url(hook.port))]})
+        requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+        posted = hook.next(timeout=30)
+        assert posted["title"] == "Camera appliance: Motion" and "#event-" in posted["message"]
+        (attached,) = posted["attachments"]
+        assert decode_jpeg(base64.b64decode(attached["base64"])).shape == (240, 320, 3)
