@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -566,3 +567,34 @@ def wait_for_motion_settings(app: Any, check: Any, timeout: float = 10) -> Any:
 
 def wait_for_picture_settings(app: Any, check: Any, timeout: float = 10) -> Any:
     return wait_for_settings(app.picture, check, timeout)
+
+
+def stream_rate_and_api_latency(app: Any, seconds: float) -> tuple[float, float]:
+    """MJPEG frames a second one viewer receives, and the median time of /api/status, side by side."""
+    frames: list[float] = []
+    stop, flowing = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
+            for _ in iter_mjpeg(response):
+                frames.append(time.monotonic())
+                if len(frames) >= 10:
+                    flowing.set()  # the connection and the first frames are not measured
+                if stop.is_set():
+                    return
+
+    viewer = threading.Thread(target=watch, daemon=True)
+    viewer.start()
+    assert flowing.wait(20)
+    latencies = []
+    began = time.monotonic()
+    with requests.Session() as session:
+        while time.monotonic() - began < seconds:
+            sent = time.perf_counter()
+            session.get(app.url + "/api/status", timeout=5).raise_for_status()
+            latencies.append(time.perf_counter() - sent)
+            stop.wait(0.05)  # a page's polling pace, not a flood (stop is set only below)
+    counted = [t for t in frames if t >= began]
+    stop.set()
+    viewer.join(10)
+    return (len(counted) - 1) / (counted[-1] - counted[0]), statistics.median(latencies)

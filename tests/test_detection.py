@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -35,9 +34,9 @@ from tests.helpers import (
     MODELS,
     SceneCamera,
     decode_jpeg,
-    iter_mjpeg,
     make_config,
     require,
+    stream_rate_and_api_latency,
 )
 from tests.test_mqtt import broker, broker_dir  # noqa: F401  (fixtures)
 
@@ -148,37 +147,6 @@ def test_cars_on_the_highway_raise_car_alerts(start_appliance: Start) -> None:
     app.recorder.flush()
     event = requests.get(app.url + "/api/events?label=car", timeout=5).json()["events"][0]
     assert "car" in event["labels"] and event["objects"][0]["box"]["w"] > 10
-
-
-def stream_rate_and_api_latency(app: Appliance, seconds: float) -> tuple[float, float]:
-    """MJPEG frames a second one viewer receives, and the median time of /api/status, side by side."""
-    frames: list[float] = []
-    stop, flowing = threading.Event(), threading.Event()
-
-    def watch() -> None:
-        with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
-            for _ in iter_mjpeg(response):
-                frames.append(time.monotonic())
-                if len(frames) >= 10:
-                    flowing.set()  # the connection and the first frames are not measured
-                if stop.is_set():
-                    return
-
-    viewer = threading.Thread(target=watch, daemon=True)
-    viewer.start()
-    assert flowing.wait(20)
-    latencies = []
-    began = time.monotonic()
-    with requests.Session() as session:
-        while time.monotonic() - began < seconds:
-            sent = time.perf_counter()
-            session.get(app.url + "/api/status", timeout=5).raise_for_status()
-            latencies.append(time.perf_counter() - sent)
-            stop.wait(0.05)  # a page's polling pace, not a flood (stop is set only below)
-    counted = [t for t in frames if t >= began]
-    stop.set()
-    viewer.join(10)
-    return (len(counted) - 1) / (counted[-1] - counted[0]), statistics.median(latencies)
 
 
 @pytest.mark.timeout(240)

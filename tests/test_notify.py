@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,14 @@ import requests
 from appliance.config import ConfigError, load_config
 from appliance.runtime import Appliance
 from tests.broker import Broker, Recorder
-from tests.helpers import CountingCamera, decode_jpeg, iter_mjpeg, make_config, next_motion, start_scene
+from tests.helpers import (
+    CountingCamera,
+    decode_jpeg,
+    make_config,
+    next_motion,
+    start_scene,
+    stream_rate_and_api_latency,
+)
 from tests.notify_receivers import Mailbox, WebHook, closed_port, stalling_server
 from tests.test_mqtt import broker, broker_dir  # noqa: F401  (fixtures)
 
@@ -107,36 +113,6 @@ def test_motion_reaches_a_mailbox_a_web_hook_and_mqtt_with_the_snapshot(
         assert all(t["last"]["ok"] for t in status["targets"])
 
 
-def rate_and_latency(app: Any, seconds: float) -> tuple[float, float]:
-    """MJPEG frames a second to one viewer, and the median time of /api/status, side by side."""
-    frames: list[float] = []
-    stop, flowing = threading.Event(), threading.Event()
-
-    def watch() -> None:
-        with requests.get(app.url + "/stream.mjpg", stream=True, timeout=10) as response:
-            for _ in iter_mjpeg(response):
-                frames.append(time.monotonic())
-                if len(frames) >= 10:
-                    flowing.set()
-                if stop.is_set():
-                    return
-
-    viewer = threading.Thread(target=watch, daemon=True)
-    viewer.start()
-    assert flowing.wait(20)
-    began, latencies = time.monotonic(), []
-    with requests.Session() as session:
-        while time.monotonic() - began < seconds:
-            sent = time.perf_counter()
-            session.get(app.url + "/api/status", timeout=5).raise_for_status()
-            latencies.append(time.perf_counter() - sent)
-            stop.wait(0.05)
-    counted = [t for t in frames if t >= began]
-    stop.set()
-    viewer.join(10)
-    return (len(counted) - 1) / (counted[-1] - counted[0]), statistics.median(latencies)
-
-
 @pytest.mark.timeout(180)
 def test_a_service_that_hangs_or_refuses_slows_nothing_and_the_others_still_hear(start_appliance: Any,
                                                                               tmp_path: Path) -> None:
@@ -150,7 +126,7 @@ def test_a_service_that_hangs_or_refuses_slows_nothing_and_the_others_still_hear
                                             notify={"targets": targets, "queue": 3, "timeout": 2, "retries": 1,
                                                     "retry_delay": 0.5})
             camera.moving.set()  # events one after another, each told to every target
-            measured[bad] = rate_and_latency(app, 8)
+            measured[bad] = stream_rate_and_api_latency(app, 8)
             camera.moving.clear()
             if bad:
                 status = {t["name"]: t for t in requests.get(app.url + "/api/notify", timeout=5).json()["targets"]}

@@ -94,7 +94,7 @@ class Notifier:
             return
         told = self._told.pop(event.id, set())
         for sender in self._wanting("end", labelled=None):
-            if sender.target.name in told or sender.target.labels:
+            if sender.target.name in told:  # only those told of its start (or of an object in it)
                 sender.submit(self._message(sender.target, "end", "Motion ended", event.ended_at or self._clock(),
                                             event.id, None, cooled=False))
 
