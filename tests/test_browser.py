@@ -574,6 +574,17 @@ def test_the_history_shows_what_was_seen_and_filters_by_label(start_appliance: A
     expect(page.locator("#events-label")).to_have_value("person")
     page.select_option("#events-label", "")
     expect(page.locator("#events li")).not_to_have_count(0)
+    # A zone drawn for one label: cars count only there (object detection's zone rule).
+    page.select_option("#zone-mode", "include")
+    page.select_option("#zone-label", "car")
+    page.click("#zone-draw")
+    box = page.locator("#live").bounding_box()
+    assert box is not None
+    for x, y in [(0.1, 0.5), (0.9, 0.5), (0.9, 0.95)]:
+        page.locator("#live").click(position={"x": x * box["width"], "y": y * box["height"]})
+    page.click("#zone-save")
+    expect(page.locator("#zones-text")).to_have_text("Zones: zone 1 (watched, for car)")
+    assert app.motion.settings.zones[0].labels == ["car"]
 
 
 def test_the_page_arms_disarms_and_sends_a_test(start_appliance: Any, page: Page) -> None:

@@ -385,6 +385,16 @@ function renderDetection(d) {
     option.textContent = "with a " + label;
     labelSelect.append(option);
   }
+  const zoneLabel = $("zone-label");
+  zoneLabel.hidden = false;
+  const zoneHave = [...zoneLabel.options].map((o) => o.value);
+  for (const label of d.labels || []) {
+    if (zoneHave.includes(label)) continue;
+    const option = document.createElement("option");
+    option.value = label;
+    option.textContent = "for " + label + "s only";
+    zoneLabel.append(option);
+  }
   const remembered = localStorage.getItem("eventsLabel") || "";
   if (remembered && labelSelect.value !== remembered && [...labelSelect.options].some((o) => o.value === remembered)) {
     labelSelect.value = remembered;
@@ -618,7 +628,8 @@ function renderMotionSettings(m) {
   sensitivity.value = m.sensitivity;
   zonesClear.disabled = m.zones.length === 0;
   zonesText.textContent = m.zones.length === 0 ? "No zones: the whole picture is watched."
-    : "Zones: " + m.zones.map((z) => z.name + " (" + (z.mode === "include" ? "watched" : "ignored") + ")").join(", ");
+    : "Zones: " + m.zones.map((z) => z.name + " (" + (z.mode === "include" ? "watched" : "ignored")
+        + (z.labels && z.labels.length ? ", for " + z.labels.join(", ") : "") + ")").join(", ");
   document.body.dataset.zones = String(m.zones.length);
 }
 
@@ -702,7 +713,9 @@ zoneSave.addEventListener("click", async () => {
     const mask = { name: "mask " + (pictureSettings.masks.length + 1), points };
     await putPicture({ masks: [...pictureSettings.masks, mask] });
   } else {
-    const zone = { name: "zone " + (motionSettings.zones.length + 1), mode: zoneMode.value, points };
+    const label = $("zone-label").value;  // object detection: the zone is about this label only
+    const zone = { name: "zone " + (motionSettings.zones.length + 1), mode: zoneMode.value, points,
+                   labels: label ? [label] : [] };
     await putMotion({ zones: [...motionSettings.zones, zone] });
   }
 });
