@@ -59,11 +59,11 @@ def build_detection(config: AppConfig, state_dir: Path, on_news: Callable[[Objec
     settings = config.detection
     if not settings.enabled:
         return None
-    from appliance.detection.model import ModelError, SsdModel
+    from appliance.detection.model import ModelError, load_checked
     from appliance.detection.worker import DetectionWorker
 
     try:
-        model = SsdModel(settings.model_path(state_dir), settings.labels_path(state_dir), settings.threads)
+        model = load_checked(settings.model_path(state_dir), settings.labels_path(state_dir), settings.threads)
     except ModelError as exc:
         raise ConfigError(f"invalid configuration:\n  detection: {exc}") from None
     unknown = sorted(set(settings.objects) - set(model.labels.values()))

@@ -221,12 +221,19 @@ def test_configured_on_without_the_model_says_how_to_install_it(tmp_path: Path) 
         Appliance(config)
 
 
-def test_a_corrupt_model_file_stops_start_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "bytes flipped"])
+def test_a_corrupt_model_file_stops_start_up_with_a_clear_error(tmp_path: Path, damage: str) -> None:
+    """Some damage makes the TFLite runtime abort the process as it loads: tried in a child first, it
+    is an error at start-up, never a dead appliance (nor a dead test run)."""
+    good = (MODELS / DEFAULT_MODEL).read_bytes()
+    broken = {"garbage": b"TFL3" + bytes(range(256)) * 40, "truncated": good[: len(good) // 3],
+              "bytes flipped": good[:64] + bytes(b ^ 0x5A for b in good[64:4096]) + good[4096:]}[damage]
     model = tmp_path / "broken.tflite"
-    model.write_bytes(b"TFL3" + bytes(range(256)) * 40)
+    model.write_bytes(broken)
     (tmp_path / DEFAULT_LABELS).write_text("0 person\n")
-    config = make_config(tmp_path, detection={"enabled": True, "model": str(model)})
-    with pytest.raises(ConfigError, match="is not a TFLite model this runtime can run"):
+    config = make_config(tmp_path, detection={"enabled": True, "model": str(model), "objects": {"person": {}}})
+    with pytest.raises(ConfigError, match=r"detection: .*broken\.tflite (is not a TFLite model|crashed the TFLite "
+                                          r"runtime|is not an SSD model|does not run)"):
         Appliance(config)
 
 

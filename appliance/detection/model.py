@@ -8,12 +8,19 @@ with its own labels file.
 
 Everything that can be wrong with a model shows at ``load``, before the camera starts: a missing file
 or runtime, a file that is not a TFLite model, a model that is not shaped like an SSD, an operator the
-runtime lacks (an Edge TPU build). One invoke on a blank picture proves it runs.
+runtime lacks (an Edge TPU build). One invoke on a blank picture proves it runs. The TFLite runtime
+does not check a file fully before it trusts it: a damaged one can abort the whole process. So a file
+that is not the pinned model (its SHA-256 differs) is first loaded in a child process
+(``load_checked``); only if the child loads and runs it does the appliance load it itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,20 @@ from appliance.detection.objects import Detection
 from appliance.motion.events import Box
 
 INSTALL_COMMAND = "python -m appliance install-model"
+PINNED_SHA256 = "7046f31a72ec0045a57b94199144c96cf5840c7dc106b808b64a1ed5559aa0cd"
+"""The model ``install-model`` puts in place: known to load, so it needs no trial in a child."""
+CHILD_TIMEOUT = 120.0
+"""s the child may take to load a model and run it once (a Pi Zero 2 W takes a few)."""
+CHILD = """
+import sys
+from pathlib import Path
+from appliance.detection.model import ModelError, SsdModel
+try:
+    SsdModel(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))
+except ModelError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(3)
+"""
 EDGE_MARGIN = 0.01
 """A box within this fraction of a crop's inner edge is cut by the crop: its object is partly outside."""
 
@@ -91,6 +112,29 @@ def region_for(motion: tuple[Box, ...], size: tuple[int, int], smallest: int) ->
     x = min(max(0, cx - side // 2), width - side) & ~1
     y = min(max(0, cy - side // 2), height - side) & ~1
     return Region(x, y, side, side)
+
+
+def load_checked(model_path: Path, labels_path: Path, threads: int = 1) -> SsdModel:
+    """``SsdModel(...)``, but a file other than the pinned model is tried in a child process first, so a
+    damaged one that would abort the runtime becomes a ``ModelError`` instead of a dead appliance."""
+    try:
+        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    except OSError:
+        digest = ""  # SsdModel says what is wrong with reading it
+    if digest and digest != PINNED_SHA256:
+        try:
+            child = subprocess.run([sys.executable, "-c", CHILD, str(model_path), str(labels_path), str(threads)],
+                                   capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ModelError(f"{model_path} did not load within {CHILD_TIMEOUT:.0f} s") from None
+        if child.returncode == 3:
+            raise ModelError(child.stderr.strip().splitlines()[-1] if child.stderr.strip() else "unusable model")
+        if child.returncode != 0:
+            how = (f"signal {signal.Signals(-child.returncode).name}" if child.returncode < 0
+                   else f"exit status {child.returncode}")
+            raise ModelError(f"{model_path} crashed the TFLite runtime as it loaded ({how}): the file is damaged "
+                             f"or not a model for it (install the model again with `{INSTALL_COMMAND}`)")
+    return SsdModel(model_path, labels_path, threads)
 
 
 class SsdModel:
