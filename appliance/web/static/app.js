@@ -373,28 +373,24 @@ function eventItem(ev) {
 // --- object labels: the history shows every event, or only those where a chosen label alerted ----
 const labelSelect = $("events-label");
 const wantedLabel = () => labelSelect.value;
+function addLabelOptions(select, labels, text) {  // the labels it does not offer yet
+  const have = [...select.options].map((o) => o.value);
+  for (const label of labels || []) {
+    if (have.includes(label)) continue;
+    const option = document.createElement("option");
+    option.value = label;
+    option.textContent = text(label);
+    select.append(option);
+  }
+}
 function renderDetection(d) {
   const box = $("label-filter");
   if (!d || !d.enabled) { box.hidden = true; return; }
   box.hidden = false;
-  const have = [...labelSelect.options].map((o) => o.value);
-  for (const label of d.labels || []) {
-    if (have.includes(label)) continue;
-    const option = document.createElement("option");
-    option.value = label;
-    option.textContent = "with a " + label;
-    labelSelect.append(option);
-  }
+  addLabelOptions(labelSelect, d.labels, (label) => "with a " + label);
   const zoneLabel = $("zone-label");
   zoneLabel.hidden = false;
-  const zoneHave = [...zoneLabel.options].map((o) => o.value);
-  for (const label of d.labels || []) {
-    if (zoneHave.includes(label)) continue;
-    const option = document.createElement("option");
-    option.value = label;
-    option.textContent = "for " + label + "s only";
-    zoneLabel.append(option);
-  }
+  addLabelOptions(zoneLabel, d.labels, (label) => "for " + label + "s only");
   const remembered = localStorage.getItem("eventsLabel") || "";
   if (remembered && labelSelect.value !== remembered && [...labelSelect.options].some((o) => o.value === remembered)) {
     labelSelect.value = remembered;
