@@ -23,6 +23,7 @@ from appliance.web.services import Gate, Services, json_error
 
 if TYPE_CHECKING:
     from appliance.arming.control import ArmControl
+    from appliance.mse.service import H264Viewers
     from appliance.notify.service import Notifier
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
                clip_counters: Callable[[], dict[str, int]] = dict, picture: PictureControl | None = None,
                login_failures: security.FailureLimiter | None = None,
                recordings: RecordingsFolder | None = None, arming: ArmControl | None = None,
-               notifier: Notifier | None = None) -> Flask:
+               notifier: Notifier | None = None, h264_viewers: H264Viewers | None = None,
+               h264_off: str | None = None) -> Flask:
     """Build the web app around parts the entry point (or a test) created. ``login_failures`` is the
-    per-address count of wrong passwords, shared with the other ports that take the login (RTSP)."""
+    per-address count of wrong passwords, shared with the other ports that take the login (RTSP).
+    ``h264_viewers``: the page's H.264 view when it runs; else ``h264_off`` says why not (None: not asked for)."""
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes  # the server refuses larger ones first
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -45,7 +48,7 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
         motion or MotionControl(config.motion, None), integrations, clip_counters,
         clip_viewers=Gate(config.events.clip.max_viewers),
         picture=picture or PictureControl(config.picture, None), recordings=recordings, arming=arming,
-        notifier=notifier)
+        notifier=notifier, h264_viewers=h264_viewers, h264_off=h264_off)
     for blueprint in (pages.bp, stream.bp, api.bp, history.bp, recorded.bp, alerts.bp):
         app.register_blueprint(blueprint)
 

@@ -173,7 +173,7 @@ class OverlaySettings(Section):
 
 
 class StreamSettings(Section):
-    """Limits of the MJPEG stream."""
+    """The live view: limits of the MJPEG stream, and the page's H.264 view (``appliance/mse/``)."""
 
     max_viewers: int = Field(16, ge=1, le=256)
     max_fps: float = Field(30.0, gt=0, le=120, description="frames encoded per second for viewers, at most")
@@ -181,6 +181,9 @@ class StreamSettings(Section):
     encoder: Literal["auto", "opencv", "simplejpeg"] = Field(
         "auto", description="JPEG encoder; auto: the fastest installed one, timed at start-up")
     max_live_clients: int = Field(8, ge=1, le=64, description="open pages following state changes")
+    h264: bool = Field(True, description="the page plays the live view in H.264 (the one encode, rtsp.size/fps/"
+                       "bitrate) where the browser can, MJPEG where it cannot")
+    max_h264_viewers: int = Field(8, ge=1, le=64, description="browsers watching in H.264 at once; more get 503")
     keepalive: float = Field(2.0, gt=0, le=30, description="resend the last frame after this many s")
 
 

@@ -29,6 +29,7 @@ from appliance.health import capture_health
 from appliance.history.events import EventRecorder, EventStore
 from appliance.motion.control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
+from appliance.mse.service import H264Viewers
 from appliance.panel.gpio import FrontPanel
 from appliance.recording.clips import EventClips
 from appliance.recording.service import Recordings
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 H264_STOP_BUDGET = 0.5  # s for the encoder thread, stuck or not, after RTSP's second: stop() keeps to 5 s
 DETECTION_STOP_BUDGET = 0.5  # s: one detection in progress ends well within it
+FIRST_FRAME_TIMEOUT = 5.0  # s for a new H.264 viewer's first keyframe (asked for at once), else it is dropped
 RECORDING_STOP_BUDGET = 1.0  # s for each recorder to write what is queued and finish its files
 
 
@@ -174,7 +176,18 @@ class Appliance:
             self.recordings = Recordings(config, folder, self.h264.codec, self.snapshot,
                                          events_folder=self.events.folder, monotonic=monotonic)
             self.events.make_room_first = self.recordings.folder.free_for_events
-        if self.rtsp is None and self.event_clips is None and self.recordings is None:
+        # The page's H.264 live view: browsers as one more consumer of the feed (MJPEG where it is off).
+        self.h264_viewers: H264Viewers | None = None
+        self.h264_view_off: str | None = None
+        if config.stream.h264 and self.h264 is None:
+            self.h264_view_off = h264_problem
+            log.warning("the page's live view is MJPEG only: %s", h264_problem)
+        elif config.stream.h264 and self.h264 is not None:
+            self.h264_viewers = H264Viewers(
+                self.h264, config.stream.max_h264_viewers, config.rtsp.fps, config.rtsp.bitrate,
+                stall_timeout=config.server.socket_timeout,
+                first_frame_timeout=max(FIRST_FRAME_TIMEOUT, 3 * config.rtsp.keyframe_interval))
+        if self.rtsp is None and self.event_clips is None and self.recordings is None and self.h264_viewers is None:
             self.h264 = None  # nobody would consume it
         # Object detection: its model is loaded and tried now, so a missing or broken one stops start-up.
         self.detection = build_detection(config, self.state_dir, lambda news: self.controller.objects_seen(news),
@@ -198,7 +211,8 @@ class Appliance:
                               clip_counters=self.clip_counters, picture=self.picture,
                               login_failures=self.login_failures,
                               recordings=self.recordings.folder if self.recordings is not None else None,
-                              arming=self.arming, notifier=self.notifier)
+                              arming=self.arming, notifier=self.notifier, h264_viewers=self.h264_viewers,
+                              h264_off=self.h264_view_off)
         web = config.server
         # One thread writes every live stream; each open page's live feed holds a server thread, and
         # API calls (and streams being set up) get their own spares.
@@ -221,7 +235,8 @@ class Appliance:
                                    clips=self.clip_format if config.events.clip.enabled else None,
                                    picture=self.picture, recording=self.recordings is not None,
                                    objects=tuple(config.detection.objects) if self.detection is not None else (),
-                                   arming=self.arming, notifier=self.notifier)
+                                   arming=self.arming, notifier=self.notifier, h264_viewers=self.h264_viewers,
+                              h264_off=self.h264_view_off)
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,
@@ -269,6 +284,11 @@ class Appliance:
             feed = self.h264
             feed.start()
             self._stoppers.append(lambda: feed.stop(H264_STOP_BUDGET))
+        if self.h264_viewers is not None:
+            viewers = self.h264_viewers
+            self.controller.add_listener(viewers.on_state)  # first: a state heard wins over the one read
+            viewers.start(camera_on=self._camera_on)
+            self._stoppers.append(viewers.stop)
         camera_on = self._camera_on
         if self.event_clips is not None and self.h264 is not None:
             clips = self.event_clips
@@ -343,6 +363,7 @@ class Appliance:
         """The figures MQTT sensors publish periodically."""
         recording = self.recordings.status() if self.recordings is not None else None
         return {"fps": self.pipeline.stats().fps, "viewers": self.broadcaster.viewers,
+                "h264_viewers": self.h264_viewers.viewers if self.h264_viewers is not None else 0,
                 "state": self.controller.state.value,
                 "recording": None if recording is None else "ok" if recording["fault"] is None else "fault",
                 "recording_fault": None if recording is None else recording["fault"]}
@@ -357,7 +378,10 @@ class Appliance:
         rtsp = self.rtsp.status() if self.rtsp is not None else rtsp_service.off_status(self.rtsp_reason)
         recording = self.recordings.status() if self.recordings is not None else {
             "enabled": False, "reason": self.recordings_reason}
-        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "recording": recording, "detection": self.detection_status(),
+        live_h264 = self.h264_viewers.describe() if self.h264_viewers is not None else {
+            "enabled": False, "reason": self.h264_view_off}
+        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "live_h264": live_h264, "recording": recording,
+                "detection": self.detection_status(),
                 "arming": self.arming.poll().public(),
                 "notify": {"enabled": False} if self.notifier is None else {"enabled": True, **self.notifier.status()}}
 

@@ -18,7 +18,7 @@ PAGE = ROOT / "docs" / "configuration.md"
 BEGIN = "<!-- keys: written by scripts/config_reference.py from deploy/config.example.yaml -->"
 END = "<!-- end of keys -->"
 
-KEY = re.compile(r"^(?P<indent> *)(?P<key>[a-z_]+):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[a-z_][a-z0-9_]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
 MORE = re.compile(r"^ +#\s?(?P<comment>.*)$")
 
 

@@ -3,9 +3,10 @@
 ``encoder`` chooses and drives the encoder (PyAV: the Pi 4 / Zero 2 W hardware encoder or libx264),
 opening each codec only with the options it understands; ``feed`` owns the ``h264-encoder`` thread,
 which the capture thread feeds through ``VideoSink`` only while a consumer wants frames, and hands
-each encoded frame to every subscription (the RTSP server, event clips, continuous recording);
-``mp4`` writes access units into fragmented MP4 files without re-encoding them. ``build`` makes the
-feed when a consumer of H.264 is configured, or says why it cannot run here.
+each encoded frame to every subscription (the RTSP server, the page's live view, event clips,
+continuous recording); ``mp4`` writes access units into fragmented MP4 files without re-encoding
+them, and ``fmp4`` makes the per-frame fragments a browser's Media Source Extensions play live.
+``build`` makes the feed when a consumer of H.264 is configured, or says why it cannot run here.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def consumers(config: AppConfig) -> list[str]:
-    """What the configuration asks of H.264: the RTSP stream, MP4 event clips, recordings."""
+    """What the configuration asks of H.264: the RTSP stream, the page's live view, MP4 event clips,
+    recordings."""
     clip = config.events.clip
-    wanted = {"RTSP": config.rtsp.enabled, "MP4 event clips": clip.enabled and clip.format != "mjpeg",
+    wanted = {"RTSP": config.rtsp.enabled, "the page's H.264 live view": config.stream.h264,
+              "MP4 event clips": clip.enabled and clip.format != "mjpeg",
               "continuous recording": config.recording.continuous.enabled,
               "timelapse": config.recording.timelapse.enabled}
     return [name for name, on in wanted.items() if on]

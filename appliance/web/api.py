@@ -146,6 +146,7 @@ def status_body(services: Services) -> dict[str, Any]:
         "fps": stats.fps,
         "viewers": services.broadcaster.viewers,
         "max_viewers": services.config.stream.max_viewers,
+        "h264_viewers": services.h264_viewers.viewers if services.h264_viewers is not None else 0,
         "frames_captured": stats.frames_captured,
         "frames_encoded": stats.frames_encoded,
         "frames_analysed": stats.frames_analysed,

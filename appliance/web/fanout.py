@@ -34,6 +34,17 @@ STREAM_SLOT = "appliance.stream_slot"
 headers, hands the socket and the slot to the writer."""
 CAN_HAND_OFF = "appliance.can_hand_off"
 """WSGI environ key the appliance's server sets: it can take a stream over after its headers."""
+STREAM_HANDOFF = "appliance.stream_handoff"
+"""WSGI environ key for any other long stream (the H.264 view): a ``HandOff`` that takes the socket."""
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """Who takes a stream's socket once the server has sent its headers: ``attach(sock, on_close)``
+    (``on_close`` gives the connection's count back, once), or ``release()`` when they could not be sent."""
+
+    attach: Callable[[socket.socket, Callable[[], None]], None]
+    release: Callable[[], None]
 _MAX_CLIENT_BYTES = 65536  # a viewer has nothing to say after its request; one that talks is dropped
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 

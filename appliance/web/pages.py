@@ -14,7 +14,8 @@ def index() -> str:
     services = Services.of()
     return render_template("index.html", name=services.config.name, camera=services.backend_description,
                            backend=services.backend_name, status=services.controller.status(),
-                           version=services.version, rtsp=services.integrations().get("rtsp"))
+                           version=services.version, rtsp=services.integrations().get("rtsp"),
+                           h264=services.h264_viewers is not None)
 
 
 @bp.get("/manifest.webmanifest")

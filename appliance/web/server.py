@@ -44,7 +44,7 @@ from typing import Any
 
 from cheroot import connections, server, wsgi
 
-from appliance.web.fanout import CAN_HAND_OFF, STREAM_SLOT, StreamFanout
+from appliance.web.fanout import CAN_HAND_OFF, STREAM_HANDOFF, STREAM_SLOT, HandOff, StreamFanout
 
 log = logging.getLogger(__name__)
 
@@ -290,9 +290,10 @@ class _Limits:
 class StreamGateway(wsgi.Gateway_10):
     """cheroot's WSGI 1.0 gateway, able to hand a live stream's socket to the stream writer.
 
-    When the app marks a response as a stream (``STREAM_SLOT`` in the environ), the gateway writes
-    its headers itself (``Connection: close``, no chunking: the body runs until either side closes)
-    and gives the socket to ``StreamFanout``; the worker thread is free again at once.
+    When the app marks a response as a stream (an MJPEG ``STREAM_SLOT`` or another stream's
+    ``STREAM_HANDOFF`` in the environ), the gateway writes its headers itself (``Connection: close``,
+    no chunking: the body runs until either side closes) and gives the socket to the stream's writer
+    (``StreamFanout``, ``H264Viewers``); the worker thread is free again at once.
     """
 
     def respond(self) -> None:
@@ -301,7 +302,12 @@ class StreamGateway(wsgi.Gateway_10):
             self.env[CAN_HAND_OFF] = True
         response = self.req.server.wsgi_app(self.env, self.start_response)
         slot = self.env.get(STREAM_SLOT)
-        if slot is None or fanout is None:
+        if fanout is not None and slot is not None:
+            handoff: HandOff | None = HandOff(lambda sock, on_close: fanout.attach(sock, slot, on_close),
+                                              lambda: fanout.release(slot))
+        else:
+            handoff = self.env.get(STREAM_HANDOFF) if fanout is not None else None
+        if handoff is None:
             try:
                 for chunk in filter(None, response):
                     if not isinstance(chunk, bytes):
@@ -314,9 +320,9 @@ class StreamGateway(wsgi.Gateway_10):
             return
         if hasattr(response, "close"):
             response.close()
-        self._hand_off(fanout, slot)
+        self._hand_off(handoff)
 
-    def _hand_off(self, fanout: StreamFanout, slot: Any) -> None:
+    def _hand_off(self, handoff: HandOff) -> None:
         req, conn = self.req, self.req.conn
         req.close_connection = True
         lines = [req.server.protocol.encode("ascii") + b" " + req.status]
@@ -327,11 +333,11 @@ class StreamGateway(wsgi.Gateway_10):
             conn.wfile.write(b"\r\n".join(lines) + b"\r\n\r\n")
             conn.wfile.flush()
         except OSError:
-            fanout.release(slot)  # the viewer left before its headers went out
+            handoff.release()  # the viewer left before its headers went out
             return
         req.sent_headers = True
         conn.handed_off = True
-        fanout.attach(conn.socket, slot, on_close=lambda: GuardedConnection.close_slot(conn))
+        handoff.attach(conn.socket, lambda: GuardedConnection.close_slot(conn))
 
 
 class GuardedServer(wsgi.Server):

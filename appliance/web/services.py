@@ -24,6 +24,7 @@ from appliance.web.live import LiveFeed
 
 if TYPE_CHECKING:
     from appliance.arming.control import ArmControl
+    from appliance.mse.service import H264Viewers
     from appliance.notify.service import Notifier
 
 
@@ -72,6 +73,8 @@ class Services:
     recordings: RecordingsFolder | None = None  # continuous recording and timelapses, when enabled
     arming: ArmControl | None = None
     notifier: Notifier | None = None  # notifications, when targets are configured
+    h264_viewers: H264Viewers | None = None  # the page's H.264 live view, when it runs here
+    h264_off: str | None = None  # why it does not, when it was asked for
 
     @classmethod
     def of(cls, app: Flask | None = None) -> Services:

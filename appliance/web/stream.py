@@ -1,11 +1,15 @@
-"""The MJPEG stream and snapshots, both served from the broadcaster's one encoded frame."""
+"""The live streams: MJPEG and snapshots from the broadcaster's one encoded frame, and H.264 for the
+page (fragmented MP4 from the one H.264 encode, ``appliance/mse/``)."""
 
 from __future__ import annotations
+
+from functools import partial
 
 from flask import Blueprint, Response, request
 
 from appliance.capture.broadcaster import TooManyViewers
-from appliance.web.fanout import BOUNDARY, CAN_HAND_OFF, STREAM_SLOT
+from appliance.mse.service import CameraOff, TooManyH264Viewers
+from appliance.web.fanout import BOUNDARY, CAN_HAND_OFF, STREAM_HANDOFF, STREAM_SLOT, HandOff
 from appliance.web.services import NO_CACHE, Services, json_error
 
 bp = Blueprint("stream", __name__)
@@ -48,6 +52,35 @@ def stream() -> Response:
         return json_error(503, str(exc), retry_after=10, max_viewers=services.config.stream.max_viewers)
     request.environ[STREAM_SLOT] = slot
     return Response(iter(()), mimetype=mimetype, headers=headers)
+
+
+@bp.get("/stream.mp4")
+def stream_h264() -> Response:
+    """The live view in H.264 for the page's Media Source Extensions: an init segment, then one MP4
+    fragment per frame from a keyframe on, until the camera goes off. ``X-Media-Epoch`` is the Unix
+    time of 0 on the stream's timeline, so a frame's capture time is the epoch plus its media time.
+    Written by the H.264 viewers' thread, like MJPEG by the stream writer."""
+    services = Services.of()
+    viewers = services.h264_viewers
+    if viewers is None:
+        why = services.h264_off or "stream.h264 is off in the configuration"
+        return json_error(404, f"the H.264 live view is not available: {why}")
+    if not request.environ.get(CAN_HAND_OFF):
+        return json_error(501, "the live stream needs the appliance's own HTTP server")
+    headers = {**NO_CACHE, "X-Accel-Buffering": "no", "Connection": "close"}
+    if request.method == "HEAD":
+        if not services.broadcaster.live:
+            return _camera_off()
+        return Response(iter(()), mimetype="video/mp4", headers=headers)
+    try:
+        viewer = viewers.reserve()
+    except CameraOff:
+        return _camera_off()
+    except TooManyH264Viewers as exc:
+        return json_error(503, str(exc), retry_after=10, max_h264_viewers=viewers.max_viewers)
+    headers["X-Media-Epoch"] = f"{viewer.epoch:.6f}"
+    request.environ[STREAM_HANDOFF] = HandOff(partial(viewers.attach, viewer), partial(viewers.release, viewer))
+    return Response(iter(()), mimetype="video/mp4", headers=headers)
 
 
 @bp.get("/snapshot.jpg")

@@ -3,7 +3,7 @@
 // on a network without internet.
 //
 // Connections: a browser opens at most 6 at once to one host over HTTP/1.1. A visible tab holds one,
-// its live picture (the MJPEG stream; none in snapshot mode, which makes short requests). The feed of
+// its live picture (the H.264 or MJPEG stream; none in snapshot mode, which makes short requests). The feed of
 // state changes is shared: one visible tab of the browser holds it and passes what it hears to the
 // others (BroadcastChannel), so four tabs hold five connections, not eight. A hidden tab holds none:
 // its picture, feed and clip replays stop, and start again when it is shown.
@@ -35,42 +35,67 @@ let retryTimer = null;
 let shown = document.visibilityState !== "hidden";
 
 // --- how the live picture arrives ----------------------------------------------------------------
-// iOS and iPadOS WebKit (every browser there) show only the first picture of an MJPEG stream: there
-// the page asks for snapshots a few times a second instead. iPadOS says "Macintosh" but has touch.
+// H.264 where the browser plays it through Media Source Extensions (ManagedMediaSource on iPhones):
+// a sixth of MJPEG's bytes. Else MJPEG; but iOS and iPadOS WebKit (every browser there) show only the
+// first picture of an MJPEG stream, so there the page asks for snapshots a few times a second instead.
+// iPadOS says "Macintosh" but has touch. A choice made by hand is kept by this browser.
 const MODE_KEY = "appliance.view-mode";
+const MODES = ["auto", "h264", "mjpeg", "snapshots"];
 const SNAPSHOT_INTERVAL = 250;  // ms between snapshot requests: up to 4 pictures a second
+const LIVE_LAG = 1.0;  // s behind the newest frame before the H.264 player skips forward
+const LIVE_TARGET = 0.1;  // s behind the newest frame it skips to, and plays a tenth faster to keep
+const H264_TRIES = 3;  // H.264 streams in a row that end without a picture before MJPEG takes over
 const modeChoice = $("view-mode");
 const modeText = $("view-mode-text");
+const video = $("live-video");
+const MSE = window.ManagedMediaSource || window.MediaSource;
 let snapshotTimer = null;
 let snapshotUrl = null;
+let h264 = null;  // the H.264 stream being played: its fetch, MediaSource and buffer
+let h264Trouble = null;  // why H.264 did not work on this page: MJPEG stands in until it is reloaded
+let h264Misses = 0;
 
 function mjpegAnimates(userAgent, touchPoints) {
   return !(/iPhone|iPad|iPod/.test(userAgent) || (/Macintosh/.test(userAgent) && touchPoints > 1));
 }
 
+function h264Plays() {
+  return document.body.dataset.h264 === "true" && !!MSE && typeof MSE.isTypeSupported === "function"
+    && MSE.isTypeSupported('video/mp4; codecs="avc1.42E01E"');
+}
+
 function chosenMode() {
   let chosen = "auto";
   try { chosen = localStorage.getItem(MODE_KEY) || "auto"; } catch (e) { /* storage may be off */ }
-  return ["auto", "mjpeg", "snapshots"].includes(chosen) ? chosen : "auto";
+  return MODES.includes(chosen) ? chosen : "auto";
 }
 
 function viewMode() {
   const chosen = chosenMode();
-  if (chosen !== "auto") return chosen;
+  if (chosen === "mjpeg" || chosen === "snapshots") return chosen;
+  if (h264Plays() && !h264Trouble) return "h264";
   return mjpegAnimates(navigator.userAgent, navigator.maxTouchPoints || 0) ? "mjpeg" : "snapshots";
 }
 
 function renderMode() {
-  const mode = viewMode();
+  const mode = viewMode(), chosen = chosenMode();
   document.body.dataset.viewMode = mode;
-  modeChoice.value = chosenMode();
-  modeText.textContent = mode === "mjpeg" ? "Live video (MJPEG stream)"
-    : "Snapshots, up to " + Math.round(1000 / SNAPSHOT_INTERVAL) + " a second"
-      + (chosenMode() === "auto" ? " (this browser does not play MJPEG streams)" : "");
+  modeChoice.value = chosen;
+  let why = "";
+  if (mode !== "h264" && (chosen === "auto" || chosen === "h264")) {
+    why = h264Trouble ? "H.264 failed: " + h264Trouble
+      : document.body.dataset.h264 !== "true" ? "the appliance serves no H.264 view"
+      : "this browser does not play H.264 streams";
+    if (mode === "snapshots") why += "; this browser does not play MJPEG either";
+  }
+  modeText.textContent = (mode === "h264" ? "Live video (H.264)"
+    : mode === "mjpeg" ? "Live video (MJPEG stream)"
+    : "Snapshots, up to " + Math.round(1000 / SNAPSHOT_INTERVAL) + " a second") + (why ? " (" + why + ")" : "");
 }
 
 modeChoice.addEventListener("change", () => {
   try { localStorage.setItem(MODE_KEY, modeChoice.value); } catch (e) { /* this page only */ }
+  if (modeChoice.value === "h264") { h264Trouble = null; h264Misses = 0; }  // asked for by hand: try again
   const wasStreaming = streaming;
   stopStream("Switching…");
   renderMode();
@@ -80,10 +105,13 @@ modeChoice.addEventListener("change", () => {
 function startStream() {
   if (streaming || !shown) return;
   streaming = true;
-  live.hidden = false;
   offline.hidden = true;
-  live.dataset.loaded = "false";
-  if (viewMode() === "mjpeg") live.src = "/stream.mjpg?t=" + Date.now();
+  live.dataset.loaded = video.dataset.loaded = "false";
+  const mode = viewMode();
+  live.hidden = mode === "h264";
+  video.hidden = mode !== "h264";
+  if (mode === "h264") startH264();
+  else if (mode === "mjpeg") live.src = "/stream.mjpg?t=" + Date.now();
   else nextSnapshot();
 }
 
@@ -91,14 +119,189 @@ function stopStream(message) {
   streaming = false;
   clearTimeout(retryTimer);
   clearTimeout(snapshotTimer);
+  stopH264();
   live.dataset.loaded = "false";
   live.removeAttribute("src");
   if (snapshotUrl) URL.revokeObjectURL(snapshotUrl);
   snapshotUrl = null;
-  live.hidden = true;
+  live.hidden = video.hidden = true;
   offline.hidden = false;
   offlineText.textContent = message;
 }
+
+// After a stream ended by itself: again in a second if the camera should be on.
+function retryStream() {
+  streaming = false;
+  live.dataset.loaded = video.dataset.loaded = "false";
+  if (current.state !== "on") return;
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(() => current.state === "on" && startStream(), 1000);
+}
+
+// --- H.264: fragmented MP4 read from one long response and appended to a MediaSource ---------------
+// The appliance sends an init segment, then one fragment per frame from a keyframe on. The player is
+// kept near the newest frame: more than LIVE_LAG behind (a stall, a tab in the background), it skips
+// forward. X-Media-Epoch + a frame's media time is when it was captured: its age is shown and kept
+// in data-frame-age (seconds) for the benchmarks.
+function stopH264() {
+  const session = h264;
+  h264 = null;
+  if (!session) return;
+  session.abort.abort();
+  video.removeAttribute("src");
+  video.srcObject = null;
+  video.load();  // let the MediaSource and its decoder go now
+  if (session.url) URL.revokeObjectURL(session.url);
+}
+
+function h264Failed(session, why) {
+  if (h264 !== session) return;
+  h264Trouble = why;
+  stopH264();
+  streaming = false;
+  renderMode();
+  if (current.state === "on") startStream();
+}
+
+// The codec in an init segment's avcC box ("avc1.PPCCLL"); undefined until ftyp and moov are whole.
+function initCodec(bytes) {
+  let at = 0, moov = null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  while (at + 8 <= bytes.length && moov === null) {
+    const size = view.getUint32(at), kind = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    if (size < 8 || at + size > bytes.length) return undefined;
+    if (kind === "moov") moov = bytes.subarray(at, at + size);
+    at += size;
+  }
+  if (moov === null) return undefined;
+  for (let i = 0; i + 8 <= moov.length; i++) {
+    if (moov[i] === 0x61 && moov[i + 1] === 0x76 && moov[i + 2] === 0x63 && moov[i + 3] === 0x43) {
+      const hex = (b) => b.toString(16).padStart(2, "0").toUpperCase();
+      return "avc1." + hex(moov[i + 5]) + hex(moov[i + 6]) + hex(moov[i + 7]);
+    }
+  }
+  return null;
+}
+
+function joined(chunks) {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
+
+function openSource(session) {
+  return new Promise((resolve) => {
+    const source = new MSE();
+    source.addEventListener("sourceopen", () => resolve(source), { once: true });
+    if (window.ManagedMediaSource && MSE === window.ManagedMediaSource) {
+      video.disableRemotePlayback = true;  // ManagedMediaSource plays only without AirPlay
+      video.srcObject = source;
+    } else {
+      session.url = URL.createObjectURL(source);
+      video.src = session.url;
+    }
+  });
+}
+
+async function startH264() {
+  const session = { abort: new AbortController(), queue: [], buffer: null, url: null, epoch: 0, frames: 0 };
+  h264 = session;
+  const source = await openSource(session);
+  if (h264 !== session) return;
+  let response;
+  try {
+    response = await fetch("/stream.mp4", { cache: "no-store", signal: session.abort.signal });
+  } catch (e) {
+    if (h264 === session) { stopH264(); retryStream(); }
+    return;
+  }
+  if (h264 !== session) return;
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    if (body.state && body.state !== "on") { stopH264(); retryStream(); return; }  // the camera is off
+    h264Failed(session, body.error || "HTTP " + response.status);
+    return;
+  }
+  session.epoch = parseFloat(response.headers.get("X-Media-Epoch") || "0");
+  const reader = response.body.getReader();
+  let head = [];
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || h264 !== session) break;
+      if (!session.buffer) {
+        head.push(value);
+        const bytes = joined(head);
+        const codec = initCodec(bytes);
+        if (codec === undefined) continue;
+        const type = 'video/mp4; codecs="' + codec + '"';
+        if (codec === null || !MSE.isTypeSupported(type)) { h264Failed(session, "this browser cannot play " + codec); return; }
+        session.buffer = source.addSourceBuffer(type);
+        session.buffer.mode = "segments";
+        session.buffer.addEventListener("updateend", () => pump(session));
+        watchFrames(session);
+        head = [bytes];
+        session.queue.push(bytes);
+      } else session.queue.push(value);
+      pump(session);
+    }
+  } catch (e) {
+    if (h264 !== session) return;  // stopped on purpose
+  }
+  if (h264 !== session) return;
+  // The appliance ended the stream: the camera went off, or this viewer was dropped.
+  h264Misses = session.frames ? 0 : h264Misses + 1;
+  if (h264Misses >= H264_TRIES) { h264Failed(session, "no picture came in " + H264_TRIES + " tries"); return; }
+  stopH264();
+  retryStream();
+}
+
+// Hand what arrived to the SourceBuffer (one append at a time), then keep the player near live.
+function pump(session) {
+  const buffer = session.buffer;
+  if (h264 !== session || !buffer || buffer.updating) return;
+  if (session.queue.length) {
+    const data = joined(session.queue);
+    session.queue = [];
+    try { buffer.appendBuffer(data); } catch (e) {
+      if (e.name === "QuotaExceededError" && video.currentTime > 1) {  // full: forget the past, try again
+        session.queue.unshift(data);
+        buffer.remove(0, video.currentTime - 1);
+      } else h264Failed(session, e.message || String(e));
+    }
+    return;
+  }
+  const ranges = video.buffered;
+  if (!ranges.length) return;
+  const end = ranges.end(ranges.length - 1), last = ranges.start(ranges.length - 1);
+  const lag = end - video.currentTime;
+  if (video.currentTime < last || lag > LIVE_LAG) {
+    video.currentTime = Math.max(last, end - LIVE_TARGET);  // start, or skip a gap or a stall
+  } else if (lag > LIVE_TARGET * 3 || lag < LIVE_TARGET * 2) {
+    video.playbackRate = lag > LIVE_TARGET * 3 ? 1.1 : 1;  // a stall's delay is caught up unseen
+  }
+  if (video.currentTime - ranges.start(0) > 30) {
+    buffer.remove(ranges.start(0), video.currentTime - 10);  // a live view keeps no history
+  }
+  if (video.paused) video.play().catch(() => { /* muted autoplay is allowed; retried at the next fragment */ });
+}
+
+// Each frame shown: counted, and its age from capture (the appliance's and this device's clocks).
+function watchFrames(session) {
+  if (!("requestVideoFrameCallback" in video)) return;
+  const onFrame = (now, meta) => {
+    if (h264 !== session) return;
+    session.frames += 1;
+    video.dataset.frames = String(session.frames);
+    if (session.frames === 1) video.dataset.loaded = "true";
+    video.dataset.frameAge = ((performance.timeOrigin + meta.presentationTime) / 1000
+      - (session.epoch + meta.mediaTime)).toFixed(3);
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+video.addEventListener("playing", () => { if (h264) { h264.frames = h264.frames || 1; video.dataset.loaded = "true"; } });
 
 // Snapshot mode: the next picture is asked for once the last one has arrived, so a slow phone
 // link gets fewer pictures rather than a queue of them.
@@ -126,12 +329,7 @@ live.addEventListener("load", () => { if (streaming) live.dataset.loaded = "true
 // The stream ends when the camera goes off or errors; if it should be on, reconnect shortly.
 live.addEventListener("error", () => {
   if (!streaming || viewMode() !== "mjpeg") return;
-  streaming = false;
-  live.dataset.loaded = "false";
-  if (current.state === "on") {
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(() => current.state === "on" && startStream(), 1000);
-  }
+  retryStream();
 });
 
 function renderCamera(status) {
@@ -656,10 +854,12 @@ async function loadSettings(url, render, kind) {
 const putMotion = (body) => putSettings("/api/motion", body, renderMotionSettings, motionError, "motion_settings");
 const loadMotion = () => loadSettings("/api/motion", renderMotionSettings, "motion_settings");
 
-// Where the picture really is inside the <img> box (object-fit: contain leaves bars).
+// Where the picture really is inside the <img> or <video> box (object-fit: contain leaves bars).
 function pictureRect() {
-  const box = live.getBoundingClientRect();
-  const w = live.naturalWidth || box.width, h = live.naturalHeight || box.height;
+  const shownPicture = video.hidden ? live : video;
+  const box = shownPicture.getBoundingClientRect();
+  const w = (video.hidden ? live.naturalWidth : video.videoWidth) || box.width;
+  const h = (video.hidden ? live.naturalHeight : video.videoHeight) || box.height;
   const scale = Math.min(box.width / w, box.height / h);
   return { left: box.left + (box.width - w * scale) / 2, top: box.top + (box.height - h * scale) / 2,
            width: w * scale, height: h * scale };
@@ -693,13 +893,15 @@ function setDrawing(on, target = "zone") {
   renderDraft();
 }
 
-live.addEventListener("click", (e) => {
-  if (draft === null) return;
-  const pic = pictureRect();
-  const clamp = (v) => Math.min(1, Math.max(0, Math.round(v * 1000) / 1000));
-  draft.push([clamp((e.clientX - pic.left) / pic.width), clamp((e.clientY - pic.top) / pic.height)]);
-  renderDraft();
-});
+for (const picture of [live, video]) {
+  picture.addEventListener("click", (e) => {
+    if (draft === null) return;
+    const pic = pictureRect();
+    const clamp = (v) => Math.min(1, Math.max(0, Math.round(v * 1000) / 1000));
+    draft.push([clamp((e.clientX - pic.left) / pic.width), clamp((e.clientY - pic.top) / pic.height)]);
+    renderDraft();
+  });
+}
 zoneDraw.addEventListener("click", () => setDrawing(true));
 zoneCancel.addEventListener("click", () => setDrawing(false));
 zoneSave.addEventListener("click", async () => {
