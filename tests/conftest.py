@@ -39,6 +39,7 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     "root": lambda: None if os.geteuid() == 0 else "needs root",
     "recording": lambda: None if shutil.which("ffprobe") else "ffmpeg is not installed (apt-get install ffmpeg)",
     "detection": lambda: _detection_problem(),
+    "mse": lambda: _mse_problem(),
     "notify": lambda: None if importlib.util.find_spec("aiosmtpd") and importlib.util.find_spec("apprise")
     else "aiosmtpd or apprise is not installed (bash scripts/test.sh)",
 }
@@ -54,6 +55,19 @@ def _detection_problem() -> str | None:
         return "ai-edge-litert is not installed (bash scripts/test.sh)"
     if not (FOOTAGE / "vtest.avi").exists():
         return f"{FOOTAGE}/vtest.avi is missing (apt-get install opencv-doc)"
+    return None
+
+
+def _mse_problem() -> str | None:
+    """What keeps the H.264 view's tests from running: PyAV with libx264, ffprobe."""
+    if not shutil.which("ffprobe"):
+        return "ffmpeg is not installed (apt-get install ffmpeg)"
+    try:
+        from appliance.h264.encoder import choose_codec
+
+        choose_codec("libx264")
+    except Exception as exc:  # EncoderUnavailable, or PyAV failing to load
+        return f"no H.264 encoder: {exc}"
     return None
 
 

@@ -5,8 +5,8 @@ it), so a viewer whose connection cannot keep up loses whole groups: once its un
 ``limit``, everything not yet begun is dropped and it waits for the next keyframe with room for it,
 so its picture jumps forward rather than falling further behind. What has begun going out stays (a
 fragment cut in half would break the stream). A new init segment (new parameter sets: the encoder
-reopened at another size) goes out before the keyframe that needs it; after a drop it is sent again,
-since the one dropped may have been it. Pure: the owner locks it and does the writing.
+reopened at another size) goes out before the keyframe that needs it, and again after a drop that
+took it. Pure: the owner locks it and does the writing.
 """
 
 from __future__ import annotations
@@ -61,13 +61,14 @@ class Outbox:
         """Let go of everything not begun; the number of fragments that went."""
         begun = self._chunks.popleft() if self._offset else None
         lost = sum(is_fragment for _, is_fragment in self._chunks)
+        if lost < len(self._chunks):
+            self._init = None  # a new init segment went with them: the next keyframe brings it again
         self._chunks.clear()
         self.queued = 0
         if begun is not None:
             self._chunks.append(begun)
             self.queued = len(begun[0]) - self._offset
         self.keyed = False
-        self._init = None  # it may have been among what went: send it again with the next keyframe
         return lost
 
     def _put(self, data: bytes, is_fragment: bool) -> None:

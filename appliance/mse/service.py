@@ -15,8 +15,9 @@ frame period, so the timeline has no gaps while the camera keeps its rate.
 
 Every viewer is dropped when the camera goes off (the page sees its response end), when it takes
 nothing for ``stall_timeout`` seconds, or when no keyframe reached it within ``first_frame_timeout``.
-Each socket's kernel buffer is set to the outbox's limit: at most about a second of video waits for a
-slow viewer there, so falling behind shows as a skip forward, never as a growing delay.
+An outbox holds about half a second of video at ``rtsp.bitrate``, and each socket's kernel buffer is
+set to as much: about a second in all waits for a slow viewer, so falling behind shows as a skip
+forward, never as a growing delay.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 _MAX_CLIENT_BYTES = 65536  # a viewer has nothing to say after its request; one that talks is dropped
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-MIN_OUTBOX = 128 * 1024  # bytes: room for a keyframe at low bitrates
+MIN_OUTBOX = 64 * 1024  # bytes: room for a keyframe at low bitrates
 
 
 class TooManyH264Viewers(Exception):
@@ -102,7 +103,7 @@ class H264Viewers:
         self._feed = feed
         self.max_viewers = max_viewers
         self._duration = max(1, round(fmp4.TIMESCALE / fps))
-        self.outbox_limit = max(MIN_OUTBOX, bitrate // 8)  # about a second of video
+        self.outbox_limit = max(MIN_OUTBOX, bitrate // 16)  # about half a second of video
         self._stall_timeout = stall_timeout
         self._first_frame_timeout = first_frame_timeout
         self._monotonic = monotonic
@@ -188,8 +189,8 @@ class H264Viewers:
     def attach(self, viewer: Viewer, sock: socket.socket, on_close: Callable[[], None]) -> None:
         """Take over the viewer's socket, its response headers sent; ``on_close`` runs once at its end
         (at once, here, when the viewer was let go meanwhile: the camera went off, the appliance stops)."""
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.outbox_limit)
+        with contextlib.suppress(OSError):  # Linux doubles it (its own bookkeeping): about the outbox's size
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.outbox_limit // 2)
         sock.setblocking(False)
         with self._lock:
             session = self._session
