@@ -54,16 +54,23 @@ def page(browser: Browser) -> Iterator[Page]:
     assert blocked == []
 
 
+PICTURE = "#view .picture:visible"
+"""The live picture shown: the H.264 <video> or the MJPEG (or snapshot) <img>."""
+MJPEG_MODE = "localStorage.setItem('appliance.view-mode', 'mjpeg')"
+"""An init script: this browser chose MJPEG by hand (before the page loads)."""
+
+
 def wait_for_live_picture(page: Page) -> None:
-    """The page marks the live view loaded at the stream's first frame (an MJPEG <img> fires load then).
+    """The page marks the live view loaded at the stream's first frame (an MJPEG <img> fires load
+    then; the H.264 <video> counts its first frame shown).
 
     Playwright's wait_for_function would evaluate a string in the page, which the CSP forbids.
     """
-    expect(page.locator("#live")).to_have_attribute("data-loaded", "true")
+    expect(page.locator(PICTURE)).to_have_attribute("data-loaded", "true")
 
 
 def live_pixels(page: Page) -> np.ndarray:
-    png = page.locator("#live").screenshot()
+    png = page.locator(PICTURE).screenshot()
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     return image
@@ -73,13 +80,12 @@ def test_click_turns_the_camera_on_and_shows_a_real_picture(start_appliance: Any
     app = start_appliance(camera={"size": "640x360", "synthetic": {"objects": 3}})
     page.goto(app.url + "/", wait_until="domcontentloaded")
     expect(page.locator("#camera-state")).to_have_text("off")
-    expect(page.locator("#live")).to_be_hidden()
+    expect(page.locator(PICTURE)).to_have_count(0)
     page.click("#camera-toggle")
     expect(page.locator("#camera-state")).to_have_text("on")
     expect(page.locator("#camera-toggle")).to_have_text("Turn off")
-    # An MJPEG <img> counts as loaded after its first frame.
-    wait_for_live_picture(page)
-    assert page.locator("#live").evaluate("img => img.naturalWidth") == 640
+    wait_for_live_picture(page)  # Chromium plays H.264: the picture is the <video>
+    assert page.locator("#live-video").evaluate("video => video.videoWidth") == 640
     pixels = live_pixels(page)
     assert pixels.std() > 10, "the live view is blank"
     assert app.controller.state.value == "on"
@@ -93,7 +99,7 @@ def test_a_rest_switch_off_shows_without_reload(start_appliance: Any, page: Page
     page.evaluate("window.__marker = 'same page'")
     requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
     expect(page.locator("#camera-state")).to_have_text("off", timeout=2_000)
-    expect(page.locator("#live")).to_be_hidden()
+    expect(page.locator(PICTURE)).to_have_count(0)
     expect(page.locator("#offline-text")).to_have_text("The camera is off.")
     assert page.evaluate("window.__marker") == "same page"  # no reload happened
 
@@ -165,11 +171,11 @@ def test_a_zone_drawn_on_the_page_is_stored_and_applied(start_appliance: Any, pa
     page.select_option("#zone-mode", "include")
     page.click("#zone-draw")
     expect(page.locator("#zone-save")).to_be_disabled()
-    box = page.locator("#live").bounding_box()
+    box = page.locator(PICTURE).bounding_box()
     assert box is not None
     corners = [(0.1, 0.1), (0.6, 0.1), (0.6, 0.8), (0.1, 0.8)]
     for x, y in corners:  # relative to the picture: Playwright scrolls it into view first
-        page.locator("#live").click(position={"x": x * box["width"], "y": y * box["height"]})
+        page.locator(PICTURE).click(position={"x": x * box["width"], "y": y * box["height"]})
     expect(page.locator("#zone-draft")).to_be_visible()
     page.click("#zone-save")
     expect(page.locator("#zones-text")).to_have_text("Zones: zone 1 (watched)")
@@ -337,20 +343,31 @@ def test_clicking_an_event_plays_its_clip_in_place(start_appliance: Any, page: P
     assert item.locator("time").is_visible() and item.locator("button").is_visible()  # time and delete stay
 
 
+def streaming(app: Any, mode: str, count: int, timeout: float = 10) -> bool:
+    """Whether ``count`` streams of ``mode`` (h264, mjpeg) are open, and none of the other, in time."""
+    h264, mjpeg = (count, 0) if mode == "h264" else (0, count)
+    return app.h264_viewers.wait_for(lambda v: v.viewers == h264, timeout) \
+        and app.broadcaster.wait_for_viewers(mjpeg, timeout=timeout)
+
+
+@pytest.mark.parametrize("mode", ["h264", "mjpeg"])
 def test_a_hidden_tab_closes_its_stream_and_feed_and_reopens_them_when_shown(start_appliance: Any,
-                                                                            page: Page) -> None:
+                                                                            page: Page, mode: str) -> None:
     app = start_appliance(camera={"synthetic": {"objects": 2}})
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    if mode == "mjpeg":
+        page.add_init_script(MJPEG_MODE)
     page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("body")).to_have_attribute("data-view-mode", mode)
     wait_for_live_picture(page)
-    assert app.broadcaster.wait_for_viewers(1, timeout=10) and app.live.wait_for_clients(1, timeout=10)
+    assert streaming(app, mode, 1) and app.live.wait_for_clients(1, timeout=10)
     set_shown(page, False)
-    assert app.broadcaster.wait_for_viewers(0, timeout=10), "the hidden tab still streams"
+    assert streaming(app, mode, 0), "the hidden tab still streams"
     assert app.live.wait_for_clients(0, timeout=10), "the hidden tab still follows the live feed"
     expect(page.locator("#offline-text")).to_have_text("Paused while the page is hidden.")
     set_shown(page, True)
     wait_for_live_picture(page)
-    assert app.broadcaster.wait_for_viewers(1, timeout=10) and app.live.wait_for_clients(1, timeout=10)
+    assert streaming(app, mode, 1) and app.live.wait_for_clients(1, timeout=10)
     requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
     expect(page.locator("#camera-state")).to_have_text("off")  # the feed works again
 
@@ -365,11 +382,11 @@ def test_snapshot_mode_updates_the_picture_without_a_stream(start_appliance: Any
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
     page.goto(app.url + "/", wait_until="domcontentloaded")
     wait_for_live_picture(page)
-    expect(page.locator("body")).to_have_attribute("data-view-mode", "mjpeg")
+    expect(page.locator("body")).to_have_attribute("data-view-mode", "h264")
     page.select_option("#view-mode", "snapshots")
     expect(page.locator("body")).to_have_attribute("data-view-mode", "snapshots")
     expect(page.locator("#view-mode-text")).to_contain_text("Snapshots")
-    assert app.broadcaster.wait_for_viewers(0, timeout=10), "the MJPEG stream stayed open"
+    assert streaming(app, "mjpeg", 0), "a stream stayed open"
     # A counter the page bumps 4 times a second: wait for "at least", since Playwright's polling (up to
     # a second apart) may never see one exact value.
     expect(page.locator("#live")).to_have_attribute("data-snapshots", at_least(8), timeout=10_000)  # about 2 s
@@ -383,32 +400,46 @@ def test_snapshot_mode_updates_the_picture_without_a_stream(start_appliance: Any
     wait_for_live_picture(page)
 
 
-@pytest.mark.parametrize(("agent", "touch", "mode"), [
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "Version/17.5 Mobile/15E148 Safari/604.1", True, "snapshots"),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "CriOS/126.0 Mobile/15E148 Safari/604.1", True, "snapshots"),  # Chrome on iOS is WebKit too
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 "
-     "Safari/605.1.15", True, "snapshots"),  # an iPad asking for the desktop site: touch gives it away
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 "
-     "Safari/605.1.15", False, "mjpeg"),  # Safari on a Mac plays MJPEG
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+          "Version/17.5 Mobile/15E148 Safari/604.1")
+MAC_SAFARI = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 "
+              "Safari/605.1.15")
+# Init scripts that make Chromium's Media Source Extensions look like another browser's, before the page loads.
+NO_MSE = "delete window.MediaSource; delete window.ManagedMediaSource;"
+MANAGED_MSE = "window.ManagedMediaSource = window.MediaSource; delete window.MediaSource;"  # Safari 17.1+ on iPhones
+
+
+@pytest.mark.parametrize(("agent", "touch", "mse", "mode"), [
+    (IPHONE, True, MANAGED_MSE, "h264"),  # iOS 17.1 and later: ManagedMediaSource plays H.264
+    (IPHONE, True, NO_MSE, "snapshots"),  # older iPhones: no MSE, and MJPEG shows one picture only
+    (IPHONE.replace("Version/17.5", "CriOS/126.0"), True, NO_MSE, "snapshots"),  # Chrome on iOS is WebKit too
+    (MAC_SAFARI, True, NO_MSE, "snapshots"),  # an iPad asking for the desktop site: touch gives it away
+    (MAC_SAFARI, False, NO_MSE, "mjpeg"),  # Safari on a Mac plays MJPEG
+    (MAC_SAFARI, False, "", "h264"),
     ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile "
-     "Safari/537.36", True, "mjpeg"),
+     "Safari/537.36", True, "", "h264"),
 ])
-def test_the_automatic_mode_follows_the_user_agent_rule(start_appliance: Any, browser: Browser, agent: str,
-                                                        touch: bool, mode: str) -> None:
+def test_the_automatic_mode_follows_what_the_browser_plays(start_appliance: Any, browser: Browser, agent: str,
+                                                           touch: bool, mse: str, mode: str) -> None:
     app = start_appliance()
     requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
     context = browser.new_context(user_agent=agent, has_touch=touch, is_mobile=touch and "Mac" not in agent)
     # Chromium's touch emulation reports one touch point; iPhones and iPads report five.
     context.add_init_script(f"Object.defineProperty(navigator, 'maxTouchPoints', {{ get: () => {5 if touch else 0} }})")
+    if mse:
+        context.add_init_script(mse)
     page = context.new_page()
     page.goto(app.url + "/", wait_until="domcontentloaded")
     expect(page.locator("body")).to_have_attribute("data-view-mode", mode)
     expect(page.locator("#view-mode")).to_have_value("auto")
+    if mode != "h264":
+        expect(page.locator("#view-mode-text")).to_contain_text("this browser does not play H.264")
     if mode == "snapshots":
-        expect(page.locator("#view-mode-text")).to_contain_text("does not play MJPEG")
+        expect(page.locator("#view-mode-text")).to_contain_text("does not play MJPEG either")
     wait_for_live_picture(page)
+    if mode == "h264":
+        expect(page.locator("#live-video")).to_have_attribute("data-frames", at_least(10))
+        assert page.locator("#live-video").evaluate("video => video.disableRemotePlayback") == (mse == MANAGED_MSE)
     context.close()
 
 
@@ -425,13 +456,13 @@ def test_four_tabs_share_one_live_feed_and_each_streams(start_appliance: Any, br
     # Four visible tabs: four streams and one feed, five connections (six is HTTP/1.1's limit per host).
     for tab in tabs:
         wait_for_live_picture(tab)
-    assert app.broadcaster.wait_for_viewers(4, timeout=10)
+    assert streaming(app, "h264", 4)
     assert app.live.wait_for_clients(1, timeout=10), f"{app.live.clients} live feeds for one browser"
     # The usual case: the last tab is in front, the others are hidden. Whichever held the feed, the
     # tab in front still streams and hears the news.
     for tab in tabs[:3]:
         set_shown(tab, False)
-    assert app.broadcaster.wait_for_viewers(1, timeout=10)
+    assert streaming(app, "h264", 1)
     assert app.live.wait_for_clients(1, timeout=10)
     requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
     expect(tabs[3].locator("#camera-state")).to_have_text("off")
@@ -466,6 +497,7 @@ def test_where_mjpeg_does_not_play_a_clip_plays_frame_by_frame(start_appliance: 
     context = browser.new_context(user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) "
                                   "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
                                   has_touch=True, is_mobile=True)
+    context.add_init_script(NO_MSE)  # an iPhone before iOS 17.1: no H.264 view either
     page = context.new_page()
     page.goto(app.url + "/", wait_until="domcontentloaded")
     expect(page.locator("body")).to_have_attribute("data-view-mode", "snapshots")
@@ -504,10 +536,10 @@ def test_the_picture_panel_sets_controls_night_mode_and_draws_a_privacy_mask(sta
     # A mask drawn on the picture: stored, red while drawn, black in what the camera sends.
     page.click("#mask-draw")
     expect(page.locator("#zone-draft")).to_have_attribute("data-target", "mask")
-    box = page.locator("#live").bounding_box()
+    box = page.locator(PICTURE).bounding_box()
     assert box is not None
     for x, y in [(0.05, 0.05), (0.45, 0.05), (0.45, 0.6), (0.05, 0.6)]:
-        page.locator("#live").click(position={"x": x * box["width"], "y": y * box["height"]})
+        page.locator(PICTURE).click(position={"x": x * box["width"], "y": y * box["height"]})
     page.click("#zone-save")
     expect(page.locator("#masks-text")).to_have_text("Privacy masks: mask 1 (blacked out)")
     assert app.picture.settings.masks[0].name == "mask 1"
@@ -578,10 +610,10 @@ def test_the_history_shows_what_was_seen_and_filters_by_label(start_appliance: A
     page.select_option("#zone-mode", "include")
     page.select_option("#zone-label", "car")
     page.click("#zone-draw")
-    box = page.locator("#live").bounding_box()
+    box = page.locator(PICTURE).bounding_box()
     assert box is not None
     for x, y in [(0.1, 0.5), (0.9, 0.5), (0.9, 0.95)]:
-        page.locator("#live").click(position={"x": x * box["width"], "y": y * box["height"]})
+        page.locator(PICTURE).click(position={"x": x * box["width"], "y": y * box["height"]})
     page.click("#zone-save")
     expect(page.locator("#zones-text")).to_have_text("Zones: zone 1 (watched, for car)")
     assert app.motion.settings.zones[0].labels == ["car"]
@@ -604,3 +636,109 @@ def test_the_page_arms_disarms_and_sends_a_test(start_appliance: Any, page: Page
         expect(page.locator("#notify-answer")).to_contain_text("Sent to hook")
         assert hook.next()["title"] == "Camera appliance: Test message"
         expect(page.locator("#notify-targets li")).to_contain_text("last sent")  # from the next status
+
+
+# --- the live view in H.264 -------------------------------------------------------------------------
+
+
+def playback(page: Page) -> dict[str, Any]:
+    """The <video>'s clock, frames decoded (Chromium's own count), the newest buffered time and the
+    age the page measured of the frame it shows."""
+    return page.locator("#live-video").evaluate("""video => {
+        const quality = video.getVideoPlaybackQuality(), ranges = video.buffered;
+        return { time: video.currentTime, frames: quality.totalVideoFrames, dropped: quality.droppedVideoFrames,
+                 end: ranges.length ? ranges.end(ranges.length - 1) : 0, age: Number(video.dataset.frameAge),
+                 at: performance.now() / 1000 };
+    }""")
+
+
+def test_the_page_plays_the_live_view_in_h264_near_the_live_edge(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(camera={"size": "640x360", "fps": 15, "synthetic": {"objects": 3, "motion_period": 2,
+                                                                              "motion_duration": 2}},
+                          rtsp={"fps": 15})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("body")).to_have_attribute("data-view-mode", "h264")
+    expect(page.locator("#view-mode-text")).to_have_text("Live video (H.264)")
+    wait_for_live_picture(page)
+    assert streaming(app, "h264", 1)
+    expect(page.locator("#live-video")).to_have_attribute("data-frames", at_least(15))  # a second in
+    first, before = playback(page), live_pixels(page)
+    page.wait_for_timeout(4_000)  # a measuring window: Chromium decodes at the camera's rate
+    second, after = playback(page), live_pixels(page)
+    elapsed = second["at"] - first["at"]
+    assert abs((second["frames"] - first["frames"]) / elapsed - 15) < 1.5, (first, second)
+    assert abs((second["time"] - first["time"]) - elapsed) < 0.5, (first, second)  # its clock runs
+    assert np.abs(after.astype(int) - before).mean() > 0.5, "the picture did not change"
+    assert second["end"] - second["time"] < 1.0 and 0 <= second["age"] < 1.0, second  # near live
+    status = requests.get(app.url + "/api/status", timeout=5).json()
+    assert status["h264_viewers"] == 1 and status["viewers"] == 0
+    # The camera off ends the stream and the page says so; on again, it plays again by itself.
+    requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
+    expect(page.locator("#offline-text")).to_have_text("The camera is off.")
+    expect(page.locator(PICTURE)).to_have_count(0)
+    assert streaming(app, "h264", 0)
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    wait_for_live_picture(page)
+    expect(page.locator("#live-video")).to_have_attribute("data-frames", at_least(15))
+    again = playback(page)
+    page.wait_for_timeout(2_000)
+    assert playback(page)["time"] - again["time"] > 1.5
+
+
+def test_without_media_source_extensions_the_page_falls_back_to_mjpeg(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(camera={"synthetic": {"objects": 2}})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.add_init_script(NO_MSE)
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("body")).to_have_attribute("data-view-mode", "mjpeg")
+    expect(page.locator("#view-mode-text")).to_have_text(
+        "Live video (MJPEG stream) (this browser does not play H.264 streams)")
+    wait_for_live_picture(page)
+    assert streaming(app, "mjpeg", 1)
+
+
+def test_the_view_is_chosen_by_hand_and_remembered(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(camera={"synthetic": {"objects": 2}})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    wait_for_live_picture(page)
+    assert streaming(app, "h264", 1)
+    page.select_option("#view-mode", "mjpeg")
+    expect(page.locator("#view-mode-text")).to_have_text("Live video (MJPEG stream)")
+    wait_for_live_picture(page)
+    assert streaming(app, "mjpeg", 1)
+    page.reload(wait_until="domcontentloaded")
+    expect(page.locator("#view-mode")).to_have_value("mjpeg")
+    wait_for_live_picture(page)
+    assert streaming(app, "mjpeg", 1)
+    page.select_option("#view-mode", "h264")
+    expect(page.locator("body")).to_have_attribute("data-view-mode", "h264")
+    wait_for_live_picture(page)
+    assert streaming(app, "h264", 1)
+
+
+def test_over_the_h264_viewer_limit_a_page_shows_mjpeg_and_says_why(start_appliance: Any, browser: Browser) -> None:
+    app = start_appliance(camera={"synthetic": {"objects": 2}}, stream={"max_h264_viewers": 1})
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    context = browser.new_context()
+    first, second = context.new_page(), context.new_page()
+    first.goto(app.url + "/", wait_until="domcontentloaded")
+    wait_for_live_picture(first)
+    assert streaming(app, "h264", 1)
+    second.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(second.locator("body")).to_have_attribute("data-view-mode", "mjpeg")
+    expect(second.locator("#view-mode-text")).to_contain_text("H.264 failed: H.264 viewer limit of 1 reached")
+    wait_for_live_picture(second)
+    assert app.broadcaster.wait_for_viewers(1, timeout=10) and app.h264_viewers.viewers == 1
+    context.close()
+
+
+def test_the_page_says_why_there_is_no_h264_view(start_appliance: Any, page: Page) -> None:
+    app = start_appliance(stream={"h264": False})
+    assert app.h264_viewers is None
+    requests.put(app.url + "/api/camera", json={"on": True}, timeout=20).raise_for_status()
+    page.goto(app.url + "/", wait_until="domcontentloaded")
+    expect(page.locator("#view-mode-text")).to_contain_text("the appliance serves no H.264 view")
+    wait_for_live_picture(page)
+    assert app.broadcaster.wait_for_viewers(1, timeout=10)

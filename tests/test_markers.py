@@ -23,6 +23,7 @@ def test_in_ci_a_missing_tool_fails_and_says_which(monkeypatch: pytest.MonkeyPat
 
 def test_every_registered_marker_says_what_it_needs(pytestconfig: pytest.Config) -> None:
     registered = {line.split(":")[0] for line in pytestconfig.getini("markers")}
-    expected = {"broker", "browser", "camera", "arm64", "deploy", "rtsp", "root", "recording", "detection", "notify", "mse"}
+    expected = {"broker", "browser", "camera", "arm64", "deploy", "rtsp", "root", "recording", "detection", "notify",
+                "mse"}
     assert expected <= registered
     assert set(NEEDS) == expected

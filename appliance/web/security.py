@@ -39,10 +39,11 @@ from appliance.web.services import json_error
 
 log = logging.getLogger(__name__)
 
-# What the page really needs: its own script, style, pictures and API. Nothing inline, nothing foreign.
+# What the page really needs: its own script, style, pictures and API, and the H.264 view's MediaSource
+# (a blob: URL). Nothing inline, nothing foreign.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-                           "connect-src 'self'; media-src 'self' blob:; manifest-src 'self'; object-src 'none'; base-uri 'none'; "
-                           "form-action 'self'; frame-ancestors 'none'")
+                           "connect-src 'self'; media-src 'self' blob:; manifest-src 'self'; object-src 'none'; "
+                           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",

@@ -149,7 +149,6 @@ function stopH264() {
   if (!session) return;
   session.abort.abort();
   video.removeAttribute("src");
-  video.srcObject = null;
   video.load();  // let the MediaSource and its decoder go now
   if (session.url) URL.revokeObjectURL(session.url);
 }
@@ -194,13 +193,10 @@ function openSource(session) {
   return new Promise((resolve) => {
     const source = new MSE();
     source.addEventListener("sourceopen", () => resolve(source), { once: true });
-    if (window.ManagedMediaSource && MSE === window.ManagedMediaSource) {
-      video.disableRemotePlayback = true;  // ManagedMediaSource plays only without AirPlay
-      video.srcObject = source;
-    } else {
-      session.url = URL.createObjectURL(source);
-      video.src = session.url;
-    }
+    // ManagedMediaSource (Safari 17.1 and later, iPhones included) plays only with AirPlay off.
+    if (MSE === window.ManagedMediaSource) video.disableRemotePlayback = true;
+    session.url = URL.createObjectURL(source);
+    video.src = session.url;
   });
 }
 
