@@ -235,8 +235,7 @@ class Appliance:
                                    clips=self.clip_format if config.events.clip.enabled else None,
                                    picture=self.picture, recording=self.recordings is not None,
                                    objects=tuple(config.detection.objects) if self.detection is not None else (),
-                                   arming=self.arming, notifier=self.notifier, h264_viewers=self.h264_viewers,
-                              h264_off=self.h264_view_off)
+                                   arming=self.arming, notifier=self.notifier)
         hold_actions: dict[str, Callable[[], Any]] = {
             "none": lambda: None,
             "snapshot": self.take_snapshot,

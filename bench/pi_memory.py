@@ -141,6 +141,11 @@ def main() -> int:
                     for _ in range(int(15 * args.seconds)):
                         next(parts)
                     rows.append((f"one viewer for {args.seconds:g} s", *memory(proc.pid)))
+                with requests.get(base + "/stream.mp4", stream=True, timeout=10) as h264:
+                    received, wanted = 0, 1.5e6 / 8 * args.seconds / 2  # about half the target bitrate's
+                    while received < wanted and (chunk := h264.raw.read1(65536)):
+                        received += len(chunk)
+                    rows.append((f"and one H.264 page viewer ({received / 1e6:.1f} MB received)", *memory(proc.pid)))
                 events = requests.get(base + "/api/events", timeout=10).json()["total"]
             finally:
                 proc.terminate()

@@ -65,12 +65,12 @@ def test_discovery_and_retained_states_reach_a_late_subscriber(broker: Broker, s
         assert late.wait_for(f"{PREFIX}/camera/problem").payload == b"OFF"
         assert late.wait_for(f"{PREFIX}/motion/state").payload == b"OFF"
         stats = json.loads(late.wait_for(f"{PREFIX}/stats").payload)
-        assert set(stats) >= {"fps", "viewers"}
+        assert set(stats) >= {"fps", "viewers", "h264_viewers"} and stats["h264_viewers"] == 0
         configs = {}
         for component, object_id in [("switch", "camera"), ("binary_sensor", "motion"),
                                      ("binary_sensor", "camera_problem"), ("sensor", "camera_state"),
                                      ("camera", "snapshot"), ("button", "take_snapshot"),
-                                     ("sensor", "fps"), ("sensor", "viewers")]:
+                                     ("sensor", "fps"), ("sensor", "viewers"), ("sensor", "h264_viewers")]:
             message = late.wait_for(f"homeassistant/{component}/cam1/{object_id}/config")
             assert message.retain
             configs[(component, object_id)] = json.loads(message.payload)

@@ -141,8 +141,8 @@ function retryStream() {
 // --- H.264: fragmented MP4 read from one long response and appended to a MediaSource ---------------
 // The appliance sends an init segment, then one fragment per frame from a keyframe on. The player is
 // kept near the newest frame: more than LIVE_LAG behind (a stall, a tab in the background), it skips
-// forward. X-Media-Epoch + a frame's media time is when it was captured: its age is shown and kept
-// in data-frame-age (seconds) for the benchmarks.
+// forward. X-Media-Epoch (kept in data-epoch) + a frame's media time is when it was captured: the age
+// of the frame shown is kept in data-frame-age (seconds), frames shown in data-frames.
 function stopH264() {
   const session = h264;
   h264 = null;
@@ -220,6 +220,7 @@ async function startH264() {
     return;
   }
   session.epoch = parseFloat(response.headers.get("X-Media-Epoch") || "0");
+  video.dataset.epoch = String(session.epoch);
   const reader = response.body.getReader();
   let head = [];
   try {
