@@ -673,6 +673,13 @@ def test_the_page_plays_the_live_view_in_h264_near_the_live_edge(start_appliance
     assert second["end"] - second["time"] < 1.0 and 0 <= second["age"] < 1.0, second  # near live
     status = requests.get(app.url + "/api/status", timeout=5).json()
     assert status["h264_viewers"] == 1 and status["viewers"] == 0
+    # The page stalls for 2.5 s (its main thread busy): the player skips forward to the live edge
+    # rather than playing the backlog late.
+    page.evaluate("() => { window.seeks = 0; document.getElementById('live-video')"
+                  ".addEventListener('seeking', () => { window.seeks += 1; }); }")
+    page.evaluate("() => { const until = Date.now() + 2500; while (Date.now() < until) { /* busy */ } }")
+    expect(page.locator("#live-video")).to_have_attribute("data-frame-age", re.compile(r"^0\.[0-7]\d*$"))
+    assert page.evaluate("() => window.seeks") >= 1
     # The camera off ends the stream and the page says so; on again, it plays again by itself.
     requests.put(app.url + "/api/camera", json={"on": False}, timeout=20).raise_for_status()
     expect(page.locator("#offline-text")).to_have_text("The camera is off.")

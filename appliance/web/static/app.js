@@ -234,7 +234,7 @@ async function startH264() {
         if (codec === undefined) continue;
         const type = 'video/mp4; codecs="' + codec + '"';
         if (codec === null || !MSE.isTypeSupported(type)) { h264Failed(session, "this browser cannot play " + codec); return; }
-        session.buffer = source.addSourceBuffer(type);
+        try { session.buffer = source.addSourceBuffer(type); } catch (e) { h264Failed(session, e.message); return; }
         session.buffer.mode = "segments";
         session.buffer.addEventListener("updateend", () => pump(session));
         watchFrames(session);
