@@ -18,6 +18,7 @@ from appliance.history.events import EventStore
 from appliance.motion.control import MotionControl
 from appliance.recording.folder import RecordingsFolder
 from appliance.web import alerts, api, history, pages, recorded, security, stream
+from appliance.web import onvif as soap_routes
 from appliance.web.live import LiveFeed
 from appliance.web.services import Gate, Services, json_error
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from appliance.arming.control import ArmControl
     from appliance.mse.service import H264Viewers
     from appliance.notify.service import Notifier
+    from appliance.onvif.service import OnvifService
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
                login_failures: security.FailureLimiter | None = None,
                recordings: RecordingsFolder | None = None, arming: ArmControl | None = None,
                notifier: Notifier | None = None, h264_viewers: H264Viewers | None = None,
-               h264_off: str | None = None) -> Flask:
+               h264_off: str | None = None, onvif: OnvifService | None = None) -> Flask:
     """Build the web app around parts the entry point (or a test) created. ``login_failures`` is the
     per-address count of wrong passwords, shared with the other ports that take the login (RTSP).
     ``h264_viewers``: the page's H.264 view when it runs; else ``h264_off`` says why not (None: not asked for)."""
@@ -48,8 +50,8 @@ def create_app(controller: CameraController, broadcaster: FrameBroadcaster, conf
         motion or MotionControl(config.motion, None), integrations, clip_counters,
         clip_viewers=Gate(config.events.clip.max_viewers),
         picture=picture or PictureControl(config.picture, None), recordings=recordings, arming=arming,
-        notifier=notifier, h264_viewers=h264_viewers, h264_off=h264_off)
-    for blueprint in (pages.bp, stream.bp, api.bp, history.bp, recorded.bp, alerts.bp):
+        notifier=notifier, h264_viewers=h264_viewers, h264_off=h264_off, onvif=onvif)
+    for blueprint in (pages.bp, stream.bp, api.bp, history.bp, recorded.bp, alerts.bp, soap_routes.bp):
         app.register_blueprint(blueprint)
 
     security.install(app, config.server, limiter=login_failures)

@@ -222,6 +222,14 @@ class RtspSettings(Section):
         return value
 
 
+class OnvifSettings(Section):
+    """ONVIF (``appliance/onvif/``): found and added like a store-bought IP camera. Off unless enabled;
+    needs RTSP and the login with its password itself (``server.auth.password_file``)."""
+
+    enabled: bool = False
+    location: str = Field("home", min_length=1, max_length=64, description="the location scope clients show")
+
+
 class AuthSettings(Section):
     """Optional HTTP Basic authentication: on when ``username`` is set.
 
@@ -648,6 +656,7 @@ class AppConfig(Section):
     overlay: OverlaySettings = OverlaySettings()
     stream: StreamSettings = StreamSettings()
     rtsp: RtspSettings = RtspSettings()
+    onvif: OnvifSettings = OnvifSettings()
     server: ServerSettings = ServerSettings()
     retry: RetrySettings = RetrySettings()
     events: EventsSettings = EventsSettings()
@@ -661,6 +670,22 @@ class AppConfig(Section):
     state_dir: Path | None = Field(None, description="default: $STATE_DIRECTORY or ~/.local/state/appliance")
     name: str = Field("Camera appliance", min_length=1, max_length=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _onvif_needs(self) -> AppConfig:
+        """ONVIF streams over RTSP and lets clients sign their calls: a camera anyone on the network
+        could use and reconfigure is not offered."""
+        if not self.onvif.enabled:
+            return self
+        if not self.rtsp.enabled:
+            raise ValueError("onvif.enabled needs rtsp.enabled: ONVIF clients stream over RTSP")
+        if self.server.auth.username is None:
+            raise ValueError("onvif.enabled needs the login (server.auth.username and password_file): "
+                             "ONVIF is not offered to anyone on the network without one")
+        if self.server.auth.password_file is None:
+            raise ValueError("onvif.enabled needs server.auth.password_file, not password_hash: ONVIF "
+                             "clients sign their calls with digests made from the password itself")
+        return self
 
     def resolved_state_dir(self, environ: Mapping[str, str] | None = None) -> Path:
         """The folder for the state file and events: systemd's StateDirectory wins over the home."""

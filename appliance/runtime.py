@@ -7,13 +7,14 @@ backend of their choosing when they need one (a failing camera, a fake Pi camera
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from appliance import h264
+from appliance import __version__, h264
 from appliance.app import create_app
 from appliance.arming.control import ArmControl
 from appliance.arming.schedule import WeeklySchedule, system_zone
@@ -25,11 +26,15 @@ from appliance.capture.pipeline import CapturePipeline
 from appliance.config import AppConfig, ConfigError
 from appliance.controller import CameraController, StateFile
 from appliance.durable import remove_leftovers
+from appliance.h264.feed import encode_size
 from appliance.health import capture_health
 from appliance.history.events import EventRecorder, EventStore
 from appliance.motion.control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
 from appliance.mse.service import H264Viewers
+from appliance.onvif.device import Facts, default_route_mac, serial_number
+from appliance.onvif.service import OnvifService
+from appliance.onvif.wsse import TokenCheck
 from appliance.panel.gpio import FrontPanel
 from appliance.recording.clips import EventClips
 from appliance.recording.service import Recordings
@@ -187,6 +192,17 @@ class Appliance:
                 self.h264, config.stream.max_h264_viewers, config.rtsp.fps, config.rtsp.bitrate,
                 stall_timeout=config.server.socket_timeout,
                 first_frame_timeout=max(FIRST_FRAME_TIMEOUT, 3 * config.rtsp.keyframe_interval))
+        # ONVIF: the config checked that RTSP and the login are configured; RTSP must also run here.
+        self.onvif: OnvifService | None = None
+        self.onvif_reason: str | None = None
+        if config.onvif.enabled and self.rtsp is None:
+            self.onvif_reason = f"RTSP is off: {self.rtsp_reason}"
+            log.error("ONVIF is off: %s", self.onvif_reason)
+        elif config.onvif.enabled:
+            login = password_check(config.server)
+            assert login is not None and config.server.auth.username is not None  # the config's rule
+            self.onvif = OnvifService(TokenCheck(config.server.auth.username, login, plain_password(config.server),
+                                                 self.login_failures, clock=clock), clock=clock)
         if self.rtsp is None and self.event_clips is None and self.recordings is None and self.h264_viewers is None:
             self.h264 = None  # nobody would consume it
         # Object detection: its model is loaded and tried now, so a missing or broken one stops start-up.
@@ -212,7 +228,7 @@ class Appliance:
                               login_failures=self.login_failures,
                               recordings=self.recordings.folder if self.recordings is not None else None,
                               arming=self.arming, notifier=self.notifier, h264_viewers=self.h264_viewers,
-                              h264_off=self.h264_view_off)
+                              h264_off=self.h264_view_off, onvif=self.onvif)
         web = config.server
         # One thread writes every live stream; each open page's live feed holds a server thread, and
         # API calls (and streams being set up) get their own spares.
@@ -304,6 +320,8 @@ class Appliance:
             self.controller.add_listener(self.rtsp.on_state)
             self.rtsp.start(camera_on=camera_on)
             self._stoppers.append(self.rtsp.stop)
+            if self.onvif is not None:
+                self.onvif.facts = self.onvif_facts(self.rtsp.server.port)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
         self._stoppers.append(Services.of(self.app).stopping.set)  # and clip replays
         self._stoppers.append(self.controller.shutdown)
@@ -333,6 +351,19 @@ class Appliance:
                 log.warning("stopping %s took %.1f s", getattr(stopper, "__qualname__", stopper),
                             time.monotonic() - began)
         log.info("stopped in %.1f s", time.monotonic() - started)
+
+    def onvif_facts(self, rtsp_port: int) -> Facts:
+        """What ONVIF's answers say of this appliance, its ports known."""
+        config = self.config
+        width, height = config.camera.size
+        turned = (height, width) if config.camera.rotation in (90, 270) else (width, height)
+        return Facts(name=config.name, model=self.backend.describe(), firmware=__version__, serial=serial_number(),
+                     mac=default_route_mac(), hostname=socket.gethostname(), location=config.onvif.location,
+                     http_port=self.server.port, https=self.server.tls, rtsp_port=rtsp_port,
+                     rtsp_path=config.rtsp.path, source_size=turned,
+                     encode_size=encode_size(config.rtsp, config.stream.size, turned), fps=config.rtsp.fps,
+                     bitrate=config.rtsp.bitrate, profile=config.rtsp.profile,
+                     gov_length=max(1, round(config.rtsp.fps * config.rtsp.keyframe_interval)))
 
     def _camera_on(self) -> bool:
         return self.controller.state is CameraState.ON
@@ -379,7 +410,10 @@ class Appliance:
             "enabled": False, "reason": self.recordings_reason}
         live_h264 = self.h264_viewers.describe() if self.h264_viewers is not None else {
             "enabled": False, "reason": self.h264_view_off}
-        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "live_h264": live_h264, "recording": recording,
+        onvif = {"enabled": False, "reason": self.onvif_reason} if self.onvif is None else {
+            "enabled": True, "calls": self.onvif.calls, "refused": self.onvif.refused}
+        return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "live_h264": live_h264, "onvif": onvif,
+                "recording": recording,
                 "detection": self.detection_status(),
                 "arming": self.arming.poll().public(),
                 "notify": {"enabled": False} if self.notifier is None else {"enabled": True, **self.notifier.status()}}

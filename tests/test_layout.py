@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"capture", "h264", "detection"},  # the capture thread; the one H.264 encode; objects on their own thread
     {"history"},                                  # events, snapshots and clips on disk
     {"state", "dispatch", "controller", "health"},  # the one owner of on/off and its news
-    {"web", "mqtt", "panel", "rtsp", "mse", "recording", "notify"},  # the controller's callers and listeners
+    {"web", "mqtt", "panel", "rtsp", "mse", "onvif", "recording", "notify"},  # the controller's callers and listeners
     {"app", "runtime", "__main__"},               # what builds and wires the rest
 ]
 LAYER = {unit: number for number, units in enumerate(LAYERS) for unit in units}

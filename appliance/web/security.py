@@ -53,6 +53,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 OPEN_PATHS = frozenset({"/healthz"})  # the watchdog's probe and monitoring, which know no password
+SOAP_PREFIX = "/onvif/"  # ONVIF's calls carry their own login (WS-Security), checked by appliance/onvif/
 
 
 def split_host(host: str) -> tuple[str, int | None]:
@@ -210,7 +211,7 @@ def install(app: Flask, settings: ServerSettings, hostname: str | None = None,
 
     @app.before_request
     def require_login() -> Response | None:
-        if login is None or request.path in OPEN_PATHS:
+        if login is None or request.path in OPEN_PATHS or request.path.startswith(SOAP_PREFIX):
             return None
         address = request.remote_addr or "unknown"
         wait = limiter.retry_after(address)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from appliance.arming.control import ArmControl
     from appliance.mse.service import H264Viewers
     from appliance.notify.service import Notifier
+    from appliance.onvif.service import OnvifService
 
 
 class Gate:
@@ -75,6 +76,7 @@ class Services:
     notifier: Notifier | None = None  # notifications, when targets are configured
     h264_viewers: H264Viewers | None = None  # the page's H.264 live view, when it runs here
     h264_off: str | None = None  # why it does not, when it was asked for
+    onvif: OnvifService | None = None  # ONVIF's device and media services, when on
 
     @classmethod
     def of(cls, app: Flask | None = None) -> Services:
