@@ -228,6 +228,7 @@ class OnvifSettings(Section):
 
     enabled: bool = False
     location: str = Field("home", min_length=1, max_length=64, description="the location scope clients show")
+    max_subscriptions: int = Field(4, ge=1, le=32, description="motion event subscriptions (PullPoint) at once")
 
 
 class AuthSettings(Section):

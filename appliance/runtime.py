@@ -33,6 +33,7 @@ from appliance.motion.control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
 from appliance.mse.service import H264Viewers
 from appliance.onvif.device import Facts, default_route_mac, serial_number
+from appliance.onvif.events import MotionEvents
 from appliance.onvif.service import OnvifService
 from appliance.onvif.wsse import TokenCheck
 from appliance.panel.gpio import FrontPanel
@@ -201,8 +202,11 @@ class Appliance:
         elif config.onvif.enabled:
             login = password_check(config.server)
             assert login is not None and config.server.auth.username is not None  # the config's rule
-            self.onvif = OnvifService(TokenCheck(config.server.auth.username, login, plain_password(config.server),
-                                                 self.login_failures, clock=clock), clock=clock)
+            tokens = TokenCheck(config.server.auth.username, login, plain_password(config.server),
+                                self.login_failures, clock=clock)
+            events = MotionEvents(config.onvif.max_subscriptions,
+                                  motion_now=lambda: self.pipeline.stats().motion_active, clock=clock)
+            self.onvif = OnvifService(tokens, events, clock=clock)
         if self.rtsp is None and self.event_clips is None and self.recordings is None and self.h264_viewers is None:
             self.h264 = None  # nobody would consume it
         # Object detection: its model is loaded and tried now, so a missing or broken one stops start-up.
@@ -321,7 +325,10 @@ class Appliance:
             self.rtsp.start(camera_on=camera_on)
             self._stoppers.append(self.rtsp.stop)
             if self.onvif is not None:
-                self.onvif.facts = self.onvif_facts(self.rtsp.server.port)
+                onvif = self.onvif
+                onvif.facts = self.onvif_facts(self.rtsp.server.port)
+                self.controller.add_motion_listener(onvif.events.on_motion)
+                self._stoppers.append(onvif.events.close)  # waiting PullMessages return before the server stops
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
         self._stoppers.append(Services.of(self.app).stopping.set)  # and clip replays
         self._stoppers.append(self.controller.shutdown)
@@ -411,7 +418,8 @@ class Appliance:
         live_h264 = self.h264_viewers.describe() if self.h264_viewers is not None else {
             "enabled": False, "reason": self.h264_view_off}
         onvif = {"enabled": False, "reason": self.onvif_reason} if self.onvif is None else {
-            "enabled": True, "calls": self.onvif.calls, "refused": self.onvif.refused}
+            "enabled": True, "calls": self.onvif.calls, "refused": self.onvif.refused,
+            "subscriptions": self.onvif.events.subscriptions, "max_subscriptions": self.onvif.events.max_subscriptions}
         return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "live_h264": live_h264, "onvif": onvif,
                 "recording": recording,
                 "detection": self.detection_status(),

@@ -103,6 +103,11 @@ def get_capabilities(facts: Facts, host: str) -> str:
             "<tt:SystemLogging>false</tt:SystemLogging><tt:FirmwareUpgrade>false</tt:FirmwareUpgrade>"
             "<tt:SupportedVersions><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tt:SupportedVersions>"
             "</tt:System></tt:Device>"
+            f"<tt:Events><tt:XAddr>{text(base)}/onvif/events_service</tt:XAddr>"
+            "<tt:WSSubscriptionPolicySupport>false</tt:WSSubscriptionPolicySupport>"
+            "<tt:WSPullPointSupport>true</tt:WSPullPointSupport>"
+            "<tt:WSPausableSubscriptionManagerInterfaceSupport>false</tt:WSPausableSubscriptionManagerInterfaceSupport>"
+            "</tt:Events>"
             f"<tt:Media><tt:XAddr>{text(base)}/onvif/media_service</tt:XAddr><tt:StreamingCapabilities>"
             "<tt:RTPMulticast>false</tt:RTPMulticast><tt:RTP_TCP>true</tt:RTP_TCP>"
             "<tt:RTP_RTSP_TCP>true</tt:RTP_RTSP_TCP></tt:StreamingCapabilities></tt:Media>"
@@ -111,7 +116,8 @@ def get_capabilities(facts: Facts, host: str) -> str:
 
 def get_services(facts: Facts, host: str) -> str:
     base = facts.base(host)
-    services = [(NAMESPACES["tds"], "device_service"), (NAMESPACES["trt"], "media_service")]
+    services = [(NAMESPACES["tds"], "device_service"), (NAMESPACES["trt"], "media_service"),
+                (NAMESPACES["tev"], "events_service")]
     entries = "".join(f"<tds:Service><tds:Namespace>{text(namespace)}</tds:Namespace><tds:XAddr>{text(base)}"
                       f"/onvif/{path}</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor>"
                       "</tds:Version></tds:Service>" for namespace, path in services)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 from appliance.onvif import device, media
 from appliance.onvif.device import Facts
-from appliance.onvif.soap import BadRequest, envelope, fault, parse
+from appliance.onvif.events import EVENT_PROPERTIES, MotionEvents, TooManySubscriptions, message_xml, utc
+from appliance.onvif.soap import BadRequest, Request, child_text, envelope, fault, parse
 from appliance.onvif.wsse import TokenCheck
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,17 @@ CONFIGURED = {"SetVideoEncoderConfiguration", "SetVideoSourceConfiguration", "Cr
 class OnvifService:
     """The device and media services of one appliance; ``facts`` are set once its ports are known."""
 
-    def __init__(self, tokens: TokenCheck, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, tokens: TokenCheck, events: MotionEvents, clock: Callable[[], float] = time.time) -> None:
         self._tokens = tokens
+        self.events = events
         self._clock = clock
         self.facts: Facts | None = None
         self.calls = 0
         self.refused = 0
 
-    def handle(self, service: str, data: bytes, address: str, host: str) -> tuple[int, bytes]:
-        """(HTTP status, SOAP envelope) for one call to ``service`` (``device`` or ``media``) from
-        ``address``, which reached us as ``host``."""
+    def handle(self, service: str, data: bytes, address: str, host: str, subscription: str = "") -> tuple[int, bytes]:
+        """(HTTP status, SOAP envelope) for one call to ``service`` (``device``, ``media``, ``events``,
+        or ``pullpoint`` with its ``subscription``) from ``address``, which reached us as ``host``."""
         self.calls += 1
         try:
             request = parse(data)
@@ -60,11 +62,68 @@ class OnvifService:
         if facts is None:
             return 503, fault("Receiver", "ter:Action", "the camera is starting")
         try:
-            body = device.answer(facts, request, host, self._clock()) if service == "device" \
-                else media.answer(facts, request, host)
+            if service == "device":
+                body = device.answer(facts, request, host, self._clock())
+            elif service == "media":
+                body = media.answer(facts, request, host)
+            else:
+                body = self._events(facts, request, host, subscription)
         except media.NoSuchProfile as exc:
+            return 400, fault("Sender", "ter:InvalidArgVal", str(exc))
+        except TooManySubscriptions as exc:
+            return 400, fault("Receiver", "ter:Action", str(exc))
+        except LookupError as exc:
             return 400, fault("Sender", "ter:InvalidArgVal", str(exc))
         if body is None:
             return 400, fault("Receiver", "ter:ActionNotSupported",
                               f"{request.operation[:64]} is not offered by this camera's {service} service")
         return 200, envelope(body)
+
+    def _events(self, facts: Facts, request: Request, host: str, subscription: str) -> str | None:
+        """The event service's operations, and those of one pull-point subscription."""
+        events, now = self.events, self._clock()
+        if not subscription:
+            match request.operation:
+                case "CreatePullPointSubscription":
+                    created = events.create(child_text(request.body, "InitialTerminationTime"))
+                    return ("<tev:CreatePullPointSubscriptionResponse><tev:SubscriptionReference><wsa:Address>"
+                            f"{facts.base(host)}/onvif/pullpoint/{created.id}</wsa:Address>"
+                            f"</tev:SubscriptionReference><wsnt:CurrentTime>{utc(now)}</wsnt:CurrentTime>"
+                            f"<wsnt:TerminationTime>{utc(created.ends_at)}</wsnt:TerminationTime>"
+                            "</tev:CreatePullPointSubscriptionResponse>")
+                case "GetServiceCapabilities":
+                    return ('<tev:GetServiceCapabilitiesResponse><tev:Capabilities WSSubscriptionPolicySupport="false"'
+                            ' WSPullPointSupport="true" WSPausableSubscriptionManagerInterfaceSupport="false"'
+                            f' MaxNotificationProducers="0" MaxPullPoints="{events.max_subscriptions}"/>'
+                            "</tev:GetServiceCapabilitiesResponse>")
+                case "GetEventProperties":
+                    return EVENT_PROPERTIES
+            return None
+        gone = LookupError(f"no event subscription {subscription[:32]!r} (it ended, or never was)")
+        match request.operation:
+            case "PullMessages":
+                limit = child_text(request.body, "MessageLimit") or "100"
+                taken = events.pull(subscription, child_text(request.body, "Timeout"),
+                                    int(limit) if limit.strip().isdigit() else 100)
+                current = events.get(subscription)
+                if taken is None or current is None:
+                    raise gone
+                messages = "".join(message_xml(note, media.SOURCE_CONFIG) for note in taken)
+                return (f"<tev:PullMessagesResponse><tev:CurrentTime>{utc(self._clock())}</tev:CurrentTime>"
+                        f"<tev:TerminationTime>{utc(current.ends_at)}</tev:TerminationTime>{messages}"
+                        "</tev:PullMessagesResponse>")
+            case "Renew":
+                renewed = events.renew(subscription, child_text(request.body, "TerminationTime"))
+                if renewed is None:
+                    raise gone
+                return (f"<wsnt:RenewResponse><wsnt:TerminationTime>{utc(renewed.ends_at)}</wsnt:TerminationTime>"
+                        f"<wsnt:CurrentTime>{utc(now)}</wsnt:CurrentTime></wsnt:RenewResponse>")
+            case "Unsubscribe":
+                if not events.unsubscribe(subscription):
+                    raise gone
+                return "<wsnt:UnsubscribeResponse/>"
+            case "SetSynchronizationPoint":
+                if not events.synchronize(subscription):
+                    raise gone
+                return "<tev:SetSynchronizationPointResponse/>"
+        return None

@@ -26,6 +26,11 @@ NAMESPACES = {
     "ter": "http://www.onvif.org/ver10/error",
     "wsse": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
     "wsu": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd",
+    "wsa": "http://www.w3.org/2005/08/addressing",
+    "wsnt": "http://docs.oasis-open.org/wsn/b-2",
+    "wstop": "http://docs.oasis-open.org/wsn/t-1",
+    "tns1": "http://www.onvif.org/ver10/topics",
+    "xs": "http://www.w3.org/2001/XMLSchema",
 }
 CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 

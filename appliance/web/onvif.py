@@ -15,13 +15,13 @@ from appliance.web.services import Services, json_error
 bp = Blueprint("onvif", __name__)
 
 
-def _call(service: str) -> Response:
+def _call(service: str, subscription: str = "") -> Response:
     onvif = Services.of().onvif
     if onvif is None:
         return json_error(404, "ONVIF is off (onvif.enabled in the configuration)")
     host = split_host(request.host)[0] or "127.0.0.1"
     status, body = onvif.handle(service, request.get_data(cache=False), request.remote_addr or "unknown",
-                                f"[{host}]" if ":" in host else host)
+                                f"[{host}]" if ":" in host else host, subscription)
     return Response(body, status=status, content_type=CONTENT_TYPE)
 
 
@@ -33,3 +33,15 @@ def device_service() -> Response:
 @bp.post("/onvif/media_service")
 def media_service() -> Response:
     return _call("media")
+
+
+@bp.post("/onvif/events_service")
+def events_service() -> Response:
+    return _call("events")
+
+
+@bp.post("/onvif/pullpoint/<subscription>")
+def pullpoint(subscription: str) -> Response:
+    """One pull-point subscription: PullMessages (waits up to 10 s), Renew, Unsubscribe,
+    SetSynchronizationPoint."""
+    return _call("pullpoint", subscription)

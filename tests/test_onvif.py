@@ -1,0 +1,295 @@
+"""ONVIF's device and media services, against the real server on loopback.
+
+The client is Home Assistant's own ONVIF library (``onvif-zeep-async``, zeep with the ONVIF WSDLs)
+and ffprobe opens the stream address it is given; hostile requests are hand-made SOAP sent raw.
+The unmarked tests at the top need no RTSP server: the token rules and the configuration's rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from appliance.config import ConfigError
+from appliance.onvif.soap import BadRequest, parse
+from appliance.onvif.wsse import TokenCheck
+from appliance.passwords import PasswordCheck, hash_password
+from appliance.runtime import Appliance
+from appliance.web.security import FailureLimiter
+
+USER, PASSWORD = "admin", "correct horse"
+SOAP = "application/soap+xml; charset=utf-8"
+DIGEST_TYPE = ("http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
+               "#PasswordDigest")
+
+
+def signed(operation: str, password: str = PASSWORD, created: float | None = None, nonce: bytes | None = None,
+           user: str = USER) -> bytes:
+    """A SOAP call of ``operation`` (an element of the device service), signed as clients sign."""
+    nonce = os.urandom(16) if nonce is None else nonce
+    stamp = datetime.datetime.fromtimestamp(time.time() if created is None else created, datetime.UTC)
+    created_text = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    digest = base64.b64encode(hashlib.sha1(nonce + created_text.encode() + password.encode()).digest()).decode()
+    return (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Header>'
+        '<Security xmlns="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd">'
+        f"<UsernameToken><Username>{user}</Username><Password Type=\"{DIGEST_TYPE}\">{digest}</Password>"
+        f"<Nonce>{base64.b64encode(nonce).decode()}</Nonce>"
+        '<Created xmlns="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd">'
+        f"{created_text}</Created></UsernameToken></Security></s:Header><s:Body>"
+        f'<{operation} xmlns="http://www.onvif.org/ver10/device/wsdl"/></s:Body></s:Envelope>').encode()
+
+
+def token_check(clock: Any = time.time, max_failures: int = 50) -> TokenCheck:
+    return TokenCheck(USER, PasswordCheck(USER, password=PASSWORD), PASSWORD, FailureLimiter(max_failures),
+                      clock=clock)
+
+
+def test_a_digest_is_good_once_within_its_window_and_never_again() -> None:
+    check = token_check()
+    call = parse(signed("GetDeviceInformation"))
+    assert check.check(call.header, "10.0.0.2") is None
+    assert "used before" in (check.check(call.header, "10.0.0.2") or "")  # the same call, replayed
+    assert "wrong user or password" in (check.check(parse(signed("GetScopes", password="guess")).header, "10.0.0.2")
+                                        or "")
+    assert "wrong user or password" in (check.check(parse(signed("GetScopes", user="root")).header, "10.0.0.2")
+                                        or "")
+    stale = parse(signed("GetScopes", created=time.time() - 600)).header
+    assert "not within 300 s" in (check.check(stale, "10.0.0.2") or "")
+    ahead = parse(signed("GetScopes", created=time.time() + 600)).header
+    assert "not within 300 s" in (check.check(ahead, "10.0.0.2") or "")
+    bare = parse(b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+                 b'<GetScopes xmlns="http://www.onvif.org/ver10/device/wsdl"/></s:Body></s:Envelope>')
+    assert "needs a WS-Security UsernameToken" in (check.check(bare.header, "10.0.0.2") or "")
+
+
+def test_refusals_count_in_the_shared_failure_limit() -> None:
+    check = token_check(max_failures=3)
+    for _ in range(3):
+        assert check.check(parse(signed("GetScopes", password="guess")).header, "10.0.0.3") is not None
+    # Over the limit, even the right password is refused from that address, and only from it.
+    assert "too many failed logins" in (check.check(parse(signed("GetScopes")).header, "10.0.0.3") or "")
+    assert check.check(parse(signed("GetScopes")).header, "10.0.0.4") is None
+
+
+def test_remembered_nonces_are_bounded_and_forgotten_after_their_window() -> None:
+    now = [1_800_000_000.0]
+    check = TokenCheck(USER, PasswordCheck(USER, password=PASSWORD), PASSWORD, FailureLimiter(50),
+                       clock=lambda: now[0], max_nonces=100)
+    for _ in range(300):
+        assert check.check(parse(signed("GetScopes", created=now[0])).header, "10.0.0.5") is None
+    assert len(check._nonces) == 100
+    now[0] += 700  # past twice the window: all of them forgotten at the next call
+    assert check.check(parse(signed("GetScopes", created=now[0])).header, "10.0.0.5") is None
+    assert len(check._nonces) == 1
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>'
+     b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>&lol2;</s:Body></s:Envelope>', "DTD"),
+    (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+     b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>&xxe;</s:Body></s:Envelope>', "DTD"),
+    (b"<not xml", "not well-formed"),
+    (b"<Envelope/>", "not a SOAP 1.2 envelope"),
+    (b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body/></s:Envelope>', "no Body"),
+])
+def test_hostile_or_broken_bodies_are_refused_before_anything_reads_them(body: bytes, says: str) -> None:
+    with pytest.raises(BadRequest, match=says):
+        parse(body)
+
+
+@pytest.mark.parametrize(("sections", "says"), [
+    ({"onvif": {"enabled": True}}, "onvif.enabled needs rtsp.enabled"),
+    ({"onvif": {"enabled": True}, "rtsp": {"enabled": True}}, "needs the login"),
+    ({"onvif": {"enabled": True}, "rtsp": {"enabled": True},
+      "server": {"auth": {"username": "admin", "password_hash": hash_password("pw")}}},
+     "needs server.auth.password_file"),
+])
+def test_onvif_without_rtsp_or_a_usable_login_stops_start_up_saying_why(tmp_path: Path, sections: dict[str, Any],
+                                                                         says: str) -> None:
+    from appliance.config import load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(sections))
+    with pytest.raises(ConfigError, match=says):
+        load_config(path, environ={})
+
+
+# --- over the real server (ONVIF needs RTSP running) ------------------------------------------------
+
+
+def start_onvif(start_appliance: Any, tmp_path: Path, **sections: Any) -> Appliance:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")
+    app = start_appliance(rtsp={"enabled": True, "port": 0, "size": "256x144"}, onvif={"enabled": True},
+                          server={"auth": {"username": USER, "password_file": str(secret), "max_failures": 20}},
+                          **sections)
+    assert app.onvif is not None, app.onvif_reason
+    app.controller.on()
+    return app
+
+
+def call(app: Appliance, body: bytes, service: str = "device_service", **headers: str) -> requests.Response:
+    return requests.post(f"{app.url}/onvif/{service}", data=body, headers={"Content-Type": SOAP, **headers},
+                         timeout=10)
+
+
+@pytest.mark.rtsp
+def test_home_assistants_onvif_library_reads_the_camera_and_ffprobe_opens_its_stream(start_appliance: Any,
+                                                                                     tmp_path: Path) -> None:
+    from onvif import ONVIFCamera
+
+    app = start_onvif(start_appliance, tmp_path)
+
+    async def read() -> dict[str, Any]:
+        camera = ONVIFCamera("127.0.0.1", app.server.port, USER, PASSWORD, adjust_time=True)
+        try:
+            await camera.update_xaddrs()
+            device = await camera.create_devicemgmt_service()
+            media = await camera.create_media_service()
+            profiles = await media.GetProfiles()
+            request = media.create_type("GetStreamUri")
+            request.ProfileToken = profiles[0].token
+            request.StreamSetup = {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}
+            return {"info": await device.GetDeviceInformation(), "nics": await device.GetNetworkInterfaces(),
+                    "scopes": await device.GetScopes(), "profiles": profiles,
+                    "stream": (await media.GetStreamUri(request)).Uri,
+                    "snapshot": await camera.get_snapshot_uri(profiles[0].token),
+                    "capabilities": await media.GetServiceCapabilities()}
+        finally:
+            await camera.close()
+
+    seen = asyncio.run(read())
+    assert seen["info"].Manufacturer == "Camera appliance" and len(seen["info"].SerialNumber) == 12
+    assert seen["nics"][0].Enabled and len(seen["nics"][0].Info.HwAddress.split(":")) == 6
+    assert any(scope.ScopeItem == "onvif://www.onvif.org/Profile/Streaming" for scope in seen["scopes"])
+    encoder = seen["profiles"][0].VideoEncoderConfiguration
+    assert encoder.Encoding == "H264" and (encoder.Resolution.Width, encoder.Resolution.Height) == (256, 144)
+    assert encoder.RateControl.FrameRateLimit == 15 and encoder.RateControl.BitrateLimit == 1500
+    assert seen["capabilities"].SnapshotUri is True
+    assert app.rtsp is not None
+    assert seen["stream"] == f"rtsp://127.0.0.1:{app.rtsp.server.port}/live"
+    # What a client does with them: the stream with the login, the snapshot with Basic.
+    address = seen["stream"].replace("rtsp://", f"rtsp://{USER}:{PASSWORD.replace(' ', '%20')}@")
+    probed = subprocess.run(["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries",
+                             "stream=codec_name,width,height", "-of", "json", address],
+                            capture_output=True, text=True, timeout=30)
+    assert probed.returncode == 0, probed.stderr
+    assert json.loads(probed.stdout)["streams"][0] == {"codec_name": "h264", "width": 256, "height": 144}
+    snapshot = requests.get(seen["snapshot"], auth=(USER, PASSWORD), timeout=10)
+    assert snapshot.status_code == 200 and snapshot.content[:2] == b"\xff\xd8"
+    # The serial number is the machine's: the same after a restart.
+    assert app.onvif is not None and app.onvif.facts is not None
+    assert app.onvif.facts.serial == seen["info"].SerialNumber
+
+
+@pytest.mark.rtsp
+def test_the_login_rules_hold_over_http(start_appliance: Any, tmp_path: Path) -> None:
+    app = start_onvif(start_appliance, tmp_path)
+    bare = (b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+            b'<GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/wsdl"/></s:Body></s:Envelope>')
+    assert call(app, bare).status_code == 200  # clients read the clock before they sign anything
+    info = bare.replace(b"GetSystemDateAndTime", b"GetDeviceInformation")
+    refused = call(app, info)
+    assert refused.status_code == 400 and b"ter:NotAuthorized" in refused.content
+    good = signed("GetDeviceInformation")
+    assert call(app, good).status_code == 200
+    replayed = call(app, good)
+    assert replayed.status_code == 400 and b"used before" in replayed.content
+    stale = call(app, signed("GetDeviceInformation", created=time.time() - 3600))
+    assert stale.status_code == 400 and b"not within" in stale.content
+    unknown = call(app, signed("GetGeoLocation"))
+    assert unknown.status_code == 400 and b"ter:ActionNotSupported" in unknown.content
+    reboot = call(app, signed("SystemReboot"))
+    assert b"ter:ActionNotSupported" in reboot.content and b"configuration file" in reboot.content
+    # The HTTP login does not apply to ONVIF's calls, and ONVIF's do not open the rest.
+    assert requests.get(f"{app.url}/api/status", timeout=5).status_code == 401
+    # A browser page of another site cannot post to it.
+    cross = call(app, good, **{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Origin": "http://evil"})
+    assert cross.status_code == 403
+
+
+def process_figures() -> tuple[int, int, int]:
+    """(resident KiB, threads, open files) of this process, which runs the appliance."""
+    status = Path("/proc/self/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["Threads"]), len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.rtsp
+def test_hostile_requests_are_refused_and_the_camera_keeps_streaming(start_appliance: Any, tmp_path: Path) -> None:
+    app = start_onvif(start_appliance, tmp_path)
+    laughs = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+              + b"".join(f'<!ENTITY lol{n} "{("&lol" + str(n - 1) + ";") * 10 if n > 1 else "&lol;" * 10}">'.encode()
+                         for n in range(1, 10))
+              + b']><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>&lol9;</s:Body>'
+                b"</s:Envelope>")
+    external = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+                b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>&xxe;</s:Body></s:Envelope>')
+    stop = threading.Event()
+    frames: list[int] = []
+
+    def watch() -> None:  # a viewer all along: the camera keeps streaming
+        with requests.get(f"{app.url}/stream.mjpg", auth=(USER, PASSWORD), stream=True, timeout=10) as response:
+            for chunk in response.iter_content(65536):
+                frames.append(len(chunk))
+                if stop.is_set():
+                    return
+
+    viewer = threading.Thread(target=watch)
+    viewer.start()
+    huge = b"x" * 10_000_000  # made once: this process is the client as well as the appliance
+    for body in (laughs, external, huge):  # warm-up: the first of each costs what a first call costs
+        call(app, body)
+    before = process_figures()
+    try:
+        for _ in range(50):
+            for body in (laughs, external):
+                answer = call(app, body)
+                assert answer.status_code == 400 and b"DTD" in answer.content
+            assert call(app, huge).status_code == 413  # refused from its length, before a byte is read
+        after = process_figures()
+        count = len(frames)
+        assert app.pipeline.wait_for_frames(app.pipeline.stats().frames_captured + 10, timeout=10)
+    finally:
+        stop.set()
+        viewer.join(10)
+    assert len(frames) > count or count > 50  # the stream went on throughout
+    assert after[0] - before[0] < 10_000, (before, after)  # KiB: no entity was ever expanded
+    assert after[1] <= before[1] and after[2] <= before[2] + 2, (before, after)
+    assert app.onvif is not None and app.onvif.refused >= 100
+
+
+@pytest.mark.rtsp
+def test_the_status_reports_onvif(start_appliance: Any, tmp_path: Path) -> None:
+    app = start_onvif(start_appliance, tmp_path)
+    call(app, signed("GetDeviceInformation"))
+    status = requests.get(f"{app.url}/api/status", auth=(USER, PASSWORD), timeout=5).json()["onvif"]
+    assert status == {"enabled": True, "calls": 1, "refused": 0}
+
+
+def test_onvif_is_off_with_the_reason_when_rtsp_cannot_run(start_appliance: Any, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.rtsp import service as rtsp_service
+
+    monkeypatch.setattr(rtsp_service, "build", lambda *args: (None, "GStreamer's RTSP server is not available"))
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD)
+    app = start_appliance(rtsp={"enabled": True, "port": 0}, onvif={"enabled": True},
+                          server={"auth": {"username": USER, "password_file": str(secret)}})
+    assert app.onvif is None and "GStreamer" in (app.onvif_reason or "")
+    answer = requests.post(f"{app.url}/onvif/device_service", data=signed("GetDeviceInformation"),
+                           headers={"Content-Type": SOAP}, timeout=5)
+    assert answer.status_code == 404 and "ONVIF is off" in answer.json()["error"]
