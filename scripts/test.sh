@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_apt python3 python3-venv python3-pip mosquitto mosquitto-clients chromium ffmpeg \
   debootstrap systemd-container ca-certificates openssl gcc libc6-dev libfuse2 qemu-user-static binfmt-support \
-  curl opencv-doc "${RTSP_APT[@]}"  # opencv-doc: real footage with people (vtest.avi) and a tree in the wind
+  curl opencv-doc nodejs "${RTSP_APT[@]}"  # opencv-doc: real footage with people (vtest.avi) and a tree in the wind
+command -v npm >/dev/null || need_apt npm  # the npm onvif library (UniFi Protect's) as a client; NodeSource's nodejs has it
 make_venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .  # `appliance`

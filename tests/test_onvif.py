@@ -277,7 +277,7 @@ def test_the_status_reports_onvif(start_appliance: Any, tmp_path: Path) -> None:
     app = start_onvif(start_appliance, tmp_path)
     call(app, signed("GetDeviceInformation"))
     status = requests.get(f"{app.url}/api/status", auth=(USER, PASSWORD), timeout=5).json()["onvif"]
-    assert status == {"enabled": True, "calls": 1, "refused": 0}
+    assert status == {"enabled": True, "calls": 1, "refused": 0, "subscriptions": 0, "max_subscriptions": 4}
 
 
 def test_onvif_is_off_with_the_reason_when_rtsp_cannot_run(start_appliance: Any, tmp_path: Path,
@@ -293,3 +293,42 @@ def test_onvif_is_off_with_the_reason_when_rtsp_cannot_run(start_appliance: Any,
     answer = requests.post(f"{app.url}/onvif/device_service", data=signed("GetDeviceInformation"),
                            headers={"Content-Type": SOAP}, timeout=5)
     assert answer.status_code == 404 and "ONVIF is off" in answer.json()["error"]
+
+
+NPM_ONVIF = "0.8.3"  # the version UniFi Protect's third-party camera support was measured with (FIELD-NOTES)
+
+
+def npm_onvif() -> Path:
+    """The npm ``onvif`` library's node_modules, installed once into the tests' cache."""
+    from tests.helpers import CACHE, require_tool
+
+    npm = require_tool("npm")
+    require_tool("node")
+    prefix = CACHE / f"npm-onvif-{NPM_ONVIF}"
+    if not (prefix / "node_modules" / "onvif" / "package.json").exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                        f"onvif@{NPM_ONVIF}"], check=True, timeout=300, capture_output=True)
+    return prefix / "node_modules"
+
+
+@pytest.mark.rtsp
+def test_the_npm_onvif_library_unifi_uses_reads_the_camera_and_ffprobe_opens_the_stream(start_appliance: Any,
+                                                                                       tmp_path: Path) -> None:
+    modules = npm_onvif()
+    app = start_onvif(start_appliance, tmp_path)
+    result = subprocess.run(["node", str(Path(__file__).with_name("onvif_npm_client.js"))],
+                            input=json.dumps({"hostname": "127.0.0.1", "port": app.server.port, "username": USER,
+                                              "password": PASSWORD}),
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "NODE_PATH": str(modules)})
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    seen = json.loads(result.stdout)
+    assert seen["info"]["manufacturer"] == "Camera appliance" and len(seen["info"]["serialNumber"]) == 12
+    assert seen["profiles"] == [{"token": "main", "encoding": "H264", "width": 256, "height": 144, "fps": 15,
+                                 "bitrate": 1500}]
+    assert app.rtsp is not None and seen["stream"] == f"rtsp://127.0.0.1:{app.rtsp.server.port}/live"
+    assert seen["snapshot"] == f"{app.url}/snapshot.jpg"
+    address = seen["stream"].replace("rtsp://", f"rtsp://{USER}:{PASSWORD.replace(' ', '%20')}@")
+    probed = subprocess.run(["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries",
+                             "stream=codec_name", "-of", "json", address], capture_output=True, text=True, timeout=30)
+    assert probed.returncode == 0 and json.loads(probed.stdout)["streams"][0]["codec_name"] == "h264", probed.stderr
