@@ -332,3 +332,53 @@ def test_the_npm_onvif_library_unifi_uses_reads_the_camera_and_ffprobe_opens_the
     probed = subprocess.run(["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries",
                              "stream=codec_name", "-of", "json", address], capture_output=True, text=True, timeout=30)
     assert probed.returncode == 0 and json.loads(probed.stdout)["streams"][0]["codec_name"] == "h264", probed.stderr
+
+
+def create_subscription(app: Appliance) -> requests.Response:
+    body = signed("CreatePullPointSubscription").replace(b"http://www.onvif.org/ver10/device/wsdl",
+                                                          b"http://www.onvif.org/ver10/events/wsdl")
+    return call(app, body, service="events_service")
+
+
+@pytest.mark.rtsp
+def test_a_thousand_subscriptions_are_bounded_and_cost_nothing_that_stays(start_appliance: Any,
+                                                                         tmp_path: Path) -> None:
+    app = start_onvif(start_appliance, tmp_path)
+    assert app.onvif is not None
+    created = [create_subscription(app) for _ in range(4)]
+    assert all(answer.status_code == 200 and b"/onvif/pullpoint/" in answer.content for answer in created)
+    before = process_figures()
+    for _ in range(1000):
+        answer = create_subscription(app)
+        assert answer.status_code == 400 and b"at most 4 event subscriptions" in answer.content
+    after = process_figures()
+    assert app.onvif.events.subscriptions == 4 and app.onvif.events.refused == 1000
+    assert after[0] - before[0] < 10_000 and after[1] <= before[1] and after[2] <= before[2] + 2, (before, after)
+    # One ended by its client makes room for another.
+    address = created[0].content.split(b"/onvif/pullpoint/")[1].split(b"<")[0].decode()
+    unsubscribe = signed("Unsubscribe").replace(b"http://www.onvif.org/ver10/device/wsdl",
+                                                b"http://docs.oasis-open.org/wsn/b-2")
+    assert call(app, unsubscribe, service=f"pullpoint/{address}").status_code == 200
+    assert create_subscription(app).status_code == 200
+
+
+def test_subscriptions_end_unless_renewed_and_a_pull_waits_for_motion() -> None:
+    from appliance.motion.events import EventChange, MotionEvent
+    from appliance.onvif.events import MotionEvents
+
+    now = [1_800_000_000.0]
+    events = MotionEvents(2, motion_now=lambda: False, clock=lambda: now[0])
+    first = events.create("PT60S")
+    assert [note.operation for note in events.pull(first.id, "PT0S", 10) or []] == ["Initialized"]
+    done: list[list[Any] | None] = []
+    waiter = threading.Thread(target=lambda: done.append(events.pull(first.id, "PT10S", 10)))
+    waiter.start()
+    events.on_motion(EventChange("start", MotionEvent("e1", now[0])), None)
+    waiter.join(5)
+    assert done and [note.motion for note in done[0] or []] == [True]  # at once, not after 10 s
+    assert events.renew(first.id, "PT120S") is not None
+    now[0] += 100  # past its first termination, within the renewed one
+    assert events.get(first.id) is not None
+    now[0] += 30  # past the renewed one: forgotten at the next call
+    assert events.get(first.id) is None and events.pull(first.id, "PT0S", 10) is None
+    assert events.renew(first.id, "PT60S") is None
