@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,8 @@ from appliance.history.events import EventRecorder, EventStore
 from appliance.motion.control import MotionControl
 from appliance.mqtt.bridge import MqttBridge
 from appliance.mse.service import H264Viewers
-from appliance.onvif.device import Facts, default_route_mac, serial_number
+from appliance.onvif.device import Facts, default_route_mac, scopes, serial_number
+from appliance.onvif.discovery import DiscoveryResponder
 from appliance.onvif.events import MotionEvents
 from appliance.onvif.service import OnvifService
 from appliance.onvif.wsse import TokenCheck
@@ -196,6 +198,8 @@ class Appliance:
         # ONVIF: the config checked that RTSP and the login are configured; RTSP must also run here.
         self.onvif: OnvifService | None = None
         self.onvif_reason: str | None = None
+        self.discovery: DiscoveryResponder | None = None
+        self.discovery_reason: str | None = None
         if config.onvif.enabled and self.rtsp is None:
             self.onvif_reason = f"RTSP is off: {self.rtsp_reason}"
             log.error("ONVIF is off: %s", self.onvif_reason)
@@ -329,6 +333,7 @@ class Appliance:
                 onvif.facts = self.onvif_facts(self.rtsp.server.port)
                 self.controller.add_motion_listener(onvif.events.on_motion)
                 self._stoppers.append(onvif.events.close)  # waiting PullMessages return before the server stops
+                self._start_discovery(onvif.facts)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
         self._stoppers.append(Services.of(self.app).stopping.set)  # and clip replays
         self._stoppers.append(self.controller.shutdown)
@@ -358,6 +363,22 @@ class Appliance:
                 log.warning("stopping %s took %.1f s", getattr(stopper, "__qualname__", stopper),
                             time.monotonic() - began)
         log.info("stopped in %.1f s", time.monotonic() - started)
+
+    def _start_discovery(self, facts: Facts) -> None:
+        """WS-Discovery for ONVIF, when configured; a port that cannot be had leaves ONVIF on without it."""
+        settings = self.config.onvif
+        if not settings.discovery:
+            return
+        responder = DiscoveryResponder(f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'appliance:' + facts.serial)}",
+                                       scopes(facts), facts.http_port, port=settings.discovery_port)
+        try:
+            responder.start()
+        except OSError as exc:
+            self.discovery_reason = f"UDP port {settings.discovery_port} is not free: {exc}"
+            log.error("WS-Discovery is off: %s", self.discovery_reason)
+            return
+        self.discovery = responder
+        self._stoppers.append(responder.stop)  # says Bye
 
     def onvif_facts(self, rtsp_port: int) -> Facts:
         """What ONVIF's answers say of this appliance, its ports known."""
@@ -419,7 +440,11 @@ class Appliance:
             "enabled": False, "reason": self.h264_view_off}
         onvif = {"enabled": False, "reason": self.onvif_reason} if self.onvif is None else {
             "enabled": True, "calls": self.onvif.calls, "refused": self.onvif.refused,
-            "subscriptions": self.onvif.events.subscriptions, "max_subscriptions": self.onvif.events.max_subscriptions}
+            "subscriptions": self.onvif.events.subscriptions, "max_subscriptions": self.onvif.events.max_subscriptions,
+            "discovery": None if self.discovery is None else {"port": self.discovery.port,
+                                                              "answered": self.discovery.answered,
+                                                              "ignored": self.discovery.ignored},
+            "discovery_off": self.discovery_reason}
         return {"mqtt": mqtt, "gpio": gpio, "rtsp": rtsp, "live_h264": live_h264, "onvif": onvif,
                 "recording": recording,
                 "detection": self.detection_status(),

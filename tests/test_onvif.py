@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -133,7 +134,8 @@ def test_onvif_without_rtsp_or_a_usable_login_stops_start_up_saying_why(tmp_path
 def start_onvif(start_appliance: Any, tmp_path: Path, **sections: Any) -> Appliance:
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")
-    app = start_appliance(rtsp={"enabled": True, "port": 0, "size": "256x144"}, onvif={"enabled": True},
+    app = start_appliance(rtsp={"enabled": True, "port": 0, "size": "256x144"},
+                          onvif={"enabled": True, "discovery_port": 0},
                           server={"auth": {"username": USER, "password_file": str(secret), "max_failures": 20}},
                           **sections)
     assert app.onvif is not None, app.onvif_reason
@@ -277,7 +279,9 @@ def test_the_status_reports_onvif(start_appliance: Any, tmp_path: Path) -> None:
     app = start_onvif(start_appliance, tmp_path)
     call(app, signed("GetDeviceInformation"))
     status = requests.get(f"{app.url}/api/status", auth=(USER, PASSWORD), timeout=5).json()["onvif"]
-    assert status == {"enabled": True, "calls": 1, "refused": 0, "subscriptions": 0, "max_subscriptions": 4}
+    assert app.discovery is not None
+    assert status == {"enabled": True, "calls": 1, "refused": 0, "subscriptions": 0, "max_subscriptions": 4,
+                      "discovery": {"port": app.discovery.port, "answered": 0, "ignored": 0}, "discovery_off": None}
 
 
 def test_onvif_is_off_with_the_reason_when_rtsp_cannot_run(start_appliance: Any, tmp_path: Path,
@@ -382,3 +386,113 @@ def test_subscriptions_end_unless_renewed_and_a_pull_waits_for_motion() -> None:
     now[0] += 30  # past the renewed one: forgotten at the next call
     assert events.get(first.id) is None and events.pull(first.id, "PT0S", 10) is None
     assert events.renew(first.id, "PT60S") is None
+
+
+# --- WS-Discovery -------------------------------------------------------------------------------------
+
+
+def probe_with_wsdiscovery(port: int, scopes: list[str], host: str = "127.0.0.1",
+                           timeout: float = 3.0) -> list[Any]:
+    """A Probe made by PyPI's WSDiscovery (Home Assistant's), sent to ``host``; the ProbeMatches its
+    parser reads from the answers. (Its own unicast search never reads the answers: the socket it
+    sends from is not among those it listens on, so the test sends and receives for it.)"""
+    import socket
+
+    from wsdiscovery import QName, Scope
+    from wsdiscovery.actions.probe import constructProbe, createProbeMessage
+    from wsdiscovery.message import parseSOAPMessage
+
+    envelope = constructProbe([QName("http://www.onvif.org/ver10/network/wsdl", "NetworkVideoTransmitter")],
+                              [Scope(scope) for scope in scopes])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(createProbeMessage(envelope).encode(), (host, port))
+        try:
+            data, sender = sock.recvfrom(65536)
+        except TimeoutError:
+            return []
+    answer = parseSOAPMessage(data, sender[0])
+    assert answer.getRelatesTo() == envelope.getMessageId()
+    return list(answer.getProbeResolveMatches())
+
+
+@pytest.mark.rtsp
+def test_a_probe_to_the_cameras_address_finds_it_with_the_streaming_scope(start_appliance: Any,
+                                                                         tmp_path: Path) -> None:
+    app = start_onvif(start_appliance, tmp_path, name="Garden camera")
+    assert app.discovery is not None
+    matches = probe_with_wsdiscovery(app.discovery.port, ["onvif://www.onvif.org/Profile/Streaming"])
+    assert len(matches) == 1
+    match = matches[0]
+    assert [f"{t.getNamespace()}:{t.getLocalname()}" for t in match.getTypes()] == [
+        "http://www.onvif.org/ver10/network/wsdl:NetworkVideoTransmitter",
+        "http://www.onvif.org/ver10/device/wsdl:Device"]
+    scopes = [str(scope) for scope in match.getScopes()]
+    assert "onvif://www.onvif.org/Profile/Streaming" in scopes
+    assert "onvif://www.onvif.org/name/Garden camera" in scopes  # sent as Garden%20camera; WSDiscovery decodes
+    assert match.getXAddrs() == [f"http://127.0.0.1:{app.server.port}/onvif/device_service"]
+    assert match.getEPR().startswith("urn:uuid:")
+    # Another kind of device, or scopes that are not ours: no answer.
+    assert probe_with_wsdiscovery(app.discovery.port, ["onvif://www.onvif.org/name/Front_door"], timeout=0.5) == []
+    # Hostile datagrams are ignored and the next Probe is answered.
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for datagram in (b"x" * 9000, b"<not xml", b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>'):
+            sock.sendto(datagram, ("127.0.0.1", app.discovery.port))
+    assert len(probe_with_wsdiscovery(app.discovery.port, ["onvif://www.onvif.org/Profile/Streaming"])) == 1
+    assert app.discovery.ignored >= 4 and app.discovery.answered == 2
+    status = requests.get(f"{app.url}/api/status", auth=(USER, PASSWORD), timeout=5).json()["onvif"]
+    assert status["discovery"]["port"] == app.discovery.port
+
+
+def test_answers_are_bounded_in_rate_in_all_and_per_sender() -> None:
+    from appliance.onvif.discovery import RateLimit
+
+    now = [100.0]
+    limit = RateLimit(per_second=5, per_sender=2, clock=lambda: now[0])
+    assert [limit.allows("10.0.0.9") for _ in range(4)] == [True, True, False, False]
+    assert [limit.allows(f"10.0.0.{n}") for n in range(10, 16)] == [True, True, True, False, False, False]
+    now[0] += 1.0
+    assert limit.allows("10.0.0.9")
+
+
+NETNS_PROBE = """
+import json, subprocess, sys
+# A LAN of one: a veth pair (WSDiscovery sends its multicast from every address but loopback's).
+for command in (["ip", "link", "set", "lo", "up"], ["ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1"],
+                ["ip", "addr", "add", "10.99.0.1/24", "dev", "lan0"], ["ip", "link", "set", "lan1", "up"],
+                ["ip", "link", "set", "lan0", "up"], ["ip", "route", "add", "224.0.0.0/4", "dev", "lan0"]):
+    subprocess.run(command, check=True)
+from appliance.onvif.discovery import DiscoveryResponder
+from wsdiscovery import QName, Scope
+from wsdiscovery.discovery import ThreadedWSDiscovery
+heard = []
+client = ThreadedWSDiscovery()
+client.start()
+client.setRemoteServiceHelloCallback(lambda service: heard.append(service.getEPR()))
+responder = DiscoveryResponder("urn:uuid:00000000-0000-0000-0000-00000000cafe",
+                               ["onvif://www.onvif.org/Profile/Streaming", "onvif://www.onvif.org/name/Garden"], 8000)
+responder.start()  # the product's port, 3702, in this namespace of its own
+found = client.searchServices(scopes=[Scope("onvif://www.onvif.org/Profile/Streaming")], timeout=3)
+client.stop()
+responder.stop()
+print(json.dumps({"found": [[s.getEPR(), s.getXAddrs()] for s in found], "hello": heard,
+                  "answered": responder.answered}))
+"""
+
+
+@pytest.mark.root
+def test_a_multicast_probe_finds_the_camera_in_a_network_of_its_own() -> None:
+    """Home Assistant's way: WSDiscovery multicasts a Probe to 239.255.255.250:3702 and listens. In a
+    network namespace the test makes (only loopback, with multicast), so port 3702 is the product's."""
+    from tests.helpers import require_tool
+
+    require_tool("unshare")
+    result = subprocess.run(["unshare", "--net", sys.executable, "-c", NETNS_PROBE], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["found"] == [["urn:uuid:00000000-0000-0000-0000-00000000cafe",
+                              ["http://10.99.0.1:8000/onvif/device_service"]]], seen
+    assert seen["hello"] == ["urn:uuid:00000000-0000-0000-0000-00000000cafe"] and seen["answered"] >= 1

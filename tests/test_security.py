@@ -573,3 +573,47 @@ def test_password_checks_against_the_hash_run_one_at_a_time_and_once_for_the_sam
     assert sorted(results) == [False] * 4 + [True] * 4
     assert most[0] == 1  # never two at once
     assert calls[0] == 5  # four wrong ones, and the right one once for its four requests
+
+
+def test_digest_is_offered_beside_basic_when_the_password_itself_is_known(start_appliance: Start,
+                                                                         tmp_path: Path) -> None:
+    from requests.auth import HTTPDigestAuth
+
+    secret = tmp_path / "password"
+    secret.write_text("digest pw\n")
+    app = start_appliance(server={"auth": {"username": "admin", "password_file": str(secret), "max_failures": 3}})
+    bare = requests.get(f"{app.url}/api/status", timeout=5)
+    challenges = bare.headers["WWW-Authenticate"]
+    assert bare.status_code == 401 and challenges.startswith("Digest ") and ", Basic realm=" in challenges
+    assert requests.get(f"{app.url}/api/status", auth=HTTPDigestAuth("admin", "digest pw"), timeout=5).ok
+    assert requests.get(f"{app.url}/api/status", auth=("admin", "digest pw"), timeout=5).ok  # Basic still works
+    for _ in range(3):  # wrong digests count in the failure limit
+        wrong = requests.get(f"{app.url}/api/status", auth=HTTPDigestAuth("admin", "guess"), timeout=5)
+        assert wrong.status_code == 401
+    assert requests.get(f"{app.url}/api/status", auth=HTTPDigestAuth("admin", "digest pw"), timeout=5) \
+        .status_code == 429
+
+
+def test_a_digest_is_checked_against_its_nonce_uri_realm_and_age() -> None:
+    from appliance.web.security import DigestLogin
+
+    now = [1_800_000_000.0]
+    login = DigestLogin("admin", "pw", "Camera appliance", clock=lambda: now[0])
+    nonce = login.challenge().split('nonce="')[1].split('"')[0]
+
+    def answer(password: str = "pw", uri: str = "/snapshot.jpg", nonce: str = nonce) -> dict[str, str]:
+        import hashlib
+
+        ha1 = hashlib.md5(f"admin:Camera appliance:{password}".encode()).hexdigest()
+        ha2 = hashlib.md5(f"GET:{uri}".encode()).hexdigest()
+        response = hashlib.md5(f"{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}".encode()).hexdigest()
+        return {"username": "admin", "realm": "Camera appliance", "nonce": nonce, "uri": uri, "qop": "auth",
+                "nc": "00000001", "cnonce": "c0ffee", "response": response}
+
+    assert login.check(answer(), "GET", "/snapshot.jpg") == "ok"
+    assert login.check(answer(password="guess"), "GET", "/snapshot.jpg") == "wrong"
+    assert login.check(answer(uri="/api/status"), "GET", "/snapshot.jpg") == "wrong"  # signed for another path
+    assert login.check(answer(nonce="1800000000.forged"), "GET", "/snapshot.jpg") == "wrong"
+    now[0] += 301
+    assert login.check(answer(), "GET", "/snapshot.jpg") == "stale"
+    assert "stale=true" in login.challenge(stale=True)

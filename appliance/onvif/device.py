@@ -16,6 +16,7 @@ import hashlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from appliance.onvif.soap import NAMESPACES, Request, text
 
@@ -137,12 +138,16 @@ def get_network_interfaces(facts: Facts) -> str:
             "</tds:NetworkInterfaces></tds:GetNetworkInterfacesResponse>")
 
 
+def scopes(facts: Facts) -> list[str]:
+    """The camera's scopes, as GetScopes and WS-Discovery give them (no spaces: they are URIs)."""
+    return [*SCOPES, f"onvif://www.onvif.org/name/{quote(facts.name)}",
+            f"onvif://www.onvif.org/hardware/{quote(facts.model.split(' ')[0])}",
+            f"onvif://www.onvif.org/location/{quote(facts.location)}"]
+
+
 def get_scopes(facts: Facts) -> str:
-    scopes = [*SCOPES, f"onvif://www.onvif.org/name/{facts.name.replace(' ', '_')}",
-              f"onvif://www.onvif.org/hardware/{facts.model.split(' ')[0]}",
-              f"onvif://www.onvif.org/location/{facts.location.replace(' ', '_')}"]
     items = "".join(f"<tds:Scopes><tt:ScopeDef>Fixed</tt:ScopeDef><tt:ScopeItem>{text(scope)}</tt:ScopeItem>"
-                    "</tds:Scopes>" for scope in scopes)
+                    "</tds:Scopes>" for scope in scopes(facts))
     return f"<tds:GetScopesResponse>{items}</tds:GetScopesResponse>"
 
 

@@ -11,7 +11,8 @@ Threat model: a home LAN with devices we do not trust and browsers that open hos
   top-level navigation to the page. Browsers without fetch metadata still send ``Origin`` on
   state-changing requests, which must then name this host.
 - **HTTP Basic authentication** (401, optional): compared in constant time; an address that keeps
-  guessing gets 429 for the rest of the minute. The count is shared with RTSP: a guess on either
+  guessing gets 429 for the rest of the minute. With the password itself known (``password_file``)
+  Digest is offered first, beside Basic (``DigestLogin``). The count is shared with RTSP: a guess on either
   port counts against the one limit of that address.
 - **Response headers**: no framing, no MIME sniffing, no referrer, and camera pictures readable
   only by pages of this origin.
@@ -21,16 +22,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import ipaddress
 import logging
+import secrets
 import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from flask import Flask, request
+from werkzeug.datastructures import Authorization
 from werkzeug.wrappers import Response
 
 from appliance.config import ServerSettings
@@ -160,6 +165,54 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (username, password) if sep else None
 
 
+class DigestLogin:
+    """HTTP Digest authentication (RFC 7616, MD5, ``qop=auth``), offered beside Basic when the password
+    itself is known (``password_file``): what ONVIF clients and NVRs try first for the snapshot, and a
+    login whose password never crosses the network. The server's nonces carry their own time and an
+    HMAC of it under a secret of this run, so none is stored; one is good for ``lifetime`` seconds,
+    after which the client is told it is ``stale`` and signs again."""
+
+    def __init__(self, username: str, password: str, realm: str, clock: Callable[[], float] = time.time,
+                 lifetime: float = 300.0) -> None:
+        self._username = username
+        self._ha1 = hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
+        self._realm = realm
+        self._clock = clock
+        self._lifetime = lifetime
+        self._secret = secrets.token_bytes(32)
+
+    def _sign(self, stamp: str) -> str:
+        return hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def challenge(self, stale: bool = False) -> str:
+        stamp = str(int(self._clock()))
+        return (f'Digest realm="{self._realm}", qop="auth", algorithm=MD5, nonce="{stamp}.{self._sign(stamp)}"'
+                + (", stale=true" if stale else ""))
+
+    def check(self, parameters: Mapping[str, str], method: str, path: str) -> str:
+        """``ok``, ``stale`` (a good answer to an expired nonce: sign again) or ``wrong``."""
+        stamp, _, signature = parameters.get("nonce", "").partition(".")
+        if not stamp.isdigit() or not hmac.compare_digest(signature, self._sign(stamp)):
+            return "wrong"
+        uri = parameters.get("uri", "")
+        if urlsplit(uri).path != path or parameters.get("realm") != self._realm:
+            return "wrong"
+        ha2 = hashlib.md5(f"{method}:{uri}".encode(), usedforsecurity=False).hexdigest()
+        qop = parameters.get("qop")
+        if qop == "auth":
+            parts = [self._ha1, parameters.get("nonce", ""), parameters.get("nc", ""), parameters.get("cnonce", ""),
+                     qop, ha2]
+        elif qop is None:
+            parts = [self._ha1, parameters.get("nonce", ""), ha2]
+        else:
+            return "wrong"
+        expected = hashlib.md5(":".join(parts).encode(), usedforsecurity=False).hexdigest()
+        if not (hmac.compare_digest(expected, parameters.get("response", ""))
+                and hmac.compare_digest(parameters.get("username", "").encode(), self._username.encode())):
+            return "wrong"
+        return "stale" if self._clock() - int(stamp) > self._lifetime else "ok"
+
+
 def password_check(settings: ServerSettings) -> PasswordCheck | None:
     """The configured login, or None when authentication is off. Raises OSError for an unreadable file."""
     auth = settings.auth
@@ -185,6 +238,9 @@ def install(app: Flask, settings: ServerSettings, hostname: str | None = None,
     login = password_check(settings)
     limiter = limiter or FailureLimiter(settings.auth.max_failures, clock=clock)
     challenge = f'Basic realm="{settings.auth.realm}", charset="UTF-8"'
+    plain = plain_password(settings)
+    digest = DigestLogin(settings.auth.username, plain, settings.auth.realm) \
+        if plain is not None and settings.auth.username is not None else None
 
     @app.before_request
     def check_host() -> Response | None:
@@ -217,14 +273,27 @@ def install(app: Flask, settings: ServerSettings, hostname: str | None = None,
         wait = limiter.retry_after(address)
         if wait is not None:
             return json_error(429, "too many failed logins from this address; try again later", retry_after=wait)
-        credentials = basic_credentials(request.headers.get("Authorization"))
+        header = request.headers.get("Authorization")
+        stale = False
+        if digest is not None and header and header[:7].lower() == "digest ":
+            parsed = Authorization.from_header(header)
+            verdict = digest.check(parsed.parameters if parsed else {}, request.method, request.path)
+            if verdict == "ok":
+                return None
+            stale = verdict == "stale"
+            if not stale:
+                limiter.failed(address)
+                log.warning("failed digest login from %s", address)
+        credentials = basic_credentials(header)
         if credentials is not None and login.check(*credentials):
             return None
         if credentials is not None:
             limiter.failed(address)
             log.warning("failed login from %s for user %r", address, credentials[0][:64])
         response = json_error(401, "authentication required")
-        response.headers["WWW-Authenticate"] = challenge
+        if digest is not None:  # the stronger first: a client takes the first it knows
+            response.headers.add("WWW-Authenticate", digest.challenge(stale))
+        response.headers.add("WWW-Authenticate", challenge)
         return response
 
     @app.after_request
