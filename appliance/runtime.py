@@ -36,6 +36,7 @@ from appliance.mse.service import H264Viewers
 from appliance.onvif.device import Facts, default_route_mac, scopes, serial_number
 from appliance.onvif.discovery import DiscoveryResponder
 from appliance.onvif.events import MotionEvents
+from appliance.onvif.notify import Notifier
 from appliance.onvif.service import OnvifService
 from appliance.onvif.wsse import TokenCheck
 from appliance.panel.gpio import FrontPanel
@@ -210,7 +211,9 @@ class Appliance:
                                 self.login_failures, clock=clock)
             events = MotionEvents(config.onvif.max_subscriptions,
                                   motion_now=lambda: self.pipeline.stats().motion_active, clock=clock)
-            self.onvif = OnvifService(tokens, events, clock=clock)
+            pushes = Notifier(config.onvif.max_subscriptions,
+                              motion_now=lambda: self.pipeline.stats().motion_active, clock=clock)
+            self.onvif = OnvifService(tokens, events, pushes, clock=clock)
         if self.rtsp is None and self.event_clips is None and self.recordings is None and self.h264_viewers is None:
             self.h264 = None  # nobody would consume it
         # Object detection: its model is loaded and tried now, so a missing or broken one stops start-up.
@@ -332,6 +335,9 @@ class Appliance:
                 onvif = self.onvif
                 onvif.facts = self.onvif_facts(self.rtsp.server.port)
                 self.controller.add_motion_listener(onvif.events.on_motion)
+                self.controller.add_motion_listener(onvif.pushes.on_motion)
+                onvif.pushes.start()
+                self._stoppers.append(onvif.pushes.stop)
                 self._stoppers.append(onvif.events.close)  # waiting PullMessages return before the server stops
                 self._start_discovery(onvif.facts)
         self._stoppers.append(self.live.close)  # pages' streams end before the server waits for them
@@ -441,6 +447,7 @@ class Appliance:
         onvif = {"enabled": False, "reason": self.onvif_reason} if self.onvif is None else {
             "enabled": True, "calls": self.onvif.calls, "refused": self.onvif.refused,
             "subscriptions": self.onvif.events.subscriptions, "max_subscriptions": self.onvif.events.max_subscriptions,
+            "pushes": self.onvif.pushes.subscriptions, "pushes_dropped": self.onvif.pushes.dropped,
             "discovery": None if self.discovery is None else {"port": self.discovery.port,
                                                               "answered": self.discovery.answered,
                                                               "ignored": self.discovery.ignored},

@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -281,6 +282,7 @@ def test_the_status_reports_onvif(start_appliance: Any, tmp_path: Path) -> None:
     status = requests.get(f"{app.url}/api/status", auth=(USER, PASSWORD), timeout=5).json()["onvif"]
     assert app.discovery is not None
     assert status == {"enabled": True, "calls": 1, "refused": 0, "subscriptions": 0, "max_subscriptions": 4,
+                      "pushes": 0, "pushes_dropped": 0,
                       "discovery": {"port": app.discovery.port, "answered": 0, "ignored": 0}, "discovery_off": None}
 
 
@@ -460,7 +462,8 @@ def test_answers_are_bounded_in_rate_in_all_and_per_sender() -> None:
 NETNS_PROBE = """
 import json, subprocess, sys
 # A LAN of one: a veth pair (WSDiscovery sends its multicast from every address but loopback's).
-for command in (["ip", "link", "set", "lo", "up"], ["ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1"],
+for command in (["ip", "link", "set", "lo", "up"],
+                ["ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1"],
                 ["ip", "addr", "add", "10.99.0.1/24", "dev", "lan0"], ["ip", "link", "set", "lan1", "up"],
                 ["ip", "link", "set", "lan0", "up"], ["ip", "route", "add", "224.0.0.0/4", "dev", "lan0"]):
     subprocess.run(command, check=True)
@@ -496,3 +499,93 @@ def test_a_multicast_probe_finds_the_camera_in_a_network_of_its_own() -> None:
     assert seen["found"] == [["urn:uuid:00000000-0000-0000-0000-00000000cafe",
                               ["http://10.99.0.1:8000/onvif/device_service"]]], seen
     assert seen["hello"] == ["urn:uuid:00000000-0000-0000-0000-00000000cafe"] and seen["answered"] >= 1
+
+
+# --- Subscribe: motion pushed to the subscriber (Home Assistant's webhook) -------------------------------
+
+
+class SoapReceiver:
+    """An HTTP server on loopback keeping every body posted to it, as Home Assistant's webhook does."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.put((self.path, self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/webhook/onvif_test"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.rtsp
+def test_a_subscriber_gets_motion_pushed_to_its_own_address_and_nowhere_else(start_appliance: Any,
+                                                                            tmp_path: Path) -> None:
+    from onvif import ONVIFCamera
+
+    app = start_onvif(start_appliance, tmp_path, camera={"synthetic": {"objects": 2, "motion_period": 6,
+                                                                       "motion_duration": 2}},
+                      motion={"warmup_frames": 5, "event_gap": 1.0})
+    receiver = SoapReceiver()
+
+    async def subscribe_and_read() -> list[tuple[str, str]]:
+        camera = ONVIFCamera("127.0.0.1", app.server.port, USER, PASSWORD, adjust_time=True)
+        try:
+            await camera.update_xaddrs()
+            manager = await camera.create_notification_manager(
+                address=receiver.url, interval=datetime.timedelta(minutes=10), subscription_lost_callback=lambda: None)
+            await manager.set_synchronization_point()
+            seen: list[tuple[str, str]] = []
+            while not ("true" in seen_values(seen) and "false" in seen_values(seen)[1:]):
+                path, body = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: receiver.bodies.get(timeout=20))
+                assert path == "/api/webhook/onvif_test"
+                result = manager.process(body)  # Home Assistant's own parsing of a notification
+                for message in result.NotificationMessage:
+                    seen.append((message.Topic._value_1, message.Message._value_1.Data.SimpleItem[0].Value))
+            await manager.shutdown()
+            return seen
+        finally:
+            await camera.close()
+
+    def seen_values(seen: list[tuple[str, str]]) -> list[str]:
+        return [value for _, value in seen]
+
+    try:
+        seen = asyncio.run(subscribe_and_read())
+    finally:
+        receiver.close()
+    assert {topic for topic, _ in seen} == {"tns1:RuleEngine/CellMotionDetector/Motion"}
+    # A consumer on another host is refused: the camera posts only to whoever subscribes.
+    body = signed("Subscribe").replace(
+        b'<Subscribe xmlns="http://www.onvif.org/ver10/device/wsdl"/>',
+        b'<Subscribe xmlns="http://docs.oasis-open.org/wsn/b-2"><ConsumerReference><Address '
+        b'xmlns="http://www.w3.org/2005/08/addressing">http://10.1.2.3:8123/api/webhook/x</Address>'
+        b"</ConsumerReference></Subscribe>")
+    refused = call(app, body, service="events_service")
+    assert refused.status_code == 400 and b"only to the host that subscribes" in refused.content
+    assert app.onvif is not None and app.onvif.pushes.subscriptions == 0  # the manager unsubscribed
+
+
+def test_a_consumer_must_be_the_subscriber() -> None:
+    from appliance.onvif.notify import RefusedConsumer, consumer_of
+
+    assert consumer_of("http://127.0.0.1:8123/api/webhook/x", "127.0.0.1") == ("127.0.0.1", 8123)
+    assert consumer_of("http://localhost:8123/hook", "127.0.0.1") == ("127.0.0.1", 8123)  # a name resolving to it
+    for url in ("http://192.168.1.1/admin", "https://127.0.0.1/hook", "file:///etc/passwd", "http://127.0.0.1:x/"):
+        with pytest.raises(RefusedConsumer):
+            consumer_of(url, "127.0.0.1")

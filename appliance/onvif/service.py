@@ -16,6 +16,7 @@ from collections.abc import Callable
 from appliance.onvif import device, media
 from appliance.onvif.device import Facts
 from appliance.onvif.events import EVENT_PROPERTIES, MotionEvents, TooManySubscriptions, message_xml, utc
+from appliance.onvif.notify import Notifier, RefusedConsumer
 from appliance.onvif.soap import BadRequest, Request, child_text, envelope, fault, parse
 from appliance.onvif.wsse import TokenCheck
 
@@ -31,9 +32,11 @@ CONFIGURED = {"SetVideoEncoderConfiguration", "SetVideoSourceConfiguration", "Cr
 class OnvifService:
     """The device and media services of one appliance; ``facts`` are set once its ports are known."""
 
-    def __init__(self, tokens: TokenCheck, events: MotionEvents, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, tokens: TokenCheck, events: MotionEvents, pushes: Notifier,
+                 clock: Callable[[], float] = time.time) -> None:
         self._tokens = tokens
         self.events = events
+        self.pushes = pushes
         self._clock = clock
         self.facts: Facts | None = None
         self.calls = 0
@@ -66,11 +69,13 @@ class OnvifService:
                 body = device.answer(facts, request, host, self._clock())
             elif service == "media":
                 body = media.answer(facts, request, host)
+            elif service == "subscription":
+                body = self._subscription(request, subscription)
             else:
-                body = self._events(facts, request, host, subscription)
+                body = self._events(facts, request, host, subscription, address)
         except media.NoSuchProfile as exc:
             return 400, fault("Sender", "ter:InvalidArgVal", str(exc))
-        except TooManySubscriptions as exc:
+        except (TooManySubscriptions, RefusedConsumer) as exc:
             return 400, fault("Receiver", "ter:Action", str(exc))
         except LookupError as exc:
             return 400, fault("Sender", "ter:InvalidArgVal", str(exc))
@@ -79,11 +84,19 @@ class OnvifService:
                               f"{request.operation[:64]} is not offered by this camera's {service} service")
         return 200, envelope(body)
 
-    def _events(self, facts: Facts, request: Request, host: str, subscription: str) -> str | None:
+    def _events(self, facts: Facts, request: Request, host: str, subscription: str, address: str) -> str | None:
         """The event service's operations, and those of one pull-point subscription."""
         events, now = self.events, self._clock()
         if not subscription:
             match request.operation:
+                case "Subscribe":
+                    push = self.pushes.subscribe(child_text(request.body, "ConsumerReference", "Address") or "",
+                                                 address, child_text(request.body, "InitialTerminationTime"))
+                    return ("<wsnt:SubscribeResponse><wsnt:SubscriptionReference><wsa:Address>"
+                            f"{facts.base(host)}/onvif/subscription/{push.id}</wsa:Address>"
+                            f"</wsnt:SubscriptionReference><wsnt:CurrentTime>{utc(now)}</wsnt:CurrentTime>"
+                            f"<wsnt:TerminationTime>{utc(push.ends_at)}</wsnt:TerminationTime>"
+                            "</wsnt:SubscribeResponse>")
                 case "CreatePullPointSubscription":
                     created = events.create(child_text(request.body, "InitialTerminationTime"))
                     return ("<tev:CreatePullPointSubscriptionResponse><tev:SubscriptionReference><wsa:Address>"
@@ -94,7 +107,8 @@ class OnvifService:
                 case "GetServiceCapabilities":
                     return ('<tev:GetServiceCapabilitiesResponse><tev:Capabilities WSSubscriptionPolicySupport="false"'
                             ' WSPullPointSupport="true" WSPausableSubscriptionManagerInterfaceSupport="false"'
-                            f' MaxNotificationProducers="0" MaxPullPoints="{events.max_subscriptions}"/>'
+                            f' MaxNotificationProducers="{self.pushes.max_subscriptions}"'
+                            f' MaxPullPoints="{events.max_subscriptions}"/>'
                             "</tev:GetServiceCapabilitiesResponse>")
                 case "GetEventProperties":
                     return EVENT_PROPERTIES
@@ -124,6 +138,27 @@ class OnvifService:
                 return "<wsnt:UnsubscribeResponse/>"
             case "SetSynchronizationPoint":
                 if not events.synchronize(subscription):
+                    raise gone
+                return "<tev:SetSynchronizationPointResponse/>"
+        return None
+
+    def _subscription(self, request: Request, key: str) -> str | None:
+        """The operations on one Subscribe subscription (its manager's address)."""
+        pushes, now = self.pushes, self._clock()
+        gone = LookupError(f"no notification subscription {key[:32]!r} (it ended, or never was)")
+        match request.operation:
+            case "Renew":
+                renewed = pushes.renew(key, child_text(request.body, "TerminationTime"))
+                if renewed is None:
+                    raise gone
+                return (f"<wsnt:RenewResponse><wsnt:TerminationTime>{utc(renewed.ends_at)}</wsnt:TerminationTime>"
+                        f"<wsnt:CurrentTime>{utc(now)}</wsnt:CurrentTime></wsnt:RenewResponse>")
+            case "Unsubscribe":
+                if not pushes.unsubscribe(key):
+                    raise gone
+                return "<wsnt:UnsubscribeResponse/>"
+            case "SetSynchronizationPoint":
+                if not pushes.synchronize(key):
                     raise gone
                 return "<tev:SetSynchronizationPointResponse/>"
         return None

@@ -40,6 +40,12 @@ def events_service() -> Response:
     return _call("events")
 
 
+@bp.post("/onvif/subscription/<subscription>")
+def subscription_manager(subscription: str) -> Response:
+    """One Subscribe subscription: Renew, Unsubscribe, SetSynchronizationPoint."""
+    return _call("subscription", subscription)
+
+
 @bp.post("/onvif/pullpoint/<subscription>")
 def pullpoint(subscription: str) -> Response:
     """One pull-point subscription: PullMessages (waits up to 10 s), Renew, Unsubscribe,
