@@ -228,7 +228,7 @@ class OnvifSettings(Section):
 
     enabled: bool = False
     location: str = Field("home", min_length=1, max_length=64, description="the location scope clients show")
-    max_subscriptions: int = Field(4, ge=1, le=32, description="motion event subscriptions (PullPoint) at once")
+    max_subscriptions: int = Field(4, ge=1, le=32, description="motion event subscriptions at once, of each kind")
     discovery: bool = Field(True, description="answer WS-Discovery Probes (UDP 3702): clients find the camera")
     discovery_port: int = Field(3702, ge=0, le=65535, description="WS-Discovery's port; 0: any free one (tests)")
 
