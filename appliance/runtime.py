@@ -312,7 +312,7 @@ class Appliance:
             self._stoppers.append(lambda: feed.stop(H264_STOP_BUDGET))
         if self.h264_viewers is not None:
             viewers = self.h264_viewers
-            self.controller.add_listener(viewers.on_state)  # first: a state heard wins over the one read
+            self.controller.add_listener(viewers.on_state)  # the camera going off ends the streams
             viewers.start(camera_on=self._camera_on)
             self._stoppers.append(viewers.stop)
         camera_on = self._camera_on

@@ -50,6 +50,9 @@ def start_rtsp(start: Start, login: bool = True, rtsp: dict[str, Any] | None = N
     app = start(rtsp=rtsp_section(**(rtsp or {})), server=server, **sections)
     assert app.rtsp is not None, app.rtsp_reason
     app.controller.on()
+    # The RTSP server hears "on" from the dispatcher's thread: a client of the test's own that asks at
+    # once must not be quicker than that news (it would get 503, as while the camera is off).
+    assert app.controller.flush(5)
     return app
 
 

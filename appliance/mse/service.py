@@ -110,7 +110,7 @@ class H264Viewers:
         self._wall = wall
         self._lock = threading.Condition()
         self._session: _Session | None = None
-        self._camera_on = False
+        self._camera_on: Callable[[], bool] = lambda: False
         self._stopping = False
         self._selector = selectors.DefaultSelector()
         self._wake_recv, self._wake_send = socket.socketpair()
@@ -125,10 +125,9 @@ class H264Viewers:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def start(self, camera_on: Callable[[], bool]) -> None:
-        """Start the writer. The camera's state is read under the lock ``on_state`` takes: a change
-        heard meanwhile is never overwritten by an older reading."""
-        with self._lock:
-            self._camera_on = camera_on()
+        """Start the writer. ``camera_on`` is the controller's own reading, asked at each new viewer:
+        a page told "on" by the live feed may ask before this object's listener has heard it."""
+        self._camera_on = camera_on
         self._thread = threading.Thread(target=self._run, name="h264-viewers", daemon=True)
         self._thread.start()
 
@@ -153,10 +152,10 @@ class H264Viewers:
 
     def on_state(self, change: StateChange) -> None:
         """A state listener: streams exist only while the camera is on; its going off ends them."""
+        if change.state is CameraState.ON:
+            return
         with self._lock:
-            self._camera_on = change.state is CameraState.ON
-            if not self._camera_on:
-                self._end_all("the camera went off")
+            self._end_all("the camera went off")
         self._wake()
 
     # --- viewers (the request's thread) ------------------------------------------------------------
@@ -165,7 +164,7 @@ class H264Viewers:
         """A place for a new viewer, subscribing to the feed if it is the first; raises ``CameraOff``
         or ``TooManyH264Viewers``. Its ``epoch`` goes into the response's headers."""
         with self._lock:
-            if self._stopping or not self._camera_on:
+            if self._stopping or not self._camera_on():
                 raise CameraOff("the camera is off")
             session = self._session
             if session is not None and len(session.viewers) >= self.max_viewers:

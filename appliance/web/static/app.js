@@ -215,7 +215,8 @@ async function startH264() {
   if (h264 !== session) return;
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    if (body.state && body.state !== "on") { stopH264(); retryStream(); return; }  // the camera is off
+    // 503 with the camera's state: it is off or between states; the page follows the state.
+    if (response.status === 503 && body.state) { stopH264(); retryStream(); return; }
     h264Failed(session, body.error || "HTTP " + response.status);
     return;
   }
