@@ -15,7 +15,6 @@ websocket command ``camera/stream`` asks for HLS as the dashboards do.
 import asyncio
 import json
 import sys
-from urllib.parse import urljoin
 
 import aiohttp
 from ha_owner import onboard
@@ -27,7 +26,7 @@ async def main() -> None:
     report: dict[str, object] = {}
     async with aiohttp.ClientSession() as session:
         owner = await onboard(session, ha)
-        token, headers, post = owner.token, owner.headers, owner.post
+        headers, post = owner.headers, owner.post
 
         flow = await post("/api/config/config_entries/flow", {"handler": "generic", "show_advanced_options": False})
         report["first_step"] = flow.get("step_id")
@@ -47,38 +46,8 @@ async def main() -> None:
         cameras = [state["entity_id"] for state in states if state["entity_id"].startswith("camera.")]
         report["cameras"] = cameras
 
-        async with session.ws_connect(f"{ha}/api/websocket") as ws:
-            await ws.receive_json()  # auth_required
-            await ws.send_json({"type": "auth", "access_token": token})
-            await ws.receive_json()  # auth_ok
-            await ws.send_json({"id": 1, "type": "camera/stream", "entity_id": cameras[0], "format": "hls"})
-            answer = await ws.receive_json()
-        report["stream_answer"] = answer
-        master_url = urljoin(f"{ha}/", answer["result"]["url"])
-        async with session.get(master_url) as response:
-            master = await response.text()
-        report["master"] = master
-        playlist_url = urljoin(master_url, next(line for line in master.splitlines() if line and line[0] != "#"))
-        # Low-latency HLS: asking for the playlist with the next media sequence number blocks until
-        # that segment is complete, so this waits on Home Assistant, never on a clock of ours.
-        async with session.get(playlist_url) as response:
-            playlist = await response.text()
-        segments = [line for line in playlist.splitlines() if line and line[0] != "#"]
-        if not segments:
-            sequence = next(int(line.split(":")[1]) for line in playlist.splitlines()
-                            if line.startswith("#EXT-X-MEDIA-SEQUENCE"))
-            async with session.get(playlist_url, params={"_HLS_msn": str(sequence + 1)},
-                                   timeout=aiohttp.ClientTimeout(total=60)) as response:
-                playlist = await response.text()
-            segments = [line for line in playlist.splitlines() if line and line[0] != "#"]
-        report["playlist"] = playlist
-        init = next(line.split('URI="')[1].split('"')[0] for line in playlist.splitlines()
-                    if line.startswith("#EXT-X-MAP"))
-        with open(given["out"], "wb") as out:
-            for name in (init, segments[0]):
-                async with session.get(urljoin(playlist_url, name)) as response:
-                    response.raise_for_status()
-                    out.write(await response.read())
+        async with owner.websocket(state_changes=False) as ws:
+            report.update(await owner.hls(ws, cameras[0], given["out"], request_id=1))
     json.dump(report, sys.stdout)
 
 

@@ -25,7 +25,7 @@ async def main() -> None:
     ha = given["ha"]
     async with aiohttp.ClientSession() as session:
         owner = await onboard(session, ha)
-        token, headers, post = owner.token, owner.headers, owner.post
+        headers, post = owner.headers, owner.post
 
         flow = await post("/api/config/config_entries/flow", {"handler": "mqtt", "show_advanced_options": False})
         if flow.get("step_id") == "broker" and flow.get("type") == "form":
@@ -34,20 +34,11 @@ async def main() -> None:
         say({"flow": flow.get("type"), "errors": flow.get("errors")})
         if flow.get("type") != "create_entry":
             return
-        async with session.ws_connect(f"{ha}/api/websocket") as ws:
-            await ws.receive_json()  # auth_required
-            await ws.send_json({"type": "auth", "access_token": token})
-            await ws.receive_json()  # auth_ok
-            await ws.send_json({"id": 1, "type": "subscribe_events", "event_type": "state_changed"})
-            await ws.receive_json()
+        async with owner.websocket() as ws:
             entity = None
             request = 2
             while entity is None:  # discovery is asynchronous: ask the registry until the entity is there
-                await ws.send_json({"id": request, "type": "config/entity_registry/list"})
-                while True:
-                    answer = await ws.receive_json()
-                    if answer.get("id") == request and answer.get("type") == "result":
-                        break
+                answer = await owner.ask(ws, {"id": request, "type": "config/entity_registry/list"})
                 entity = next((e["entity_id"] for e in answer["result"] if e.get("unique_id") == given["unique_id"]),
                               None)
                 request += 1

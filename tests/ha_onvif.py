@@ -13,7 +13,6 @@ the motion binary sensor, so the test acts on them as they come.
 import asyncio
 import json
 import sys
-from urllib.parse import urljoin
 
 import aiohttp
 from ha_owner import onboard
@@ -23,53 +22,12 @@ def say(message: dict[str, object]) -> None:
     print(json.dumps(message), flush=True)
 
 
-async def registry(ws: aiohttp.ClientWebSocketResponse, request: int) -> list[dict[str, object]]:
-    await ws.send_json({"id": request, "type": "config/entity_registry/list"})
-    while True:
-        answer = await ws.receive_json()
-        if answer.get("id") == request and answer.get("type") == "result":
-            return answer["result"]
-
-
-async def hls(session: aiohttp.ClientSession, ha: str, ws: aiohttp.ClientWebSocketResponse, camera: str,
-              out: str) -> None:
-    await ws.send_json({"id": 900, "type": "camera/stream", "entity_id": camera, "format": "hls"})
-    while True:
-        answer = await ws.receive_json()
-        if answer.get("id") == 900:
-            break
-    if not answer.get("success"):
-        say({"hls_error": answer})
-        return
-    master_url = urljoin(f"{ha}/", answer["result"]["url"])
-    async with session.get(master_url) as response:
-        master = await response.text()
-    playlist_url = urljoin(master_url, next(line for line in master.splitlines() if line and line[0] != "#"))
-    async with session.get(playlist_url) as response:
-        playlist = await response.text()
-    segments = [line for line in playlist.splitlines() if line and line[0] != "#"]
-    if not segments:  # low-latency HLS: asking for the next sequence number waits for it
-        sequence = next(int(line.split(":")[1]) for line in playlist.splitlines()
-                        if line.startswith("#EXT-X-MEDIA-SEQUENCE"))
-        async with session.get(playlist_url, params={"_HLS_msn": str(sequence + 1)},
-                               timeout=aiohttp.ClientTimeout(total=60)) as response:
-            playlist = await response.text()
-        segments = [line for line in playlist.splitlines() if line and line[0] != "#"]
-    init = next(line.split('URI="')[1].split('"')[0] for line in playlist.splitlines() if line.startswith("#EXT-X-MAP"))
-    with open(out, "wb") as file:
-        for name in (init, segments[0]):
-            async with session.get(urljoin(playlist_url, name)) as response:
-                response.raise_for_status()
-                file.write(await response.read())
-    say({"hls": "#EXTM3U" in master})
-
-
 async def main() -> None:
     given = json.load(sys.stdin)
     ha = given["ha"]
     async with aiohttp.ClientSession() as session:
         owner = await onboard(session, ha)
-        token, headers, post = owner.token, owner.headers, owner.post
+        headers, post = owner.headers, owner.post
         flow = await post("/api/config/config_entries/flow", {"handler": "onvif", "show_advanced_options": False})
         if flow.get("step_id") == "user":
             flow = await post(f"/api/config/config_entries/flow/{flow['flow_id']}", {"auto": False})
@@ -81,16 +39,12 @@ async def main() -> None:
              "reason": flow.get("reason"), "placeholders": flow.get("description_placeholders")})
         if flow.get("type") != "create_entry":
             return
-        async with session.ws_connect(f"{ha}/api/websocket") as ws:
-            await ws.receive_json()  # auth_required
-            await ws.send_json({"type": "auth", "access_token": token})
-            await ws.receive_json()  # auth_ok
-            await ws.send_json({"id": 1, "type": "subscribe_events", "event_type": "state_changed"})
-            await ws.receive_json()
+        async with owner.websocket() as ws:
             request, entities = 2, []
             # The entry's platforms load in the background: ask the registry until the camera is there.
             while not any(e["entity_id"].startswith("camera.") for e in entities):
-                entities = [e for e in await registry(ws, request) if e.get("platform") == "onvif"]
+                listed = await owner.ask(ws, {"id": request, "type": "config/entity_registry/list"})
+                entities = [e for e in listed["result"] if e.get("platform") == "onvif"]
                 request += 1
                 if not any(e["entity_id"].startswith("camera.") for e in entities):
                     await asyncio.sleep(0.5)
@@ -100,7 +54,8 @@ async def main() -> None:
                 picture = await response.read()
                 say({"snapshot_status": response.status, "snapshot_start": picture[:3].hex(),
                      "snapshot_bytes": len(picture)})
-            await hls(session, ha, ws, camera, given["out"])
+            played = await owner.hls(ws, camera, given["out"], request_id=900)
+            say({"hls": "#EXTM3U" in played["master"]})
             # Motion: the binary sensor appears with the first event; then every change of it.
             motion = None
             while True:

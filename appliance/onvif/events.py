@@ -58,6 +58,12 @@ def seconds_of(value: str | None, now: float, default: float) -> float:
     return when.timestamp() - now
 
 
+def ends_at(termination: str | None, now: float) -> float:
+    """When a subscription asked to end at ``termination`` (a duration or a time) ends: at least a
+    second and at most ``MAX_TERMINATION`` from ``now``, ``DEFAULT_TERMINATION`` when not given."""
+    return now + min(MAX_TERMINATION, max(1.0, seconds_of(termination, now, DEFAULT_TERMINATION)))
+
+
 def utc(when: float) -> str:
     return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -125,13 +131,12 @@ class MotionEvents:
 
     def create(self, termination: str | None) -> Subscription:
         now = self._clock()
-        ahead = min(MAX_TERMINATION, max(1.0, seconds_of(termination, now, DEFAULT_TERMINATION)))
         with self._cond:
             self._expire(now)
             if len(self._subscriptions) >= self.max_subscriptions:
                 self.refused += 1
                 raise TooManySubscriptions(f"at most {self.max_subscriptions} event subscriptions at once")
-            subscription = Subscription(secrets.token_hex(8), now + ahead)
+            subscription = Subscription(secrets.token_hex(8), ends_at(termination, now))
             subscription.queue.append(Notification(now, self._motion_now(), "Initialized"))
             self._subscriptions[subscription.id] = subscription
         return subscription
@@ -141,15 +146,15 @@ class MotionEvents:
             self._expire(self._clock())
             return self._subscriptions.get(key)
 
-    def renew(self, key: str, termination: str | None) -> Subscription | None:
+    def renew(self, key: str, termination: str | None) -> float | None:
+        """The new end time, or None when the subscription has ended."""
         now = self._clock()
         with self._cond:
             subscription = self._subscriptions.get(key)
             if subscription is None or subscription.ends_at <= now:
                 return None
-            subscription.ends_at = now + min(MAX_TERMINATION, max(1.0, seconds_of(termination, now,
-                                                                                   DEFAULT_TERMINATION)))
-            return subscription
+            subscription.ends_at = ends_at(termination, now)
+            return subscription.ends_at
 
     def unsubscribe(self, key: str) -> bool:
         with self._cond:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from appliance.motion.events import EventChange
-from appliance.onvif.events import DEFAULT_TERMINATION, MAX_TERMINATION, Notification, message_xml, seconds_of
+from appliance.onvif.events import Notification, ends_at, message_xml
 from appliance.onvif.soap import envelope
 
 log = logging.getLogger(__name__)
@@ -113,24 +113,24 @@ class Notifier:
     def subscribe(self, url: str, subscriber: str, termination: str | None) -> Push:
         address, port = consumer_of(url, subscriber)
         now = self._clock()
-        ahead = min(MAX_TERMINATION, max(1.0, seconds_of(termination, now, DEFAULT_TERMINATION)))
         with self._lock:
             self._expire(now)
             if len(self._pushes) >= self.max_subscriptions:
                 self.refused += 1
                 raise RefusedConsumer(f"at most {self.max_subscriptions} notification subscriptions at once")
-            push = Push(secrets.token_hex(8), url, address, port, now + ahead)
+            push = Push(secrets.token_hex(8), url, address, port, ends_at(termination, now))
             self._pushes[push.id] = push
         return push
 
-    def renew(self, key: str, termination: str | None) -> Push | None:
+    def renew(self, key: str, termination: str | None) -> float | None:
+        """The new end time, or None when the subscription has ended."""
         now = self._clock()
         with self._lock:
             push = self._pushes.get(key)
             if push is None or push.ends_at <= now:
                 return None
-            push.ends_at = now + min(MAX_TERMINATION, max(1.0, seconds_of(termination, now, DEFAULT_TERMINATION)))
-            return push
+            push.ends_at = ends_at(termination, now)
+            return push.ends_at
 
     def unsubscribe(self, key: str) -> bool:
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from appliance.onvif import device, media
 from appliance.onvif.device import Facts
@@ -21,6 +22,16 @@ from appliance.onvif.soap import BadRequest, Request, child_text, envelope, faul
 from appliance.onvif.wsse import TokenCheck
 
 log = logging.getLogger(__name__)
+
+class Subscriptions(Protocol):
+    """What pull points (``MotionEvents``) and pushed subscriptions (``Notifier``) both offer."""
+
+    def renew(self, key: str, termination: str | None) -> float | None: ...
+
+    def unsubscribe(self, key: str) -> bool: ...
+
+    def synchronize(self, key: str) -> bool: ...
+
 
 OPEN = {("device", "GetSystemDateAndTime"), ("device", "GetCapabilities"), ("device", "GetServices")}
 CONFIGURED = {"SetVideoEncoderConfiguration", "SetVideoSourceConfiguration", "CreateProfile", "DeleteProfile",
@@ -70,7 +81,7 @@ class OnvifService:
             elif service == "media":
                 body = media.answer(facts, request, host)
             elif service == "subscription":
-                body = self._subscription(request, subscription)
+                body = self._manage(self.pushes, request, subscription, "notification")
             else:
                 body = self._events(facts, request, host, subscription, address)
         except media.NoSuchProfile as exc:
@@ -113,52 +124,36 @@ class OnvifService:
                 case "GetEventProperties":
                     return EVENT_PROPERTIES
             return None
-        gone = LookupError(f"no event subscription {subscription[:32]!r} (it ended, or never was)")
-        match request.operation:
-            case "PullMessages":
-                limit = child_text(request.body, "MessageLimit") or "100"
-                taken = events.pull(subscription, child_text(request.body, "Timeout"),
-                                    int(limit) if limit.strip().isdigit() else 100)
-                current = events.get(subscription)
-                if taken is None or current is None:
-                    raise gone
-                messages = "".join(message_xml(note, media.SOURCE_CONFIG) for note in taken)
-                return (f"<tev:PullMessagesResponse><tev:CurrentTime>{utc(self._clock())}</tev:CurrentTime>"
-                        f"<tev:TerminationTime>{utc(current.ends_at)}</tev:TerminationTime>{messages}"
-                        "</tev:PullMessagesResponse>")
-            case "Renew":
-                renewed = events.renew(subscription, child_text(request.body, "TerminationTime"))
-                if renewed is None:
-                    raise gone
-                return (f"<wsnt:RenewResponse><wsnt:TerminationTime>{utc(renewed.ends_at)}</wsnt:TerminationTime>"
-                        f"<wsnt:CurrentTime>{utc(now)}</wsnt:CurrentTime></wsnt:RenewResponse>")
-            case "Unsubscribe":
-                if not events.unsubscribe(subscription):
-                    raise gone
-                return "<wsnt:UnsubscribeResponse/>"
-            case "SetSynchronizationPoint":
-                if not events.synchronize(subscription):
-                    raise gone
-                return "<tev:SetSynchronizationPointResponse/>"
-        return None
+        if request.operation != "PullMessages":
+            return self._manage(events, request, subscription, "event")
+        limit = child_text(request.body, "MessageLimit") or "100"
+        taken = events.pull(subscription, child_text(request.body, "Timeout"),
+                            int(limit) if limit.strip().isdigit() else 100)
+        current = events.get(subscription)
+        if taken is None or current is None:
+            raise LookupError(f"no event subscription {subscription[:32]!r} (it ended, or never was)")
+        messages = "".join(message_xml(note, media.SOURCE_CONFIG) for note in taken)
+        return (f"<tev:PullMessagesResponse><tev:CurrentTime>{utc(self._clock())}</tev:CurrentTime>"
+                f"<tev:TerminationTime>{utc(current.ends_at)}</tev:TerminationTime>{messages}"
+                "</tev:PullMessagesResponse>")
 
-    def _subscription(self, request: Request, key: str) -> str | None:
-        """The operations on one Subscribe subscription (its manager's address)."""
-        pushes, now = self.pushes, self._clock()
-        gone = LookupError(f"no notification subscription {key[:32]!r} (it ended, or never was)")
+    def _manage(self, store: Subscriptions, request: Request, key: str, kind: str) -> str | None:
+        """Renew, Unsubscribe, SetSynchronizationPoint: the same on a pull point and on a Subscribe
+        subscription's manager."""
+        gone = LookupError(f"no {kind} subscription {key[:32]!r} (it ended, or never was)")
         match request.operation:
             case "Renew":
-                renewed = pushes.renew(key, child_text(request.body, "TerminationTime"))
+                renewed = store.renew(key, child_text(request.body, "TerminationTime"))
                 if renewed is None:
                     raise gone
-                return (f"<wsnt:RenewResponse><wsnt:TerminationTime>{utc(renewed.ends_at)}</wsnt:TerminationTime>"
-                        f"<wsnt:CurrentTime>{utc(now)}</wsnt:CurrentTime></wsnt:RenewResponse>")
+                return (f"<wsnt:RenewResponse><wsnt:TerminationTime>{utc(renewed)}</wsnt:TerminationTime>"
+                        f"<wsnt:CurrentTime>{utc(self._clock())}</wsnt:CurrentTime></wsnt:RenewResponse>")
             case "Unsubscribe":
-                if not pushes.unsubscribe(key):
+                if not store.unsubscribe(key):
                     raise gone
                 return "<wsnt:UnsubscribeResponse/>"
             case "SetSynchronizationPoint":
-                if not pushes.synchronize(key):
+                if not store.synchronize(key):
                     raise gone
                 return "<tev:SetSynchronizationPointResponse/>"
         return None
