@@ -589,3 +589,48 @@ def test_a_consumer_must_be_the_subscriber() -> None:
     for url in ("http://192.168.1.1/admin", "https://127.0.0.1/hook", "file:///etc/passwd", "http://127.0.0.1:x/"):
         with pytest.raises(RefusedConsumer):
             consumer_of(url, "127.0.0.1")
+
+
+@pytest.mark.rtsp
+def test_every_operation_offered_is_read_by_home_assistants_library(start_appliance: Any, tmp_path: Path) -> None:
+    """Each read operation docs/onvif.md lists, called through zeep and the ONVIF WSDLs: an answer
+    that does not fit the schema would be an error here."""
+    from onvif import ONVIFCamera
+
+    app = start_onvif(start_appliance, tmp_path)
+    calls = {"device": ["GetSystemDateAndTime", "GetCapabilities", ("GetServices", {"IncludeCapability": False}),
+                        "GetServiceCapabilities",
+                        "GetDeviceInformation", "GetNetworkInterfaces", "GetScopes", "GetHostname"],
+             "media": ["GetProfiles", "GetServiceCapabilities", "GetVideoSources", "GetVideoSourceConfigurations",
+                       "GetVideoEncoderConfigurations", "GetVideoEncoderConfigurationOptions",
+                       "GetVideoSourceConfigurationOptions", "GetAudioSources", "GetAudioEncoderConfigurations",
+                       ("GetProfile", {"ProfileToken": "main"}),
+                       ("GetCompatibleVideoEncoderConfigurations", {"ProfileToken": "main"}),
+                       ("GetVideoSourceConfiguration", {"ConfigurationToken": "camera_config"}),
+                       ("GetVideoEncoderConfiguration", {"ConfigurationToken": "h264"})],
+             "events": ["GetEventProperties", "GetServiceCapabilities"]}
+
+    async def read() -> dict[str, Any]:
+        camera = ONVIFCamera("127.0.0.1", app.server.port, USER, PASSWORD, adjust_time=True)
+        answers: dict[str, Any] = {}
+        try:
+            await camera.update_xaddrs()
+            services = {"device": await camera.create_devicemgmt_service(),
+                        "media": await camera.create_media_service(),
+                        "events": await camera.create_events_service()}
+            for name, operations in calls.items():
+                for operation in operations:
+                    op, args = operation if isinstance(operation, tuple) else (operation, None)
+                    method = getattr(services[name], op)
+                    answers[f"{name}.{op}"] = await method(args) if args else await method()
+        finally:
+            await camera.close()
+        return answers
+
+    answers = asyncio.run(read())
+    assert len(answers) == sum(len(operations) for operations in calls.values())
+    assert answers["media.GetProfile"].VideoEncoderConfiguration.H264.GovLength == 15
+    assert answers["media.GetVideoSources"][0].Resolution.Width == 320
+    assert answers["media.GetAudioSources"] == []
+    assert answers["events.GetServiceCapabilities"].WSPullPointSupport is True
+    assert answers["device.GetSystemDateAndTime"].DateTimeType == "NTP"

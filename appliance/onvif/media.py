@@ -112,6 +112,18 @@ def answer(facts: Facts, request: Request, host: str) -> str | None:
                     "<tt:Min>1</tt:Min><tt:Max>1</tt:Max></tt:EncodingIntervalRange>"
                     f"<tt:H264ProfilesSupported>{facts.profile.capitalize()}</tt:H264ProfilesSupported></tt:H264>"
                     "</trt:Options></trt:GetVideoEncoderConfigurationOptionsResponse>")
+        case "GetVideoSourceConfigurationOptions":
+            return ("<trt:GetVideoSourceConfigurationOptionsResponse><trt:Options><tt:BoundsRange>"
+                    f"<tt:XRange><tt:Min>0</tt:Min><tt:Max>0</tt:Max></tt:XRange><tt:YRange><tt:Min>0</tt:Min>"
+                    f"<tt:Max>0</tt:Max></tt:YRange><tt:WidthRange><tt:Min>{width}</tt:Min><tt:Max>{width}</tt:Max>"
+                    f"</tt:WidthRange><tt:HeightRange><tt:Min>{height}</tt:Min><tt:Max>{height}</tt:Max>"
+                    f"</tt:HeightRange></tt:BoundsRange><tt:VideoSourceTokensAvailable>{SOURCE}"
+                    "</tt:VideoSourceTokensAvailable></trt:Options></trt:GetVideoSourceConfigurationOptionsResponse>")
+        case "GetCompatibleVideoEncoderConfigurations":
+            _check_profile(request)
+            return ("<trt:GetCompatibleVideoEncoderConfigurationsResponse>"
+                    f"{_encoder_configuration(facts, 'trt:Configurations')}"
+                    "</trt:GetCompatibleVideoEncoderConfigurationsResponse>")
         case "GetAudioSources" | "GetAudioEncoderConfigurations":  # no audio: an empty list
             return f"<trt:{request.operation}Response/>"
     return None
