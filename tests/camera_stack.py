@@ -242,5 +242,17 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_targets(pid: int) -> list[str]:
+    """What each descriptor of ``pid`` names; one closed while they are read (a connection the server
+    was still closing) is left out."""
+    targets = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            targets.append(str(fd.readlink()))
+        except FileNotFoundError:
+            continue
+    return targets
+
+
 def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))

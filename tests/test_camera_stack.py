@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.broker import free_port
-from tests.camera_stack import SHIM_DIR, CameraRoot, build_camera_root, open_fds, threads, write_frames
+from tests.camera_stack import SHIM_DIR, CameraRoot, build_camera_root, fd_targets, open_fds, threads, write_frames
 from tests.helpers import decode_jpeg, iter_mjpeg, switch_on_and_watch, wait_until_serving
 
 pytestmark = [pytest.mark.camera, pytest.mark.root, pytest.mark.timeout(1500)]
@@ -255,7 +255,7 @@ def test_the_appliance_on_the_real_stack_streams_records_motion_and_switches_cle
             # Equal threads; no more descriptors (the earlier stream's and feed's sockets may still
             # be closing at the baseline, so fewer is fine: one leaked per cycle would be 20 more).
             assert threads(proc.pid) == baseline[0] and open_fds(proc.pid) <= baseline[1]
-        buffers = [fd for fd in Path(f"/proc/{proc.pid}/fd").iterdir() if "memfd:" in str(fd.readlink())]
+        buffers = [target for target in fd_targets(proc.pid) if "memfd:" in target]
         assert buffers == [], "frame buffers still open with the camera off"
 
         # Shutdown within 5 s with the camera on and a viewer connected.

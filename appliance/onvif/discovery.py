@@ -176,8 +176,8 @@ class DiscoveryResponder:
                   f"<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>{self._next()}")
         body = f"<d:ProbeMatches><d:ProbeMatch>{self._match(_local_address(sender[0]))}</d:ProbeMatch></d:ProbeMatches>"
         assert self._sock is not None
+        self.answered += 1  # counted first: a client may read the answer before this thread goes on
         self._sock.sendto(_envelope("ProbeMatches", header, body), sender)
-        self.answered += 1
 
     def _wanted(self, probe: Element) -> bool:
         """Whether the Probe's types (any of ours, by local name: the parser keeps no prefixes) and
